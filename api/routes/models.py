@@ -1,0 +1,87 @@
+"""The model registry as the workers see it."""
+
+from collections import Counter
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from api.deps import StateDep
+from shared.registry import ModelEntry
+from shared.workers import ModelFailure, live_workers
+
+router = APIRouter(tags=["models"])
+
+
+class ModelInfo(BaseModel):
+    id: str
+    type: str
+    requires_auth: bool
+    default_steps: int
+    max_steps: int
+    max_tokens: int
+    supports_i2i: bool
+    use_negative_prompt: bool
+    guidance_scale: float
+    default_size: tuple[int, int]
+    max_size: tuple[int, int]
+    negative_prompt: str
+    description: str
+    pipeline_class: str | None
+    workers: int
+
+
+class ModelsResponse(BaseModel):
+    models: dict[str, ModelInfo]
+    current: str | None
+    primary: str
+    fallback_chain: list[str]
+    enable_fallback: bool
+    served: dict[str, int]
+    load_failures: dict[str, list[ModelFailure]]
+
+
+def _info(entry: ModelEntry, workers: int) -> ModelInfo:
+    return ModelInfo(
+        id=entry.id,
+        type=entry.type,
+        requires_auth=entry.requires_auth,
+        description=entry.description,
+        pipeline_class=entry.pipeline_class,
+        workers=workers,
+        **entry.params.model_dump(
+            include={
+                "default_steps",
+                "max_steps",
+                "max_tokens",
+                "supports_i2i",
+                "use_negative_prompt",
+                "guidance_scale",
+                "default_size",
+                "max_size",
+                "negative_prompt",
+            }
+        ),
+    )
+
+
+@router.get("/models", response_model=ModelsResponse)
+def list_models(state: StateDep) -> ModelsResponse:
+    """Every registry model with its limits, and what the live workers actually serve.
+
+    `current` is the model served by the most live workers (the primary when it
+    is served at all); `served` counts workers per model.
+    """
+    registry = state.registry
+    workers = live_workers(state.redis)
+    served = Counter(w.model for w in workers if w.model)
+    primary = registry.runtime.primary_model
+    current = primary if primary in served else (served.most_common(1)[0][0] if served else None)
+    return ModelsResponse(
+        models={name: _info(entry, served[name]) for name, entry in registry.models.items()},
+        current=current,
+        primary=primary,
+        fallback_chain=registry.fallback_chain,
+        enable_fallback=registry.runtime.enable_fallback,
+        served=dict(served),
+        load_failures={w.name: w.failures for w in workers if w.failures},
+    )

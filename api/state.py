@@ -1,0 +1,40 @@
+"""What the API process holds while it runs, built in the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from celery import Celery
+
+from shared.connections import redis_client
+from shared.queue import make_celery
+from shared.registry import Registry, registry_for
+from shared.settings import Settings
+from shared.storage import Storage, storage_from_settings
+from shared.store import JobStore
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    registry: Registry
+    redis: redis.Redis
+    store: JobStore
+    storage: Storage
+    celery: Celery
+
+    @classmethod
+    def build(cls, settings: Settings) -> AppState:
+        client = redis_client(settings)
+        return cls(
+            settings=settings,
+            registry=registry_for(settings),
+            redis=client,
+            store=JobStore(client, settings.job_ttl_s),
+            storage=storage_from_settings(settings),
+            celery=make_celery(settings),
+        )
+
+    def close(self) -> None:
+        self.redis.close()

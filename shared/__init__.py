@@ -1,0 +1,1 @@
+"""What the API and the workers share: settings, registry, job schemas and store, storage."""

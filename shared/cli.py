@@ -1,0 +1,129 @@
+"""The `darkroom` command: run the stack, one of its parts, or submit a job."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return int(args.run(args) or 0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="darkroom", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", help="run API, worker(s) and Redis locally, show a first image")
+    up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--workers", type=int, default=1, help="CPU workers to start (default 1)")
+    up.add_argument("--model", default=None, help="model the workers serve (default tiny-sd)")
+    up.add_argument("--no-demo", action="store_true", help="do not submit the demo job")
+    up.add_argument("--once", action="store_true", help="stop after the demo job finished")
+    up.set_defaults(run=_up)
+
+    api = commands.add_parser("api", help="run the HTTP API (same as uvicorn api.main:app)")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.set_defaults(run=_api)
+
+    worker = commands.add_parser("worker", help="run one Celery GPU worker")
+    worker.add_argument("--model", default=None, help="pin this worker to one registry model")
+    worker.add_argument("--name", default=None, help="worker name (default darkroom-<pid>@host)")
+    worker.add_argument("--loglevel", default="INFO")
+    worker.set_defaults(run=_worker)
+
+    submit = commands.add_parser("submit", help="submit a job to a running API")
+    submit.add_argument("prompt")
+    submit.add_argument("--model", default=None)
+    submit.add_argument("--seed", type=int, default=None)
+    submit.add_argument("--steps", type=int, default=None)
+    submit.add_argument("--width", type=int, default=None)
+    submit.add_argument("--height", type=int, default=None)
+    submit.add_argument("--init-image", type=Path, default=None, help="image file: img2img")
+    submit.add_argument("--strength", type=float, default=None)
+    submit.add_argument("--wait", action="store_true", help="wait until the job is finished")
+    submit.add_argument("-o", "--output", type=Path, default=None, help="save the first image")
+    submit.add_argument("--url", default=os.environ.get("DARKROOM_URL", "http://127.0.0.1:8000"))
+    submit.add_argument("--api-key", default=os.environ.get("DARKROOM_API_KEY"))
+    submit.set_defaults(run=_submit)
+
+    models = commands.add_parser("models", help="show the effective model registry")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(run=_models)
+    return parser
+
+
+def _up(args: argparse.Namespace) -> int:
+    from shared.stack import LocalStack
+
+    return LocalStack(
+        port=args.port, workers=args.workers, model=args.model, demo=not args.no_demo
+    ).run(once=args.once)
+
+
+def _api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run("api.main:app", host=args.host, port=args.port)
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    if args.model:
+        # Read by the worker's settings (WORKER_MODEL), before the app is imported.
+        os.environ["WORKER_MODEL"] = args.model
+    from worker.celery_app import app
+
+    argv = ["worker", f"--loglevel={args.loglevel}"]
+    if args.name:
+        argv.append(f"--hostname={args.name}")
+    app.worker_main(argv)
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from shared.client import ApiError, DarkroomClient
+    from shared.submit import build_body, save_first_image
+
+    client = DarkroomClient(args.url, api_key=args.api_key)
+    try:
+        job = client.submit(build_body(args))
+        if args.wait or args.output:
+            job = client.wait(job["id"])
+        if args.output and job["status"] == "succeeded":
+            save_first_image(client, job, args.output)
+    except ApiError as exc:
+        print(f"darkroom: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(job, indent=2))
+    return 0 if job["status"] in {"queued", "running", "succeeded"} else 1
+
+
+def _models(args: argparse.Namespace) -> int:
+    from shared.registry import get_registry
+
+    registry = get_registry()
+    if args.json:
+        print(registry.model_dump_json(indent=2))
+        return 0
+    runtime = registry.runtime
+    print(f"registry: {os.environ.get('MODEL_CONFIG', 'model_config.yaml')}")
+    print(f"primary:  {runtime.primary_model}")
+    print(f"fallback: {', '.join(registry.fallback_chain) or '(off)'}")
+    for name, entry in registry.models.items():
+        p = entry.params
+        print(
+            f"  {name:14} {entry.type:5} steps {p.default_steps}/{p.max_steps} "
+            f"size {p.default_size[0]}x{p.default_size[1]} (max {p.max_size[0]}x{p.max_size[1]}) "
+            f"i2i={'yes' if p.supports_i2i else 'no'}  {entry.id}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

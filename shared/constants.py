@@ -1,0 +1,36 @@
+"""Names and lifetimes that the API and the workers must agree on.
+
+Every Redis key darkroom writes starts with one of these prefixes, so an
+operator can find (or delete) all of darkroom's data with one SCAN pattern.
+"""
+
+KEY_PREFIX = "darkroom:"
+
+# One hash per job: the record clients read at GET /jobs/{id}.
+JOB_KEY_PREFIX = KEY_PREFIX + "job:"
+# The decoded init image of an img2img job, kept apart from the record so that
+# polling a job never ships megabytes of base64 back and forth.
+JOB_INPUT_KEY_PREFIX = KEY_PREFIX + "job-input:"
+# One hash per live worker, refreshed by its heartbeat and expiring with it.
+WORKER_KEY_PREFIX = KEY_PREFIX + "worker:"
+
+# Job records and their inputs outlive the job by this long (24 h), then expire.
+DEFAULT_JOB_TTL_S = 24 * 3600
+# A worker that has not refreshed its record for this long is presumed dead.
+WORKER_TTL_S = 15
+WORKER_HEARTBEAT_INTERVAL_S = 5
+
+# Celery queues. Jobs that name a model go to that model's queue and only run
+# on a worker holding it; jobs that do not go to the shared default queue.
+DEFAULT_QUEUE = "darkroom.default"
+MODEL_QUEUE_PREFIX = "darkroom.model."
+GENERATE_TASK = "darkroom.generate"
+
+# Progress is written at most this often per job: a step of a tiny model takes
+# milliseconds, and a Redis round trip per step would cost more than the step.
+PROGRESS_WRITE_INTERVAL_S = 0.25
+
+
+def model_queue(model: str) -> str:
+    """The Celery queue that feeds workers serving `model`."""
+    return MODEL_QUEUE_PREFIX + model

@@ -1,0 +1,153 @@
+"""Job schemas and the job status machine, shared by the API and the workers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_SEED = 2**32 - 1
+MAX_PROMPT_CHARS = 4000
+WebhookEvent = Literal["start", "progress", "completed"]
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+    def can_move_to(self, target: JobStatus) -> bool:
+        return target in _TRANSITIONS[self]
+
+
+_TERMINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED}
+_TRANSITIONS: dict[JobStatus, set[JobStatus]] = {
+    JobStatus.QUEUED: {JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELED},
+    # running -> queued: the job is handed back to the queue (its worker died).
+    JobStatus.RUNNING: {
+        JobStatus.SUCCEEDED,
+        JobStatus.FAILED,
+        JobStatus.CANCELED,
+        JobStatus.QUEUED,
+    },
+    JobStatus.SUCCEEDED: set(),
+    JobStatus.FAILED: set(),
+    JobStatus.CANCELED: set(),
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobCreate(BaseModel):
+    """Body of POST /jobs. Unset generation fields take the model's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
+    model: str | None = Field(None, description="Registry name; default: the primary model.")
+    width: int | None = Field(None, ge=8, le=8192)
+    height: int | None = Field(None, ge=8, le=8192)
+    steps: int | None = Field(None, ge=1, le=1000)
+    guidance_scale: float | None = Field(None, ge=0, le=50)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    num_images: int = Field(1, ge=1, le=4)
+    init_image: str | None = Field(
+        None, description="Base64 PNG/JPEG/WebP, or a data: URL (image-to-image)."
+    )
+    strength: float | None = Field(None, gt=0, le=1)
+    webhook: str | None = Field(None, max_length=2048)
+    webhook_events_filter: list[WebhookEvent] | None = None
+
+
+class GenerationParams(BaseModel):
+    """Every resolved generation parameter of a job, as the worker runs it."""
+
+    prompt: str
+    negative_prompt: str | None
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float
+    seed: int
+    num_images: int
+    strength: float | None = None
+    mode: Literal["txt2img", "img2img"] = "txt2img"
+
+
+class StoredImage(BaseModel):
+    key: str
+    width: int
+    height: int
+    seed: int
+    content_type: str = "image/png"
+
+
+class ImageOut(BaseModel):
+    url: str
+    width: int
+    height: int
+    seed: int
+    content_type: str
+
+
+class JobErrorInfo(BaseModel):
+    type: str
+    message: str
+
+
+class JobRecord(BaseModel):
+    """A job as stored in Redis (one hash field per attribute)."""
+
+    id: str
+    status: JobStatus = JobStatus.QUEUED
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    model: str
+    model_used: str | None = None
+    queue: str
+    params: GenerationParams
+    progress: float = 0.0
+    images: list[StoredImage] = []
+    error: JobErrorInfo | None = None
+    attempts: int = 0
+    worker: str | None = None
+    webhook: str | None = None
+    webhook_events_filter: list[WebhookEvent] = ["completed"]
+
+
+class JobUrls(BaseModel):
+    get: str
+    cancel: str
+
+
+class Job(BaseModel):
+    """A job as clients see it (POST /jobs and GET /jobs/{id})."""
+
+    id: str
+    status: JobStatus
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    model: str
+    model_used: str | None
+    params: GenerationParams
+    progress: float
+    images: list[ImageOut]
+    error: JobErrorInfo | None
+    urls: JobUrls
+    queue: str
+    attempts: int
+    worker: str | None
+    webhook: str | None
+    webhook_events_filter: list[WebhookEvent]

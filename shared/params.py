@@ -1,0 +1,81 @@
+"""Resolve a job request against its model's registry entry: defaults and limits."""
+
+from __future__ import annotations
+
+import secrets
+
+from shared.errors import InvalidRequest
+from shared.images import DecodedImage
+from shared.jobs import MAX_SEED, GenerationParams, JobCreate
+from shared.registry import ModelEntry
+
+
+def resolve_params(
+    request: JobCreate, entry: ModelEntry, init_image: DecodedImage | None
+) -> GenerationParams:
+    """Fill unset fields from the model's defaults and refuse what exceeds its limits."""
+    limits = entry.params
+    if init_image is not None and not limits.supports_i2i:
+        raise InvalidRequest(
+            "this model does not support image-to-image (init_image)", "init_image"
+        )
+    if request.strength is not None and init_image is None:
+        raise InvalidRequest("strength applies only with init_image", "strength")
+
+    width, height = _resolve_size(request, entry, init_image)
+    steps = request.steps if request.steps is not None else limits.default_steps
+    if steps > limits.max_steps:
+        raise InvalidRequest(
+            f"steps {steps} exceeds this model's max_steps {limits.max_steps}", "steps"
+        )
+
+    negative_prompt = _resolve_negative_prompt(request, entry)
+    return GenerationParams(
+        prompt=request.prompt,
+        negative_prompt=negative_prompt,
+        width=width,
+        height=height,
+        steps=steps,
+        guidance_scale=(
+            request.guidance_scale if request.guidance_scale is not None else limits.guidance_scale
+        ),
+        seed=request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1),
+        num_images=request.num_images,
+        strength=(request.strength or 0.75) if init_image is not None else None,
+        mode="img2img" if init_image is not None else "txt2img",
+    )
+
+
+def _resolve_size(
+    request: JobCreate, entry: ModelEntry, init_image: DecodedImage | None
+) -> tuple[int, int]:
+    default_w, default_h = entry.params.default_size
+    if init_image is not None:
+        # img2img keeps the input's size by default, rounded down to the 8-pixel grid.
+        default_w, default_h = init_image.width // 8 * 8, init_image.height // 8 * 8
+    width = request.width if request.width is not None else default_w
+    height = request.height if request.height is not None else default_h
+    max_w, max_h = entry.params.max_size
+    for field, value, limit in (("width", width, max_w), ("height", height, max_h)):
+        if value % 8:
+            raise InvalidRequest(f"{field} {value} must be a multiple of 8", field)
+        if value < 8:
+            raise InvalidRequest(f"{field} must be at least 8", field)
+        if value > limit:
+            raise InvalidRequest(
+                f"{field} {value} exceeds this model's max_size {max_w}x{max_h}", field
+            )
+    return width, height
+
+
+def _resolve_negative_prompt(request: JobCreate, entry: ModelEntry) -> str | None:
+    if not entry.params.use_negative_prompt:
+        if request.negative_prompt:
+            raise InvalidRequest(
+                "this model does not use a negative prompt (use_negative_prompt: false)",
+                "negative_prompt",
+            )
+        return None
+    if request.negative_prompt is not None:
+        return request.negative_prompt
+    return entry.params.negative_prompt or None

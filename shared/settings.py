@@ -1,0 +1,77 @@
+"""Process settings: environment and `.env` over `model_config.yaml` over defaults.
+
+Only what varies per deployment lives here (where Redis is, where images go,
+the seed's override variables). The model registry itself is data, loaded by
+`shared.registry`; `get_registry()` applies the overrides read here on top of it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    registry_path: Path = Field(
+        Path("model_config.yaml"),
+        validation_alias=AliasChoices("MODEL_CONFIG", "registry_path"),
+        description="Path of the model registry (model_config.yaml).",
+    )
+    # The seed's overrides: unset means "whatever model_config.yaml says".
+    primary_model: str | None = None
+    enable_fallback: bool | None = None
+    hf_cache_dir: Path | None = None
+    openai_api_key: SecretStr | None = None
+
+    storage_url: str = "file://./data/images"
+    s3_endpoint_url: str | None = None
+    presign_expiry_s: int = Field(3600, ge=60, le=7 * 24 * 3600)
+    public_base_url: str = "http://127.0.0.1:8000"
+
+    job_ttl_s: int = Field(24 * 3600, ge=60)
+    max_request_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+
+    # Worker-side knobs.
+    worker_model: str | None = Field(
+        None, description="Pin this worker to one registry model (darkroom worker --model)."
+    )
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    torch_threads: int | None = Field(None, ge=1)
+
+    log_level: str = "INFO"
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if urlparse(value).scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_scheme(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme not in {"file", "s3"}:
+            raise ValueError("STORAGE_URL must be file:///path or s3://bucket/prefix")
+        if parsed.scheme == "s3" and not parsed.netloc:
+            raise ValueError("STORAGE_URL s3:// needs a bucket name: s3://bucket/prefix")
+        return value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read once. Tests call `get_settings.cache_clear()`."""
+    return Settings()

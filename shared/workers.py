@@ -1,0 +1,51 @@
+"""Worker status records: what each live worker serves, read by GET /status and /models."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+from pydantic import BaseModel
+
+from shared.constants import WORKER_KEY_PREFIX, WORKER_TTL_S
+
+
+class ModelFailure(BaseModel):
+    model: str
+    reason: str
+
+
+class WorkerInfo(BaseModel):
+    name: str
+    state: str  # loading | ready | busy | no_model | stopping
+    model: str | None = None
+    queues: list[str] = []
+    device: str | None = None
+    pid: int | None = None
+    started_at: str | None = None
+    ready_at: str | None = None
+    current_job: str | None = None
+    jobs_done: int = 0
+    failures: list[ModelFailure] = []
+
+
+def worker_key(name: str) -> str:
+    return WORKER_KEY_PREFIX + name
+
+
+def write_worker(client: redis.Redis, info: WorkerInfo) -> None:
+    """Write a worker's record; it expires unless the heartbeat rewrites it."""
+    client.set(worker_key(info.name), info.model_dump_json(), ex=WORKER_TTL_S)
+
+
+def remove_worker(client: redis.Redis, name: str) -> None:
+    client.delete(worker_key(name))
+
+
+def live_workers(client: redis.Redis) -> list[WorkerInfo]:
+    keys = sorted(client.scan_iter(match=WORKER_KEY_PREFIX + "*", count=500))
+    if not keys:
+        return []
+    values: list[Any] = client.mget(keys)
+    return [WorkerInfo.model_validate(json.loads(v)) for v in values if v is not None]

@@ -1,0 +1,73 @@
+"""Worker start-up: load the model (with fallback), announce it, pick the queues to consume."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+
+from shared.connections import redis_client
+from shared.constants import DEFAULT_QUEUE, model_queue
+from shared.jobs import utcnow
+from shared.registry import registry_for
+from shared.settings import Settings
+from shared.storage import storage_from_settings
+from shared.store import JobStore
+from shared.workers import ModelFailure, WorkerInfo
+from worker.heartbeat import Heartbeat
+from worker.loader import LoadFailure, load_first_available
+from worker.runner import JobRunner
+
+log = logging.getLogger(__name__)
+
+NO_MODEL_QUEUE_PREFIX = "darkroom.idle."
+
+
+@dataclass
+class WorkerContext:
+    heartbeat: Heartbeat
+    runner: JobRunner | None
+    queues: list[str]
+
+
+def start_worker(name: str, settings: Settings) -> WorkerContext:
+    """Load this worker's model and start its heartbeat. Never raises for a model failure."""
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    registry = registry_for(settings)
+    client = redis_client(settings)
+    heartbeat = Heartbeat(
+        client,
+        WorkerInfo(name=name, state="loading", pid=os.getpid(), started_at=utcnow().isoformat()),
+    )
+    heartbeat.start()
+    order = registry.load_order(settings.worker_model)
+    loaded, failures = load_first_available(registry, order, settings.device, settings.hf_cache_dir)
+    failure_records = [ModelFailure(model=f.model, reason=f.reason) for f in failures]
+    if loaded is None:
+        log.critical(no_pipeline_message(failures))
+        # Stay up (so GET /status can say why) but consume only a private queue.
+        idle = [NO_MODEL_QUEUE_PREFIX + name]
+        heartbeat.update(state="no_model", failures=failure_records, queues=idle)
+        return WorkerContext(heartbeat=heartbeat, runner=None, queues=idle)
+
+    queues = [model_queue(loaded.name), DEFAULT_QUEUE]
+    store = JobStore(client, settings.job_ttl_s)
+    runner = JobRunner(store, storage_from_settings(settings), loaded, name)
+    # "ready" is announced by the worker_ready signal, once Celery consumes.
+    heartbeat.update(
+        state="starting",
+        model=loaded.name,
+        device=loaded.plan.device,
+        queues=queues,
+        failures=failure_records,
+    )
+    log.info("worker %s ready: serving %s, consuming %s", name, loaded.name, ", ".join(queues))
+    return WorkerContext(heartbeat=heartbeat, runner=runner, queues=queues)
+
+
+def no_pipeline_message(failures: list[LoadFailure]) -> str:
+    reasons = "; ".join(f"{f.model}: {f.reason}" for f in failures) or "no model to try"
+    return f"no image pipeline could be initialised ({reasons})"
