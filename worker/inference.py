@@ -70,8 +70,20 @@ def _common_kwargs(model: LoadedModel, params: GenerationParams) -> dict[str, An
 
 def _supported(pipe: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Drop arguments this pipeline's __call__ does not take (e.g. max_sequence_length on SD)."""
-    accepted = inspect.signature(pipe.__call__).parameters
+    accepted = _call_parameters(type(pipe))
     return {k: v for k, v in kwargs.items() if k in accepted}
+
+
+def _call_parameters(cls: type) -> set[str]:
+    # A subclass that wraps __call__(*args, **kwargs) takes what its parent takes.
+    for klass in cls.__mro__:
+        if "__call__" not in vars(klass):
+            continue
+        params = inspect.signature(vars(klass)["__call__"]).parameters.values()
+        named = {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        if named - {"self"}:
+            return named
+    return set()
 
 
 def _step_callback(on_step: StepCallback) -> Callable[..., dict[str, Any]]:

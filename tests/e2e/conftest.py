@@ -1,0 +1,73 @@
+"""End-to-end fixtures: real Celery worker processes, S3 over moto's server, the API."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from shared.settings import Settings
+from tests.conftest import E2E_DB, S3_BUCKET
+from tests.support.processes import WorkerProcess, start_worker
+
+
+@pytest.fixture(scope="session")
+def e2e_redis_url(redis_base_url: str) -> str:
+    url = f"{redis_base_url}/{E2E_DB}"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture(scope="session")
+def e2e_env(e2e_redis_url: str, registry_file: Path, s3_endpoint: str) -> dict[str, str]:
+    return {
+        "REDIS_URL": e2e_redis_url,
+        "MODEL_CONFIG": str(registry_file),
+        "STORAGE_URL": f"s3://{S3_BUCKET}/e2e",
+        "S3_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+
+@pytest.fixture(scope="session")
+def workers(
+    e2e_env: dict[str, str], e2e_redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, WorkerProcess]]:
+    """Two real workers: one serving tiny-sd, one pinned to the flaky custom model."""
+    logs = tmp_path_factory.mktemp("worker-logs")
+    started = {
+        "tiny-sd": start_worker(
+            "e2e-tiny@test", {**e2e_env, "WORKER_MODEL": "tiny-sd"}, logs, e2e_redis_url
+        ),
+        "tiny-flaky": start_worker(
+            "e2e-flaky@test", {**e2e_env, "WORKER_MODEL": "tiny-flaky"}, logs, e2e_redis_url
+        ),
+    }
+    yield started
+    for worker in started.values():
+        worker.stop(signal.SIGTERM)
+
+
+@pytest.fixture(scope="session")
+def e2e_settings(e2e_env: dict[str, str]) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        redis_url=e2e_env["REDIS_URL"],
+        registry_path=Path(e2e_env["MODEL_CONFIG"]),
+        storage_url=e2e_env["STORAGE_URL"],
+        s3_endpoint_url=e2e_env["S3_ENDPOINT_URL"],
+        public_base_url="http://testserver",
+    )
+
+
+@pytest.fixture(scope="session")
+def client(e2e_settings: Settings, workers: dict[str, WorkerProcess]) -> Iterator[TestClient]:
+    with TestClient(create_app(e2e_settings)) as test_client:
+        yield test_client

@@ -1,0 +1,38 @@
+"""Polling and image checks shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+import io
+import time
+from typing import Any
+
+import httpx
+from fastapi.testclient import TestClient
+from PIL import Image
+
+TERMINAL = {"succeeded", "failed", "canceled"}
+
+
+def wait_for(client: TestClient, job_id: str, timeout_s: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = client.get(f"/jobs/{job_id}").json()
+        if job["status"] in TERMINAL:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} not finished after {timeout_s}s: {job}")
+
+
+def submit(client: TestClient, **body: Any) -> dict[str, Any]:
+    response = client.post("/jobs", json=body)
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def download_png(url: str) -> tuple[bytes, Image.Image]:
+    """Fetch an image URL over real HTTP (presigned S3) and decode it."""
+    response = httpx.get(url, timeout=10)
+    response.raise_for_status()
+    image = Image.open(io.BytesIO(response.content))
+    image.load()
+    return response.content, image

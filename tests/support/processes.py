@@ -1,0 +1,82 @@
+"""Start and stop real darkroom processes (Celery workers) for tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from shared.workers import worker_key
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class WorkerProcess:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_worker(
+    name: str, env: dict[str, str], log_dir: Path, redis_url: str, wait_state: str = "ready"
+) -> WorkerProcess:
+    """Start `celery -A worker.celery_app worker` and wait for its record to reach `wait_state`."""
+    log_path = log_dir / f"{name.replace('@', '_')}.log"
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "PYTHONUNBUFFERED": "1",
+        "TORCH_THREADS": "1",
+        **env,
+    }
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.celery_app",
+                "worker",
+                f"--hostname={name}",
+                "--loglevel=INFO",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            env=full_env,
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    worker = WorkerProcess(name, proc, log_path)
+    client = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker {name} exited early:\n{worker.log_tail()}")
+        raw = client.get(worker_key(name))
+        if raw is not None and json.loads(raw)["state"] == wait_state:
+            return worker
+        time.sleep(0.2)
+    worker.stop(signal.SIGKILL)
+    raise RuntimeError(f"worker {name} not {wait_state} in time:\n{worker.log_tail()}")
