@@ -33,6 +33,9 @@ class Settings(BaseSettings):
 
     storage_url: str = "file://./data/images"
     s3_endpoint_url: str | None = None
+    # Where clients reach the object store, when that differs from where the
+    # services do (docker compose: http://s3:8333 inside, localhost:8333 outside).
+    s3_public_endpoint_url: str | None = None
     presign_expiry_s: int = Field(3600, ge=60, le=7 * 24 * 3600)
     public_base_url: str = "http://127.0.0.1:8000"
 

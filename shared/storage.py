@@ -60,17 +60,28 @@ class LocalStorage:
 class S3Storage:
     """An S3-compatible bucket (AWS, SeaweedFS, Garage, MinIO, moto) through boto3."""
 
-    def __init__(self, bucket: str, prefix: str, endpoint_url: str | None, presign_expiry_s: int):
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str,
+        endpoint_url: str | None,
+        presign_expiry_s: int,
+        public_endpoint_url: str | None = None,
+    ):
         import boto3
         from botocore.config import Config
 
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.presign_expiry_s = presign_expiry_s
-        self.client = boto3.client(
-            "s3",
-            endpoint_url=endpoint_url,
-            config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5),
+        config = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5)
+        self.client = boto3.client("s3", endpoint_url=endpoint_url, config=config)
+        # Presigning is local computation, but the signature covers the host:
+        # sign with the endpoint clients will use (docker compose: localhost).
+        self.signer = (
+            boto3.client("s3", endpoint_url=public_endpoint_url, config=config)
+            if public_endpoint_url
+            else self.client
         )
 
     def _key(self, key: str) -> str:
@@ -88,7 +99,7 @@ class S3Storage:
 
     def url(self, key: str) -> str:
         return str(
-            self.client.generate_presigned_url(
+            self.signer.generate_presigned_url(
                 "get_object",
                 Params={"Bucket": self.bucket, "Key": self._key(key)},
                 ExpiresIn=self.presign_expiry_s,
@@ -112,6 +123,7 @@ def storage_from_settings(settings: Settings) -> Storage:
             prefix=parsed.path,
             endpoint_url=settings.s3_endpoint_url,
             presign_expiry_s=settings.presign_expiry_s,
+            public_endpoint_url=settings.s3_public_endpoint_url,
         )
     # file:///abs/path, or file://./relative for a path relative to the cwd.
     root = Path(parsed.netloc + parsed.path) if parsed.netloc == "." else Path(parsed.path)
