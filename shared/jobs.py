@@ -82,6 +82,12 @@ class GenerationParams(BaseModel):
     num_images: int
     strength: float | None = None
     mode: Literal["txt2img", "img2img"] = "txt2img"
+    # Set by the worker when prompt optimisation rewrote (or translated) the prompt.
+    optimized_prompt: str | None = None
+
+    @property
+    def effective_prompt(self) -> str:
+        return self.optimized_prompt or self.prompt
 
 
 class StoredImage(BaseModel):

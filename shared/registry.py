@@ -105,9 +105,13 @@ class Registry(_Strict):
 
     @model_validator(mode="after")
     def _names_exist(self) -> Registry:
-        for name in (self.runtime.primary_model, *self.runtime.fallback_models):
+        named = [("runtime.primary_model", self.runtime.primary_model)]
+        named += [
+            (f"runtime.fallback_models.{i}", m) for i, m in enumerate(self.runtime.fallback_models)
+        ]
+        for key, name in named:
             if name not in self.models:
-                raise ValueError(f"model {name!r} is named in runtime but not defined in models")
+                raise ValueError(f"{key}: model {name!r} is not defined in models")
         return self
 
     @property

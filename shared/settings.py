@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     enable_fallback: bool | None = None
     hf_cache_dir: Path | None = None
     openai_api_key: SecretStr | None = None
+    # Prompt optimisation: any server speaking OpenAI's chat completions API.
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4o-mini"
+    openai_timeout_s: float = Field(15.0, gt=0, le=120)
 
     storage_url: str = "file://./data/images"
     s3_endpoint_url: str | None = None

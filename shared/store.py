@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis
+from pydantic import BaseModel
 
 from shared.constants import JOB_INPUT_KEY_PREFIX, JOB_KEY_PREFIX
 from shared.errors import InvalidTransition, JobNotFound
@@ -26,7 +27,13 @@ def input_key(job_id: str) -> str:
 
 
 def _encode(fields: Mapping[str, Any]) -> dict[Any, Any]:
-    return {name: json.dumps(value) for name, value in fields.items()}
+    return {name: _json(value) for name, value in fields.items()}
+
+
+def _json(value: Any) -> str:
+    if isinstance(value, BaseModel):
+        return value.model_dump_json()
+    return json.dumps(value)
 
 
 class JobStore:
@@ -85,14 +92,21 @@ class JobStore:
                     continue
 
     def set_progress(self, job_id: str, progress: float) -> None:
-        # Only running jobs report progress; HSET on a key that expired would
-        # resurrect a fragment of a record, so guard with EXISTS in one script.
-        self.redis.eval(_SET_IF_EXISTS, 1, job_key(job_id), "progress", json.dumps(progress))
+        self.update(job_id, progress=progress)
+
+    def update(self, job_id: str, **fields: Any) -> None:
+        """Set fields of an existing record without a status change.
+
+        HSET on a record that just expired would resurrect a fragment of it,
+        so the write happens only if the key exists (one atomic script).
+        """
+        args = [item for pair in _encode(fields).items() for item in pair]
+        self.redis.eval(_SET_IF_EXISTS, 1, job_key(job_id), *args)
 
 
 _SET_IF_EXISTS = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return redis.call('HSET', KEYS[1], unpack(ARGV))
 end
 return -1
 """

@@ -18,6 +18,7 @@ from shared.store import JobStore
 from shared.workers import ModelFailure, WorkerInfo
 from worker.heartbeat import Heartbeat
 from worker.loader import LoadFailure, load_first_available
+from worker.prompts import PromptOptimizer
 from worker.runner import JobRunner
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ def start_worker(name: str, settings: Settings) -> WorkerContext:
 
     queues = [model_queue(loaded.name), DEFAULT_QUEUE]
     store = JobStore(client, settings.job_ttl_s)
-    runner = JobRunner(store, storage_from_settings(settings), loaded, name)
+    prompts = PromptOptimizer(registry.runtime.prompt_optimization, settings)
+    runner = JobRunner(store, storage_from_settings(settings), loaded, name, prompts)
     # "ready" is announced by the worker_ready signal, once Celery consumes.
     heartbeat.update(
         state="starting",

@@ -57,7 +57,7 @@ def encode_png(image: Image.Image) -> bytes:
 def _common_kwargs(model: LoadedModel, params: GenerationParams) -> dict[str, Any]:
     count = params.num_images
     kwargs: dict[str, Any] = {
-        "prompt": [params.prompt] * count,
+        "prompt": [params.effective_prompt] * count,
         "num_inference_steps": params.steps,
         "guidance_scale": params.guidance_scale,
         "generator": seeded_generators(params.seed, count),

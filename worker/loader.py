@@ -132,8 +132,13 @@ def describe_failure(exc: BaseException, entry: ModelEntry) -> str:
         )
     if kind == "OutOfMemoryError" or "out of memory" in text.lower():
         return f"out of memory (try runtime.memory.use_8bit or enable_cpu_offload); {text}"
-    if kind in {"LocalEntryNotFoundError", "RepositoryNotFoundError"} or isinstance(
-        exc, (FileNotFoundError, OSError)
+    # diffusers refuses a local directory that does not exist with a ValueError
+    # ("neither a valid local path nor a valid repo id"): still missing files.
+    local_dir_gone = entry.is_local and not Path(entry.id).is_dir()
+    if (
+        kind in {"LocalEntryNotFoundError", "RepositoryNotFoundError"}
+        or isinstance(exc, (FileNotFoundError, OSError))
+        or local_dir_gone
     ):
         where = "local directory" if entry.is_local else "hub (or cache)"
         return f"model files missing or unreachable in the {where}; {text}"

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 
 from shared.constants import PROGRESS_WRITE_INTERVAL_S
 from shared.errors import DarkroomError, InvalidTransition, JobNotFound
-from shared.jobs import JobErrorInfo, JobRecord, JobStatus, StoredImage
+from shared.jobs import GenerationParams, JobErrorInfo, JobRecord, JobStatus, StoredImage
 from shared.storage import Storage
 from shared.store import JobStore
 from worker import inference
 from worker.loader import LoadedModel
+from worker.prompts import PromptOptimizer
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class JobRunner:
     storage: Storage
     model: LoadedModel
     worker_name: str
+    prompts: PromptOptimizer | None = None
 
     def run(self, job_id: str) -> JobStatus | None:
         """Run a job to a terminal status; None when it was not ours to run."""
@@ -54,9 +56,10 @@ class JobRunner:
             return None
         started = time.monotonic()
         try:
+            params = self._optimize_prompt(record)
             images = inference.generate(
                 self.model,
-                record.params,
+                params,
                 self.store.get_input(job_id),
                 on_step=ProgressReporter(self.store, job_id),
             )
@@ -89,6 +92,17 @@ class JobRunner:
         except InvalidTransition as exc:
             log.info("not running job %s: %s", job_id, exc)
         return None
+
+    def _optimize_prompt(self, record: JobRecord) -> GenerationParams:
+        if self.prompts is None:
+            return record.params
+        optimized = self.prompts.optimize(record.params.prompt, self.model.entry.params.max_tokens)
+        if optimized is None:
+            return record.params
+        params = record.params.model_copy(update={"optimized_prompt": optimized})
+        self.store.update(record.id, params=params)
+        log.info("job %s: prompt optimised to %r", record.id, optimized)
+        return params
 
     def _store_images(self, record: JobRecord, images: list) -> list[StoredImage]:
         stored = []

@@ -1,0 +1,109 @@
+"""Prompt optimisation against a local server speaking OpenAI's protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from shared.jobs import JobCreate, JobRecord, JobStatus, utcnow
+from shared.params import resolve_params
+from shared.registry import PromptOptimization, registry_for
+from shared.settings import Settings
+from shared.storage import LocalStorage
+from shared.store import JobStore
+from tests.support.fake_openai import FakeOpenAI
+from worker.loader import load_model
+from worker.prompts import PromptOptimizer, contains_korean
+from worker.runner import JobRunner
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def optimizer_for(
+    make_settings: Callable[..., Settings], fake_openai: FakeOpenAI
+) -> Callable[..., PromptOptimizer]:
+    def make(api_key: str | None = "sk-test", **config: bool) -> PromptOptimizer:
+        settings = make_settings(openai_api_key=api_key, openai_base_url=fake_openai.base_url)
+        return PromptOptimizer(PromptOptimization(**{"enabled": True, **config}), settings)
+
+    return make
+
+
+def test_disabled_optimisation_sends_nothing(optimizer_for, fake_openai: FakeOpenAI) -> None:
+    assert optimizer_for(enabled=False).optimize("a cat", 77) is None
+    assert fake_openai.requests == []
+
+
+def test_without_an_api_key_prompts_are_used_as_given(optimizer_for, fake_openai) -> None:
+    assert optimizer_for(api_key=None).optimize("a cat", 77) is None
+    assert fake_openai.requests == []
+
+
+def test_prompt_is_rewritten_within_the_model_token_limit(optimizer_for, fake_openai) -> None:
+    assert optimizer_for().optimize("a cat", 77) == "optimized: a cat"
+
+    [request] = fake_openai.requests
+    assert request["path"] == "/v1/chat/completions"
+    assert request["auth"] == "Bearer sk-test"
+    assert request["body"]["model"] == "gpt-4o-mini"
+    system = request["body"]["messages"][0]["content"]
+    assert "77 tokens" in system
+    assert "translate" not in system
+
+
+def test_korean_prompt_is_translated(optimizer_for, fake_openai) -> None:
+    assert contains_korean("창가에 앉은 고양이") and not contains_korean("a cat")
+    assert optimizer_for().optimize("창가에 앉은 고양이", 77) == "a cat sitting on a windowsill"
+    assert "translate it to English" in fake_openai.requests[0]["body"]["messages"][0]["content"]
+
+
+def test_translation_and_length_limit_can_be_turned_off(optimizer_for, fake_openai) -> None:
+    optimizer_for(translate_korean=False, max_length_by_model=False).optimize(
+        "창가에 앉은 고양이", 77
+    )
+    system = fake_openai.requests[0]["body"]["messages"][0]["content"]
+    assert "translate" not in system and "tokens" not in system
+
+
+def test_a_failing_server_leaves_the_prompt_as_given(optimizer_for, fake_openai) -> None:
+    fake_openai.fail_with = 500
+    assert optimizer_for().optimize("a cat", 77) is None
+    assert fake_openai.requests  # it was asked (and retried at most once)
+
+
+def test_runner_generates_from_the_optimised_prompt_and_records_it(
+    make_settings: Callable[..., Settings],
+    optimizer_for: Callable[..., PromptOptimizer],
+    api_redis: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    settings = make_settings()
+    registry = registry_for(settings)
+    model = load_model("tiny-sd", registry.models["tiny-sd"], registry.runtime.memory, "cpu")
+    store = JobStore(api_redis, ttl_s=600)
+    params = resolve_params(JobCreate(prompt="창가에 앉은 고양이", seed=1), model.entry, None)
+    record = JobRecord(
+        id="prompt-job",
+        created_at=utcnow(),
+        model="tiny-sd",
+        queue="darkroom.default",
+        params=params,
+    )
+    store.create(record)
+    runner = JobRunner(store, LocalStorage(tmp_path, "http://x"), model, "w", optimizer_for())
+
+    assert runner.run(record.id) is JobStatus.SUCCEEDED
+
+    stored = store.get(record.id)
+    assert stored.params.prompt == "창가에 앉은 고양이"
+    assert stored.params.optimized_prompt == "a cat sitting on a windowsill"
+    assert (tmp_path / "jobs/prompt-job/0.png").is_file()

@@ -1,0 +1,82 @@
+"""Prompt optimisation (runtime.prompt_optimization): rewrite and translate prompts with GPT.
+
+Runs on the worker, just before generation, so submitting a job never waits
+on OpenAI. Any failure leaves the prompt as the client gave it: optimisation
+is a nicety, never a reason to fail a job.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from shared.registry import PromptOptimization
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Hangul syllables and jamo.
+_HANGUL = re.compile("[\u1100-\u11ff\u3130-\u318f\uac00-\ud7a3]")
+
+_SYSTEM = (
+    "You rewrite prompts for a text-to-image diffusion model. Keep the user's subject and "
+    "intent; add concrete visual detail (composition, lighting, style) only where it helps. "
+    "Answer with the prompt alone, no quotes, no commentary."
+)
+
+
+def contains_korean(text: str) -> bool:
+    return _HANGUL.search(text) is not None
+
+
+class PromptOptimizer:
+    def __init__(self, config: PromptOptimization, settings: Settings):
+        self.config = config
+        self.model = settings.openai_model
+        self.client = None
+        if not config.enabled:
+            return
+        if settings.openai_api_key is None:
+            log.warning(
+                "prompt optimisation is enabled but OPENAI_API_KEY is not set: "
+                "prompts are used as given"
+            )
+            return
+        from openai import OpenAI
+
+        self.client = OpenAI(
+            api_key=settings.openai_api_key.get_secret_value(),
+            base_url=settings.openai_base_url,
+            timeout=settings.openai_timeout_s,
+            max_retries=1,
+        )
+
+    def instructions(self, prompt: str, max_tokens: int) -> str:
+        parts = [_SYSTEM]
+        if self.config.translate_korean and contains_korean(prompt):
+            parts.append("The prompt is in Korean: translate it to English first.")
+        if self.config.max_length_by_model:
+            # About 0.75 words per CLIP/T5 token; stay well inside the limit.
+            parts.append(f"Keep it under {int(max_tokens * 0.6)} words ({max_tokens} tokens).")
+        return " ".join(parts)
+
+    def optimize(self, prompt: str, max_tokens: int) -> str | None:
+        """The rewritten prompt, or None when optimisation is off or failed."""
+        if self.client is None:
+            return None
+        from openai import OpenAIError
+
+        try:
+            response = self.client.chat.completions.create(
+                model=self.model,
+                temperature=0.2,
+                messages=[
+                    {"role": "system", "content": self.instructions(prompt, max_tokens)},
+                    {"role": "user", "content": prompt},
+                ],
+            )
+        except OpenAIError as exc:
+            log.warning("prompt optimisation failed, using the prompt as given: %s", exc)
+            return None
+        text = (response.choices[0].message.content or "").strip()
+        return text if text and text != prompt else None
