@@ -3,7 +3,6 @@
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response
-from shared.errors import DarkroomError
 
 
 class BodySizeLimit:
@@ -18,24 +17,30 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send)
+        if declared is not None and declared.isdigit():
+            # The server holds the body to its declared length: the header suffices.
+            if int(declared) > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
             return
-        await self.app(scope, self._counting(receive), send)
-
-    def _counting(self, receive: Receive) -> Receive:
+        # A streamed (chunked) body: read it here, up to the limit. An error raised
+        # from inside the app's own body read would reach the client as a 400.
+        chunks: list[bytes] = []
         seen = 0
-
-        async def wrapped() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge(f"request body exceeds {self.max_bytes} bytes")
-            return message
-
-        return wrapped
+            if message["type"] != "http.request":
+                return  # the client went away mid-body: nobody to answer
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _replay(b"".join(chunks), receive), send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = error_response(
@@ -44,6 +49,15 @@ class BodySizeLimit:
         await response(scope, receive, send)
 
 
-class _TooLarge(DarkroomError):
-    type = "payload_too_large"
-    status_code = 413
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands over the buffered body once, then the client's next messages."""
+    sent = False
+
+    async def wrapped() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return wrapped

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 import uuid
+from datetime import timedelta
 
 from api.state import AppState
+from shared import idempotency
 from shared.constants import DEFAULT_QUEUE, model_queue
-from shared.errors import InvalidRequest, ServiceUnavailable
+from shared.errors import InvalidRequest, JobNotFound, ServiceUnavailable
 from shared.images import decode_init_image
 from shared.jobs import (
     ImageOut,
@@ -16,6 +20,7 @@ from shared.jobs import (
     JobErrorInfo,
     JobRecord,
     JobStatus,
+    JobTimings,
     JobUrls,
     utcnow,
 )
@@ -25,12 +30,19 @@ from shared.queue import publish_job
 log = logging.getLogger(__name__)
 
 
-def submit_job(state: AppState, request: JobCreate) -> JobRecord:
+def submit_job(
+    state: AppState,
+    request: JobCreate,
+    idempotency_key: str | None = None,
+    owner: str = "anonymous",
+) -> tuple[JobRecord, bool]:
     """Validate against the registry, store the job as queued, then publish it.
 
-    The record is written before the message: a worker never receives a job
-    it cannot read. If publishing fails the record is marked failed and the
-    client gets a 503, never a 202 for a job that will not run.
+    Returns the job and whether it is a replay of an earlier request with the
+    same Idempotency-Key. The record is written before the message: a worker
+    never receives a job it cannot read. If publishing fails the record is
+    marked failed and the client gets a 503, never a 202 for a job that will
+    not run.
     """
     registry = state.registry
     model = request.model or registry.runtime.primary_model
@@ -43,21 +55,34 @@ def submit_job(state: AppState, request: JobCreate) -> JobRecord:
     # A job that names its model runs only where that model is loaded; one that
     # does not goes to the shared queue and runs on whichever worker is free.
     queue = model_queue(model) if request.model else DEFAULT_QUEUE
+    job_id = uuid.uuid4().hex
+    if idempotency_key is not None:
+        earlier = idempotency.reserve(state.redis, owner, idempotency_key, request, job_id)
+        if earlier is not None:
+            return _replayed(state, earlier), True
+    created_at = utcnow()
     record = JobRecord(
-        id=uuid.uuid4().hex,
-        created_at=utcnow(),
+        id=job_id,
+        created_at=created_at,
+        priority=request.priority,
+        deadline_at=(
+            created_at + timedelta(seconds=request.deadline) if request.deadline else None
+        ),
         model=model,
         queue=queue,
         params=params,
         webhook=request.webhook,
         webhook_events_filter=request.webhook_events_filter or ["completed"],
     )
-    state.store.create(record, init_image.data if init_image else None)
     try:
-        publish_job(state.celery, record.id, queue)
-    except Exception as exc:  # kombu raises several types for a broker that is away
+        state.store.create(record, init_image.data if init_image else None)
+        publish_job(state.celery, record.id, queue, request.priority)
+    except Exception as exc:  # redis and kombu raise several types for a broker that is away
         log.error("could not enqueue job %s: %s", record.id, exc)
         _abandon(state, record.id)
+        if idempotency_key is not None:
+            with contextlib.suppress(Exception):
+                idempotency.release(state.redis, owner, idempotency_key)
         raise ServiceUnavailable("the job queue is unreachable; the job was not accepted") from exc
     log.info(
         "job %s queued on %s (%s, %dx%d, %d steps)",
@@ -68,7 +93,17 @@ def submit_job(state: AppState, request: JobCreate) -> JobRecord:
         params.height,
         params.steps,
     )
-    return record
+    return record, False
+
+
+def _replayed(state: AppState, job_id: str) -> JobRecord:
+    # The first request may still be writing its record: give it a moment.
+    for _ in range(20):
+        try:
+            return state.store.get(job_id)
+        except JobNotFound:
+            time.sleep(0.05)
+    return state.store.get(job_id)
 
 
 def _abandon(state: AppState, job_id: str) -> None:
@@ -86,6 +121,8 @@ def public_job(state: AppState, record: JobRecord) -> Job:
     base = state.settings.public_base_url
     return Job(
         **record.model_dump(exclude={"images"}),
+        queue_position=state.store.queue_position(record),
+        timings=_timings(record),
         images=[
             ImageOut(
                 url=state.storage.url(image.key),
@@ -97,4 +134,18 @@ def public_job(state: AppState, record: JobRecord) -> Job:
             for image in record.images
         ],
         urls=JobUrls(get=f"{base}/jobs/{record.id}", cancel=f"{base}/jobs/{record.id}/cancel"),
+    )
+
+
+def _timings(record: JobRecord) -> JobTimings:
+    now = utcnow()
+    queued_until = record.started_at or record.finished_at or now
+    running_until = record.finished_at or now
+    return JobTimings(
+        queued_s=round((queued_until - record.created_at).total_seconds(), 4),
+        running_s=(
+            round((running_until - record.started_at).total_seconds(), 4)
+            if record.started_at
+            else None
+        ),
     )

@@ -13,6 +13,16 @@ JOB_KEY_PREFIX = KEY_PREFIX + "job:"
 JOB_INPUT_KEY_PREFIX = KEY_PREFIX + "job-input:"
 # One hash per live worker, refreshed by its heartbeat and expiring with it.
 WORKER_KEY_PREFIX = KEY_PREFIX + "worker:"
+# A sorted set per Celery queue of the jobs waiting in it, scored by priority
+# then arrival: ZRANK is a job's queue position without scanning the broker.
+WAITING_KEY_PREFIX = KEY_PREFIX + "waiting:"
+# All jobs by creation time (newest-first listing with a cursor).
+JOBS_INDEX_KEY = KEY_PREFIX + "jobs"
+# Set while a client asked a running job to stop; the worker checks it each step.
+CANCEL_KEY_PREFIX = KEY_PREFIX + "cancel:"
+# Idempotency-Key -> the job it created (and a hash of the request), for 24 h.
+IDEMPOTENCY_KEY_PREFIX = KEY_PREFIX + "idempotency:"
+IDEMPOTENCY_TTL_S = 24 * 3600
 
 # Job records and their inputs outlive the job by this long (24 h), then expire.
 DEFAULT_JOB_TTL_S = 24 * 3600
@@ -29,6 +39,18 @@ GENERATE_TASK = "darkroom.generate"
 # Progress is written at most this often per job: a step of a tiny model takes
 # milliseconds, and a Redis round trip per step would cost more than the step.
 PROGRESS_WRITE_INTERVAL_S = 0.25
+
+
+# Job priorities as Celery message priorities on Redis (0 is served first):
+# kombu keeps one list per step and pops the lists in order.
+PRIORITIES = {"high": 0, "normal": 3, "low": 6}
+PRIORITY_STEPS = [0, 3, 6, 9]
+PRIORITY_SEPARATOR = ":"
+
+
+def broker_lists(queue: str) -> list[str]:
+    """The Redis lists kombu keeps for `queue`, highest priority first."""
+    return [queue if step == 0 else f"{queue}{PRIORITY_SEPARATOR}{step}" for step in PRIORITY_STEPS]
 
 
 def model_queue(model: str) -> str:

@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 MAX_SEED = 2**32 - 1
 MAX_PROMPT_CHARS = 4000
 WebhookEvent = Literal["start", "progress", "completed"]
+Priority = Literal["high", "normal", "low"]
+MAX_DEADLINE_S = 7 * 24 * 3600
 
 
 class JobStatus(StrEnum):
@@ -67,6 +69,10 @@ class JobCreate(BaseModel):
     strength: float | None = Field(None, gt=0, le=1)
     webhook: str | None = Field(None, max_length=2048)
     webhook_events_filter: list[WebhookEvent] | None = None
+    priority: Priority = "normal"
+    deadline: float | None = Field(
+        None, gt=0, le=MAX_DEADLINE_S, description="Cancel the job if not finished by then (s)."
+    )
 
 
 class GenerationParams(BaseModel):
@@ -111,6 +117,9 @@ class JobErrorInfo(BaseModel):
     message: str
 
 
+DEADLINE_ERROR = JobErrorInfo(type="deadline_exceeded", message="the job's deadline passed")
+
+
 class JobRecord(BaseModel):
     """A job as stored in Redis (one hash field per attribute)."""
 
@@ -130,6 +139,17 @@ class JobRecord(BaseModel):
     worker: str | None = None
     webhook: str | None = None
     webhook_events_filter: list[WebhookEvent] = ["completed"]
+    priority: Priority = "normal"
+    deadline_at: datetime | None = None
+    cancel_requested: bool = False
+
+    def past_deadline(self, now: datetime | None = None) -> bool:
+        return self.deadline_at is not None and (now or utcnow()) >= self.deadline_at
+
+
+class JobTimings(BaseModel):
+    queued_s: float | None
+    running_s: float | None
 
 
 class JobUrls(BaseModel):
@@ -157,3 +177,15 @@ class Job(BaseModel):
     worker: str | None
     webhook: str | None
     webhook_events_filter: list[WebhookEvent]
+    priority: Priority
+    deadline_at: datetime | None
+    cancel_requested: bool
+    queue_position: int | None = Field(
+        None, description="Jobs ahead of this one in its queue (0: next); null unless queued."
+    )
+    timings: JobTimings
+
+
+class JobList(BaseModel):
+    jobs: list[Job]
+    next_cursor: str | None

@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from celery import Celery
 
-from shared.constants import DEFAULT_QUEUE, GENERATE_TASK
+from shared.constants import (
+    DEFAULT_QUEUE,
+    GENERATE_TASK,
+    PRIORITIES,
+    PRIORITY_SEPARATOR,
+    PRIORITY_STEPS,
+)
 from shared.settings import Settings
 
 # Redis redelivers an unacknowledged message after this long. It must exceed
@@ -35,11 +41,17 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        broker_transport_options={
+            "visibility_timeout": VISIBILITY_TIMEOUT_S,
+            "priority_steps": PRIORITY_STEPS,
+            "sep": PRIORITY_SEPARATOR,
+        },
     )
     return app
 
 
-def publish_job(app: Celery, job_id: str, queue: str) -> None:
+def publish_job(app: Celery, job_id: str, queue: str, priority: str = "normal") -> None:
     """Send the job to its queue; the message carries only the id."""
-    app.send_task(GENERATE_TASK, args=[job_id], queue=queue, retry=False)
+    app.send_task(
+        GENERATE_TASK, args=[job_id], queue=queue, priority=PRIORITIES[priority], retry=False
+    )

@@ -13,7 +13,13 @@ from typing import Any
 import redis
 from pydantic import BaseModel
 
-from shared.constants import JOB_INPUT_KEY_PREFIX, JOB_KEY_PREFIX
+from shared.constants import (
+    JOB_INPUT_KEY_PREFIX,
+    JOB_KEY_PREFIX,
+    JOBS_INDEX_KEY,
+    PRIORITIES,
+    WAITING_KEY_PREFIX,
+)
 from shared.errors import InvalidTransition, JobNotFound
 from shared.jobs import JobRecord, JobStatus, utcnow
 
@@ -24,6 +30,15 @@ def job_key(job_id: str) -> str:
 
 def input_key(job_id: str) -> str:
     return JOB_INPUT_KEY_PREFIX + job_id
+
+
+def waiting_key(queue: str) -> str:
+    return WAITING_KEY_PREFIX + queue
+
+
+def waiting_score(record: JobRecord) -> float:
+    # Priority first, then arrival: a high job is ahead of every normal one.
+    return PRIORITIES[record.priority] * 1e13 + record.created_at.timestamp() * 1000
 
 
 def _encode(fields: Mapping[str, Any]) -> dict[Any, Any]:
@@ -48,6 +63,11 @@ class JobStore:
         pipe.expire(job_key(record.id), self.ttl_s)
         if init_image is not None:
             pipe.set(input_key(record.id), init_image, ex=self.ttl_s)
+        created_ms = record.created_at.timestamp() * 1000
+        pipe.zadd(JOBS_INDEX_KEY, {record.id: created_ms})
+        # Entries of expired records leave the index as new jobs arrive.
+        pipe.zremrangebyscore(JOBS_INDEX_KEY, "-inf", created_ms - self.ttl_s * 1000)
+        pipe.zadd(waiting_key(record.queue), {record.id: waiting_score(record)})
         pipe.execute()
 
     def get(self, job_id: str) -> JobRecord:
@@ -86,10 +106,46 @@ class JobStore:
                     updated = current.model_copy(update=changes)
                     pipe.multi()
                     pipe.hset(key, mapping=_encode(_changed_fields(updated, changes)))
+                    if target is JobStatus.QUEUED:
+                        pipe.zadd(waiting_key(updated.queue), {job_id: waiting_score(updated)})
+                    elif current.status is JobStatus.QUEUED:
+                        pipe.zrem(waiting_key(current.queue), job_id)
                     pipe.execute()
                     return updated
                 except redis.WatchError:
                     continue
+
+    def queue_position(self, record: JobRecord) -> int | None:
+        """How many jobs are ahead of a queued job in its queue (None unless queued)."""
+        if record.status is not JobStatus.QUEUED:
+            return None
+        rank = self.redis.zrank(waiting_key(record.queue), record.id)
+        return int(rank) if rank is not None else None  # type: ignore[arg-type]
+
+    def list(
+        self, limit: int, cursor: float | None = None, status: JobStatus | None = None
+    ) -> tuple[list[JobRecord], float | None]:
+        """Jobs newest first, `limit` at most, created before `cursor` (ms since epoch)."""
+        found: list[JobRecord] = []
+        upper: float | str = f"({cursor}" if cursor is not None else "+inf"
+        while len(found) < limit:
+            page: list[tuple[bytes, float]] = self.redis.zrevrangebyscore(  # type: ignore[assignment]
+                JOBS_INDEX_KEY, upper, "-inf", start=0, num=max(limit, 50), withscores=True
+            )
+            if not page:
+                return found, None
+            for raw_id, score in page:
+                upper = f"({score}"
+                record = self._get_or_none(raw_id.decode())
+                if record is not None and (status is None or record.status is status):
+                    found.append(record)
+                    if len(found) == limit:
+                        return found, score
+        return found, None
+
+    def _get_or_none(self, job_id: str) -> JobRecord | None:
+        raw = self.redis.hgetall(job_key(job_id))
+        return _decode(raw) if raw else None
 
     def set_progress(self, job_id: str, progress: float) -> None:
         self.update(job_id, progress=progress)

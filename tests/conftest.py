@@ -100,7 +100,7 @@ def write_registry(path: Path, tiny_dir: Path, primary: str = "tiny-sd", extra: 
                 pipeline_class: "tests.support.pipelines:FlakyPipeline"
                 params:
                   default_steps: 2
-                  max_steps: 10
+                  max_steps: 50
                   default_size: [64, 64]
                   max_size: [128, 128]
                   supports_i2i: false

@@ -11,9 +11,17 @@ import logging
 import time
 from dataclasses import dataclass
 
+from shared.cancel import cancel_requested
 from shared.constants import PROGRESS_WRITE_INTERVAL_S
 from shared.errors import DarkroomError, InvalidTransition, JobNotFound
-from shared.jobs import GenerationParams, JobErrorInfo, JobRecord, JobStatus, StoredImage
+from shared.jobs import (
+    DEADLINE_ERROR,
+    GenerationParams,
+    JobErrorInfo,
+    JobRecord,
+    JobStatus,
+    StoredImage,
+)
 from shared.storage import Storage
 from shared.store import JobStore
 from worker import inference
@@ -23,22 +31,40 @@ from worker.prompts import PromptOptimizer
 log = logging.getLogger(__name__)
 
 
-class ProgressReporter:
-    """Writes step progress to the job record, at most once per interval."""
+class JobStopped(Exception):
+    """Raised from the step callback to stop a job that was canceled or ran past its deadline."""
 
-    def __init__(self, store: JobStore, job_id: str, interval_s: float = PROGRESS_WRITE_INTERVAL_S):
+    def __init__(self, error: JobErrorInfo | None):
+        super().__init__(error.message if error else "canceled")
+        self.error = error
+
+
+class StepMonitor:
+    """Called after every denoising step: stops canceled jobs, writes throttled progress."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        record: JobRecord,
+        interval_s: float = PROGRESS_WRITE_INTERVAL_S,
+    ):
         self.store = store
-        self.job_id = job_id
+        self.record = record
         self.interval_s = interval_s
         self._last_write = 0.0
 
     def __call__(self, done: int, total: int) -> None:
+        # One EXISTS per step (~0.1 ms): a cancel takes effect within one step.
+        if cancel_requested(self.store.redis, self.record.id):
+            raise JobStopped(None)
+        if self.record.past_deadline():
+            raise JobStopped(DEADLINE_ERROR)
         now = time.monotonic()
         if done < total and now - self._last_write < self.interval_s:
             return
         self._last_write = now
         # The final step is written by the success transition, with the images.
-        self.store.set_progress(self.job_id, round(min(done / total, 0.99), 4))
+        self.store.set_progress(self.record.id, round(min(done / total, 0.99), 4))
 
 
 @dataclass
@@ -61,9 +87,11 @@ class JobRunner:
                 self.model,
                 params,
                 self.store.get_input(job_id),
-                on_step=ProgressReporter(self.store, job_id),
+                on_step=StepMonitor(self.store, record),
             )
             stored = self._store_images(record, images)
+        except JobStopped as stop:
+            return self._stop(record, stop.error)
         except Exception as exc:  # a job's failure is recorded; the worker serves on
             return self._fail(record, exc)
         self.store.transition(job_id, JobStatus.SUCCEEDED, images=stored, progress=1.0)
@@ -79,6 +107,10 @@ class JobRunner:
     def _claim(self, job_id: str) -> JobRecord | None:
         try:
             current = self.store.get(job_id)
+            if current.status is JobStatus.QUEUED and current.past_deadline():
+                self.store.transition(job_id, JobStatus.CANCELED, error=DEADLINE_ERROR)
+                log.info("job %s reached its deadline in the queue; not running it", job_id)
+                return None
             return self.store.transition(
                 job_id,
                 JobStatus.RUNNING,
@@ -115,6 +147,15 @@ class JobRunner:
                 StoredImage(key=key, width=width, height=height, seed=record.params.seed + index)
             )
         return stored
+
+    def _stop(self, record: JobRecord, error: JobErrorInfo | None) -> JobStatus:
+        why = error.message if error else "canceled by the client"
+        log.info("job %s stopped mid-generation: %s", record.id, why)
+        try:
+            self.store.transition(record.id, JobStatus.CANCELED, error=error)
+        except (InvalidTransition, JobNotFound) as lost:
+            log.warning("could not record cancel of job %s: %s", record.id, lost)
+        return JobStatus.CANCELED
 
     def _fail(self, record: JobRecord, exc: Exception) -> JobStatus:
         error = _error_info(exc)

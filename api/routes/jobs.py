@@ -1,23 +1,100 @@
-"""Jobs: submit and poll."""
+"""Jobs: submit, poll, list, cancel, stream."""
 
-from fastapi import APIRouter, Response, status
+from __future__ import annotations
 
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response, status
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.control import (
+    cancel_job,
+    expire_if_past_deadline,
+    parse_duration,
+    parse_prefer_wait,
+    wait_until_terminal,
+)
 from api.deps import JobDep, StateDep
+from api.events import job_events
 from api.submission import public_job, submit_job
-from shared.jobs import Job, JobCreate
+from shared.errors import InvalidRequest
+from shared.jobs import MAX_DEADLINE_S, Job, JobCreate, JobList, JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=Job)
-def create_job(body: JobCreate, state: StateDep, response: Response) -> Job:
-    """Queue a generation job. Answers 202 with the job and its `Location`; poll that URL."""
-    record = submit_job(state, body)
+async def create_job(
+    body: JobCreate,
+    state: StateDep,
+    response: Response,
+    prefer: Annotated[str | None, Header()] = None,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    cancel_after: Annotated[str | None, Header()] = None,
+) -> Job:
+    """Queue a generation job: 202 with the job and its `Location`; poll that URL.
+
+    - `Idempotency-Key`: a retry with the same key and body returns the original
+      job and queues nothing; the same key with another body answers 409.
+    - `Prefer: wait` (or `wait=N`, at most 60 s) holds the answer until the job
+      finished (201) or the wait ends (202).
+    - `Cancel-After` (e.g. `90s`, `5m`) is the same as the `deadline` field.
+    """
+    wait_s = parse_prefer_wait(prefer)
+    if cancel_after is not None and body.deadline is None:
+        deadline = parse_duration(cancel_after)
+        if deadline > MAX_DEADLINE_S:
+            raise InvalidRequest(f"Cancel-After exceeds {MAX_DEADLINE_S} s", "deadline")
+        body = body.model_copy(update={"deadline": deadline})
+    record, replayed = await run_in_threadpool(submit_job, state, body, idempotency_key)
+    if wait_s:
+        record = await wait_until_terminal(state, record.id, wait_s)
     response.headers["Location"] = f"/jobs/{record.id}"
-    return public_job(state, record)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    if record.status.is_terminal() and wait_s:
+        response.status_code = status.HTTP_201_CREATED
+    return await run_in_threadpool(public_job, state, record)
+
+
+@router.get("", response_model=JobList)
+def list_jobs(
+    state: StateDep,
+    status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[float | None, Query(description="next_cursor of the previous page")] = None,
+) -> JobList:
+    """Recent jobs, newest first; follow `next_cursor` for older ones."""
+    records, next_cursor = state.store.list(limit, cursor, status_filter)
+    return JobList(
+        jobs=[public_job(state, r) for r in records],
+        next_cursor=str(next_cursor) if next_cursor is not None else None,
+    )
 
 
 @router.get("/{job_id}", response_model=Job)
 def get_job(job: JobDep, state: StateDep) -> Job:
-    """The job as it stands: status, progress, images (with fresh URLs) or error."""
-    return public_job(state, job)
+    """The job as it stands: status, progress, queue position, images (fresh URLs) or error."""
+    return public_job(state, expire_if_past_deadline(state, job))
+
+
+@router.post("/{job_id}/cancel", response_model=Job)
+def cancel(job: JobDep, state: StateDep, response: Response) -> Job:
+    """Cancel a job. Queued: canceled at once (200). Running: stops at its next
+    denoising step (202, `cancel_requested` true). Finished: 409."""
+    record = cancel_job(state, job)
+    if not record.status.is_terminal():
+        response.status_code = status.HTTP_202_ACCEPTED
+    return public_job(state, record)
+
+
+@router.get("/{job_id}/events", response_class=StreamingResponse)
+async def events(job: JobDep, state: StateDep) -> StreamingResponse:
+    """Server-Sent Events: `status` on each status change, `progress` as steps advance;
+    the stream ends after the terminal status."""
+    return StreamingResponse(
+        job_events(state, job.id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

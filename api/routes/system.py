@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.deps import StateDep
-from shared.constants import DEFAULT_QUEUE, model_queue
+from shared.constants import DEFAULT_QUEUE, broker_lists, model_queue
 from shared.errors import StorageError
 from shared.workers import WorkerInfo, live_workers
 
@@ -64,8 +64,11 @@ def _queue_depths(state: StateDep) -> dict[str, int]:
     names = [DEFAULT_QUEUE, *(model_queue(m) for m in state.registry.models)]
     pipe = state.redis.pipeline(transaction=False)
     for name in names:
-        pipe.llen(name)
-    return dict(zip(names, pipe.execute(), strict=True))
+        # kombu keeps one list per priority step; a queue's depth is their sum.
+        for key in broker_lists(name):
+            pipe.llen(key)
+    lengths = iter(pipe.execute())
+    return {name: sum(next(lengths) for _ in broker_lists(name)) for name in names}
 
 
 def _per_model(

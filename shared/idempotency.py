@@ -1,0 +1,47 @@
+"""Idempotency-Key on POST /jobs: one key, one job, for 24 hours."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import redis
+
+from shared.constants import IDEMPOTENCY_KEY_PREFIX, IDEMPOTENCY_TTL_S
+from shared.errors import DarkroomError
+from shared.jobs import JobCreate
+
+
+class IdempotencyConflict(DarkroomError):
+    type = "idempotency_conflict"
+    status_code = 409
+
+
+def fingerprint(body: JobCreate) -> str:
+    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+
+
+def _key(owner: str, key: str) -> str:
+    return f"{IDEMPOTENCY_KEY_PREFIX}{owner}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def reserve(client: redis.Redis, owner: str, key: str, body: JobCreate, job_id: str) -> str | None:
+    """Claim `key` for `job_id`. Returns None if claimed, or the id of the job it already made.
+
+    Raises IdempotencyConflict when the key was used with a different body.
+    """
+    entry = json.dumps({"fingerprint": fingerprint(body), "job_id": job_id})
+    if client.set(_key(owner, key), entry, nx=True, ex=IDEMPOTENCY_TTL_S):
+        return None
+    existing = client.get(_key(owner, key))
+    if existing is None:  # expired between the two calls: claim it again
+        return reserve(client, owner, key, body, job_id)
+    stored = json.loads(existing)  # type: ignore[arg-type]
+    if stored["fingerprint"] != fingerprint(body):
+        raise IdempotencyConflict("Idempotency-Key was already used with a different request body")
+    return str(stored["job_id"])
+
+
+def release(client: redis.Redis, owner: str, key: str) -> None:
+    """Forget a key whose job could not be queued, so a retry can succeed."""
+    client.delete(_key(owner, key))
