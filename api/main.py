@@ -1,5 +1,6 @@
 """The darkroom HTTP API: `uvicorn api.main:app`."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -7,6 +8,7 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimit
+from api.retention import prune_local_images
 from api.routes import files, jobs, models, system
 from api.state import AppState
 from shared.logs import configure_logging
@@ -19,7 +21,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         resolved = settings or get_settings()
         configure_logging(resolved.log_level)
         app.state.darkroom = AppState.build(resolved)
+        pruner = asyncio.create_task(prune_local_images(app.state.darkroom))
         yield
+        pruner.cancel()
         app.state.darkroom.close()
 
     app = FastAPI(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
@@ -48,6 +49,16 @@ class LocalStorage:
         self.root.mkdir(parents=True, exist_ok=True)
         if not os.access(self.root, os.W_OK):
             raise StorageError(f"image directory {self.root} is not writable")
+
+    def prune(self, max_age_s: float) -> int:
+        """Delete images older than `max_age_s` (the S3 backend uses a lifecycle rule)."""
+        cutoff = time.time() - max_age_s
+        removed = 0
+        for file in self.root.rglob("*"):
+            if file.is_file() and file.stat().st_mtime < cutoff:
+                file.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     def path(self, key: str) -> Path:
         """The file for `key`; refuses keys that would leave the storage root."""

@@ -1,0 +1,34 @@
+"""Retention of images in the local storage backend: they expire with their job records."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from starlette.concurrency import run_in_threadpool
+
+from api.state import AppState
+from shared.storage import LocalStorage
+
+log = logging.getLogger(__name__)
+
+PRUNE_INTERVAL_S = 3600
+
+
+async def prune_local_images(state: AppState) -> None:
+    """Hourly, delete local images older than JOB_TTL_S. S3 buckets use a lifecycle rule."""
+    storage = state.storage
+    if not isinstance(storage, LocalStorage):
+        return
+    while True:
+        try:
+            removed = await run_in_threadpool(storage.prune, state.settings.job_ttl_s)
+            if removed:
+                log.info(
+                    "retention: removed %d image(s) older than %ds",
+                    removed,
+                    state.settings.job_ttl_s,
+                )
+        except OSError as exc:
+            log.warning("retention: pruning %s failed: %s", storage.root, exc)
+        await asyncio.sleep(PRUNE_INTERVAL_S)
