@@ -40,6 +40,8 @@ async def _darkroom_error(_: Request, exc: Exception) -> JSONResponse:
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
+    if errors and errors[0]["type"] == "json_invalid":
+        return error_response(422, "validation_error", "request body is not valid JSON")
     messages = []
     for err in errors:
         field = ".".join(str(p) for p in err["loc"] if p != "body") or "body"

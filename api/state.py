@@ -8,6 +8,7 @@ import redis
 from celery import Celery
 
 from shared.connections import redis_client
+from shared.events import WebhookEmitter
 from shared.queue import make_celery
 from shared.registry import Registry, registry_for
 from shared.settings import Settings
@@ -27,13 +28,16 @@ class AppState:
     @classmethod
     def build(cls, settings: Settings) -> AppState:
         client = redis_client(settings)
+        storage = storage_from_settings(settings)
+        celery = make_celery(settings)
+        emitter = WebhookEmitter(celery, settings, storage)
         return cls(
             settings=settings,
             registry=registry_for(settings),
             redis=client,
-            store=JobStore(client, settings.job_ttl_s),
-            storage=storage_from_settings(settings),
-            celery=make_celery(settings),
+            store=JobStore(client, settings.job_ttl_s, on_event=emitter),
+            storage=storage,
+            celery=celery,
         )
 
     def close(self) -> None:

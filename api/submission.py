@@ -1,4 +1,4 @@
-"""Turning a POST /jobs request into a stored, queued job, and a record into its public form."""
+"""Turning a POST /jobs request into a stored, queued job."""
 
 from __future__ import annotations
 
@@ -14,18 +14,17 @@ from shared.constants import DEFAULT_QUEUE, model_queue
 from shared.errors import InvalidRequest, JobNotFound, ServiceUnavailable
 from shared.images import decode_init_image
 from shared.jobs import (
-    ImageOut,
     Job,
     JobCreate,
     JobErrorInfo,
     JobRecord,
     JobStatus,
-    JobTimings,
-    JobUrls,
     utcnow,
 )
 from shared.params import resolve_params
+from shared.public import to_public
 from shared.queue import publish_job
+from shared.webhooks import check_webhook_url
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +49,8 @@ def submit_job(
         raise InvalidRequest(
             f"unknown model {model!r}; available: {', '.join(sorted(registry.models))}", "model"
         )
+    if request.webhook is not None:
+        _check_webhook(state, request.webhook)
     init_image = decode_init_image(request.init_image) if request.init_image else None
     params = resolve_params(request, registry.models[model], init_image)
     # A job that names its model runs only where that model is loaded; one that
@@ -96,6 +97,15 @@ def submit_job(
     return record, False
 
 
+def _check_webhook(state: AppState, url: str) -> None:
+    if not state.settings.webhook_secrets:
+        raise InvalidRequest(
+            "webhooks are not enabled on this server (it has no WEBHOOK_SECRET to sign them)",
+            "webhook",
+        )
+    check_webhook_url(url, state.settings.webhook_allow_private_networks)
+
+
 def _replayed(state: AppState, job_id: str) -> JobRecord:
     # The first request may still be writing its record: give it a moment.
     for _ in range(20):
@@ -118,34 +128,4 @@ def _abandon(state: AppState, job_id: str) -> None:
 
 
 def public_job(state: AppState, record: JobRecord) -> Job:
-    base = state.settings.public_base_url
-    return Job(
-        **record.model_dump(exclude={"images"}),
-        queue_position=state.store.queue_position(record),
-        timings=_timings(record),
-        images=[
-            ImageOut(
-                url=state.storage.url(image.key),
-                width=image.width,
-                height=image.height,
-                seed=image.seed,
-                content_type=image.content_type,
-            )
-            for image in record.images
-        ],
-        urls=JobUrls(get=f"{base}/jobs/{record.id}", cancel=f"{base}/jobs/{record.id}/cancel"),
-    )
-
-
-def _timings(record: JobRecord) -> JobTimings:
-    now = utcnow()
-    queued_until = record.started_at or record.finished_at or now
-    running_until = record.finished_at or now
-    return JobTimings(
-        queued_s=round((queued_until - record.created_at).total_seconds(), 4),
-        running_s=(
-            round((running_until - record.started_at).total_seconds(), 4)
-            if record.started_at
-            else None
-        ),
-    )
+    return to_public(record, state.store, state.storage, state.settings.public_base_url)

@@ -37,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(run=_worker)
 
+    hooks = commands.add_parser("webhooks", help="run the light webhook delivery worker")
+    hooks.add_argument("--concurrency", type=int, default=16)
+    hooks.add_argument("--loglevel", default="INFO")
+    hooks.set_defaults(run=_webhooks)
+
     submit = commands.add_parser("submit", help="submit a job to a running API")
     submit.add_argument("prompt")
     submit.add_argument("--model", default=None)
@@ -83,6 +88,22 @@ def _worker(args: argparse.Namespace) -> int:
     if args.name:
         argv.append(f"--hostname={args.name}")
     app.worker_main(argv)
+    return 0
+
+
+def _webhooks(args: argparse.Namespace) -> int:
+    from shared.constants import WEBHOOK_QUEUE
+    from worker.webhook_app import app
+
+    app.worker_main(
+        [
+            "worker",
+            f"--loglevel={args.loglevel}",
+            f"--concurrency={args.concurrency}",
+            f"--queues={WEBHOOK_QUEUE}",
+            "--hostname=webhooks-%i@%h",
+        ]
+    )
     return 0
 
 

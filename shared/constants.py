@@ -23,6 +23,18 @@ CANCEL_KEY_PREFIX = KEY_PREFIX + "cancel:"
 # Idempotency-Key -> the job it created (and a hash of the request), for 24 h.
 IDEMPOTENCY_KEY_PREFIX = KEY_PREFIX + "idempotency:"
 IDEMPOTENCY_TTL_S = 24 * 3600
+# Webhooks: the log of delivery attempts per job (a list), the state of each
+# event's delivery (a hash), and deliveries waiting for their retry time (a
+# sorted set by due time; Celery ETAs on Redis would be redelivered after the
+# visibility timeout, and webhook retries span a day).
+WEBHOOK_LOG_KEY_PREFIX = KEY_PREFIX + "webhook-log:"
+WEBHOOK_STATE_KEY_PREFIX = KEY_PREFIX + "webhook-state:"
+WEBHOOK_RETRY_KEY = KEY_PREFIX + "webhook-retry"
+# Deliveries have their own queue, served by a light worker, never a GPU one.
+WEBHOOK_QUEUE = "darkroom.webhooks"
+WEBHOOK_TASK = "darkroom.deliver_webhook"
+# At most one progress event per job per second.
+WEBHOOK_PROGRESS_INTERVAL_S = 1.0
 
 # Job records and their inputs outlive the job by this long (24 h), then expire.
 DEFAULT_JOB_TTL_S = 24 * 3600

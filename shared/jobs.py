@@ -147,6 +147,25 @@ class JobRecord(BaseModel):
         return self.deadline_at is not None and (now or utcnow()) >= self.deadline_at
 
 
+class WebhookAttempt(BaseModel):
+    event_id: str
+    event: str
+    attempt: int
+    at: datetime
+    status_code: int | None = None
+    error: str | None = None
+    outcome: Literal["delivered", "retrying", "failed", "gone"]
+
+
+class WebhookInfo(BaseModel):
+    """The webhook section of a job: where it goes and every delivery attempt so far."""
+
+    url: str
+    events_filter: list[WebhookEvent]
+    state: Literal["pending", "delivered", "retrying", "failed", "gone"]
+    attempts: list[WebhookAttempt]
+
+
 class JobTimings(BaseModel):
     queued_s: float | None
     running_s: float | None
@@ -175,7 +194,7 @@ class Job(BaseModel):
     queue: str
     attempts: int
     worker: str | None
-    webhook: str | None
+    webhook: WebhookInfo | None
     webhook_events_filter: list[WebhookEvent]
     priority: Priority
     deadline_at: datetime | None

@@ -43,6 +43,15 @@ class Settings(BaseSettings):
     presign_expiry_s: int = Field(3600, ge=60, le=7 * 24 * 3600)
     public_base_url: str = "http://127.0.0.1:8000"
 
+    # Webhooks. WEBHOOK_SECRET holds one or more whsec_ secrets, space or
+    # comma separated; every one signs (key rotation: add the new, drop the old).
+    webhook_secret: SecretStr | None = None
+    webhook_allow_private_networks: bool = False
+    webhook_timeout_s: float = Field(10.0, gt=0, le=60)
+    # Delay before each retry; the default adds up to about a day (Svix's schedule).
+    webhook_retry_delays_s: list[float] = [5, 300, 1800, 7200, 18000, 36000, 36000]
+    webhook_max_response_bytes: int = Field(64 * 1024, ge=0)
+
     job_ttl_s: int = Field(24 * 3600, ge=60)
     max_request_bytes: int = Field(20 * 1024 * 1024, ge=1024)
 
@@ -72,10 +81,29 @@ class Settings(BaseSettings):
             raise ValueError("STORAGE_URL s3:// needs a bucket name: s3://bucket/prefix")
         return value
 
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secrets(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            for secret in split_secrets(value.get_secret_value()):
+                if not secret.startswith("whsec_"):
+                    raise ValueError("WEBHOOK_SECRET entries must look like whsec_<base64>")
+        return value
+
+    @property
+    def webhook_secrets(self) -> list[str]:
+        if self.webhook_secret is None:
+            return []
+        return split_secrets(self.webhook_secret.get_secret_value())
+
     @field_validator("public_base_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+
+def split_secrets(value: str) -> list[str]:
+    return [part for part in value.replace(",", " ").split() if part]
 
 
 @lru_cache

@@ -7,8 +7,10 @@ queue, and keeps everything running until Ctrl-C, which stops all it started.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -21,6 +23,7 @@ from pathlib import Path
 import httpx
 
 from shared.client import DarkroomClient
+from shared.constants import WEBHOOK_QUEUE
 
 log = logging.getLogger("darkroom.up")
 
@@ -75,6 +78,12 @@ class LocalStack:
         if "REDIS_URL" not in self.env:
             self.env["REDIS_URL"] = self._start_redis()
         self.env.setdefault("PRIMARY_MODEL", "tiny-sd")
+        if "WEBHOOK_SECRET" not in self.env:
+            secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+            self.env["WEBHOOK_SECRET"] = secret
+            log.info("webhooks are signed with WEBHOOK_SECRET=%s (set your own to keep it)", secret)
+        # A local stack calls local receivers.
+        self.env.setdefault("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")
         self.env["PUBLIC_BASE_URL"] = f"http://127.0.0.1:{self.port}"
         self.env["PYTHONUNBUFFERED"] = "1"
         self._spawn(
@@ -90,6 +99,22 @@ class LocalStack:
                 str(self.port),
                 "--log-level",
                 "warning",
+            ],
+        )
+        self._spawn(
+            "webhooks",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.webhook_app",
+                "worker",
+                f"--queues={WEBHOOK_QUEUE}",
+                "--hostname=webhooks@%h",
+                "--loglevel=WARNING",
+                "--without-mingle",
+                "--without-gossip",
             ],
         )
         threads = max(1, (os.cpu_count() or 1) // self.workers)

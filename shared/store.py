@@ -7,7 +7,7 @@ progress write touches one small field instead of rewriting the whole job.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
@@ -51,10 +51,15 @@ def _json(value: Any) -> str:
     return json.dumps(value)
 
 
+# Told of job events: "start", "progress" and "completed" (any terminal status).
+EventListener = Callable[["JobStore", JobRecord, str], None]
+
+
 class JobStore:
-    def __init__(self, client: redis.Redis, ttl_s: int):
+    def __init__(self, client: redis.Redis, ttl_s: int, on_event: EventListener | None = None):
         self.redis = client
         self.ttl_s = ttl_s
+        self.on_event = on_event
 
     def create(self, record: JobRecord, init_image: bytes | None = None) -> None:
         """Store a new job (and its init image) with the retention TTL."""
@@ -111,6 +116,7 @@ class JobStore:
                     elif current.status is JobStatus.QUEUED:
                         pipe.zrem(waiting_key(current.queue), job_id)
                     pipe.execute()
+                    self._emit(updated, _event_of(target))
                     return updated
                 except redis.WatchError:
                     continue
@@ -150,6 +156,15 @@ class JobStore:
     def set_progress(self, job_id: str, progress: float) -> None:
         self.update(job_id, progress=progress)
 
+    def report_progress(self, record: JobRecord, progress: float) -> None:
+        """Write a running job's progress and tell the listener."""
+        self.set_progress(record.id, progress)
+        self._emit(record.model_copy(update={"progress": progress}), "progress")
+
+    def _emit(self, record: JobRecord, event: str | None) -> None:
+        if event is not None and self.on_event is not None:
+            self.on_event(self, record, event)
+
     def update(self, job_id: str, **fields: Any) -> None:
         """Set fields of an existing record without a status change.
 
@@ -166,6 +181,12 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 return -1
 """
+
+
+def _event_of(target: JobStatus) -> str | None:
+    if target is JobStatus.RUNNING:
+        return "start"
+    return "completed" if target.is_terminal() else None
 
 
 def _timestamps(target: JobStatus) -> dict[str, Any]:

@@ -10,7 +10,9 @@ import torch
 
 from shared.connections import redis_client
 from shared.constants import DEFAULT_QUEUE, model_queue
+from shared.events import WebhookEmitter
 from shared.jobs import utcnow
+from shared.queue import make_celery
 from shared.registry import registry_for
 from shared.settings import Settings
 from shared.storage import storage_from_settings
@@ -55,9 +57,11 @@ def start_worker(name: str, settings: Settings) -> WorkerContext:
         return WorkerContext(heartbeat=heartbeat, runner=None, queues=idle)
 
     queues = [model_queue(loaded.name), DEFAULT_QUEUE]
-    store = JobStore(client, settings.job_ttl_s)
+    storage = storage_from_settings(settings)
+    emitter = WebhookEmitter(make_celery(settings), settings, storage)
+    store = JobStore(client, settings.job_ttl_s, on_event=emitter)
     prompts = PromptOptimizer(registry.runtime.prompt_optimization, settings)
-    runner = JobRunner(store, storage_from_settings(settings), loaded, name, prompts)
+    runner = JobRunner(store, storage, loaded, name, prompts)
     # "ready" is announced by the worker_ready signal, once Celery consumes.
     heartbeat.update(
         state="starting",

@@ -64,7 +64,7 @@ class StepMonitor:
             return
         self._last_write = now
         # The final step is written by the success transition, with the images.
-        self.store.set_progress(self.record.id, round(min(done / total, 0.99), 4))
+        self.store.report_progress(self.record, round(min(done / total, 0.99), 4))
 
 
 @dataclass

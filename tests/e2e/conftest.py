@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import os
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,9 +16,13 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from shared.constants import WEBHOOK_QUEUE
 from shared.settings import Settings
 from tests.conftest import E2E_DB, S3_BUCKET
-from tests.support.processes import WorkerProcess, start_worker
+from tests.support.processes import REPO_ROOT, WorkerProcess, start_worker
+from tests.support.receiver import Receiver
+
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"darkroom-e2e-webhook-secret-32by").decode()
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +42,9 @@ def e2e_env(e2e_redis_url: str, registry_file: Path, s3_endpoint: str) -> dict[s
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
+        "WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
+        "WEBHOOK_RETRY_DELAYS_S": "[0.3, 0.3, 0.3]",
     }
 
 
@@ -56,6 +68,49 @@ def workers(
 
 
 @pytest.fixture(scope="session")
+def webhook_worker(
+    e2e_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The light webhook worker, as `darkroom webhooks` runs it."""
+    log_path = tmp_path_factory.mktemp("webhook-logs") / "webhooks.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.webhook_app",
+                "worker",
+                f"--queues={WEBHOOK_QUEUE}",
+                "--hostname=webhooks@test",
+                "--loglevel=INFO",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **e2e_env},
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 60
+    while b"ready." not in log_path.read_bytes():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"webhook worker did not start:\n{log_path.read_text()}")
+        time.sleep(0.1)
+    yield proc
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def receiver() -> Iterator[Receiver]:
+    server = Receiver().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def e2e_settings(e2e_env: dict[str, str]) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
@@ -64,6 +119,8 @@ def e2e_settings(e2e_env: dict[str, str]) -> Settings:
         storage_url=e2e_env["STORAGE_URL"],
         s3_endpoint_url=e2e_env["S3_ENDPOINT_URL"],
         public_base_url="http://testserver",
+        webhook_secret=e2e_env["WEBHOOK_SECRET"],
+        webhook_allow_private_networks=True,
     )
 
 

@@ -1,0 +1,44 @@
+"""A job record as clients see it: fresh image URLs, queue position, timings, webhook log."""
+
+from __future__ import annotations
+
+from shared.jobs import ImageOut, Job, JobRecord, JobTimings, JobUrls, utcnow
+from shared.storage import Storage
+from shared.store import JobStore
+from shared.webhooks import webhook_section
+
+
+def to_public(record: JobRecord, store: JobStore, storage: Storage, base_url: str) -> Job:
+    return Job(
+        **record.model_dump(exclude={"images", "webhook"}),
+        queue_position=store.queue_position(record),
+        timings=timings(record),
+        images=[
+            ImageOut(
+                url=storage.url(image.key),
+                width=image.width,
+                height=image.height,
+                seed=image.seed,
+                content_type=image.content_type,
+            )
+            for image in record.images
+        ],
+        urls=JobUrls(
+            get=f"{base_url}/jobs/{record.id}", cancel=f"{base_url}/jobs/{record.id}/cancel"
+        ),
+        webhook=webhook_section(store.redis, record),
+    )
+
+
+def timings(record: JobRecord) -> JobTimings:
+    now = utcnow()
+    queued_until = record.started_at or record.finished_at or now
+    running_until = record.finished_at or now
+    return JobTimings(
+        queued_s=round((queued_until - record.created_at).total_seconds(), 4),
+        running_s=(
+            round((running_until - record.started_at).total_seconds(), 4)
+            if record.started_at
+            else None
+        ),
+    )
