@@ -6,7 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from api.auth import OwnerDep
 from api.state import AppState
+from shared.errors import JobNotFound
 from shared.jobs import JobRecord
 
 
@@ -17,9 +19,15 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_job(job_id: str, state: StateDep) -> JobRecord:
-    """The job named in the path; 404 (JobNotFound) when unknown or expired."""
-    return state.store.get(job_id)
+def get_job(job_id: str, state: StateDep, owner: OwnerDep) -> JobRecord:
+    """The job named in the path; 404 (JobNotFound) when unknown, expired or not the caller's.
+
+    Another key's job answers exactly like an unknown id: its existence is not revealed.
+    """
+    record = state.store.get(job_id)
+    if record.owner != owner:
+        raise JobNotFound(job_id)
+    return record
 
 
 JobDep = Annotated[JobRecord, Depends(get_job)]

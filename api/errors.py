@@ -7,6 +7,7 @@ see a stack trace: unexpected errors are logged with theirs and answered 500.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import redis
 from fastapi import FastAPI, Request
@@ -21,7 +22,12 @@ log = logging.getLogger(__name__)
 
 
 def error_response(
-    status: int, type_: str, message: str, field: str | None = None, detail: object = None
+    status: int,
+    type_: str,
+    message: str,
+    field: str | None = None,
+    detail: object = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     error: dict[str, object] = {"type": type_, "message": message}
     if field:
@@ -29,12 +35,21 @@ def error_response(
     return JSONResponse(
         status_code=status,
         content={"error": error, "detail": detail if detail is not None else message},
+        headers=headers,
     )
 
 
 async def _darkroom_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DarkroomError)
-    return error_response(exc.status_code, exc.type, str(exc), getattr(exc, "field", None))
+    # An error may carry headers (WWW-Authenticate, Retry-After) and a structured detail.
+    return error_response(
+        exc.status_code,
+        exc.type,
+        str(exc),
+        getattr(exc, "field", None),
+        getattr(exc, "detail", None),
+        getattr(exc, "headers", None),
+    )
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -60,7 +75,7 @@ async def _backend_down(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return error_response(exc.status_code, "http_error", str(exc.detail))
+    return error_response(exc.status_code, "http_error", str(exc.detail), headers=exc.headers)
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -4,12 +4,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
+from api.auth import UNAUTHORIZED, log_auth_mode, require_owner
 from api.errors import install_error_handlers
+from api.housekeeping import prune_local_images, reap_forever
 from api.limits import BodySizeLimit
-from api.retention import prune_local_images
-from api.routes import files, jobs, models, system
+from api.routes import files, jobs, models, status, system
 from api.state import AppState
 from shared.logs import configure_logging
 from shared.settings import Settings, get_settings
@@ -21,9 +22,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         resolved = settings or get_settings()
         configure_logging(resolved.log_level)
         app.state.darkroom = AppState.build(resolved)
-        pruner = asyncio.create_task(prune_local_images(app.state.darkroom))
+        log_auth_mode(app.state.darkroom.keys)
+        chores = [
+            asyncio.create_task(prune_local_images(app.state.darkroom)),
+            asyncio.create_task(reap_forever(app.state.darkroom)),
+        ]
         yield
-        pruner.cancel()
+        for chore in chores:
+            chore.cancel()
         app.state.darkroom.close()
 
     app = FastAPI(
@@ -34,8 +40,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(BodySizeLimit, max_bytes=(settings or get_settings()).max_request_bytes)
     install_error_handlers(app)
-    for module in (jobs, models, system, files):
-        app.include_router(module.router)
+    # With API keys configured, everything but the health checks needs one. The
+    # OpenAPI schema and /docs stay open: they describe the API, they hold no data.
+    for module in (jobs, models, status, files):
+        app.include_router(
+            module.router, dependencies=[Depends(require_owner)], responses=UNAUTHORIZED
+        )
+    app.include_router(system.router)
     return app
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import redis
 from celery import Celery
 
+from shared.apikeys import KeyRing
 from shared.connections import redis_client
 from shared.events import WebhookEmitter
 from shared.queue import make_celery
@@ -24,6 +25,8 @@ class AppState:
     store: JobStore
     storage: Storage
     celery: Celery
+    # The accepted API keys (digests); empty when authentication is off.
+    keys: KeyRing
 
     @classmethod
     def build(cls, settings: Settings) -> AppState:
@@ -38,6 +41,7 @@ class AppState:
             store=JobStore(client, settings.job_ttl_s, on_event=emitter),
             storage=storage,
             celery=celery,
+            keys=KeyRing(settings.api_key_digests),
         )
 
     def close(self) -> None:

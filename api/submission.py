@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 import uuid
 from datetime import timedelta
 
+import redis
+
+from api import ratelimit
 from api.state import AppState
 from shared import idempotency
+from shared.apikeys import ANONYMOUS
 from shared.constants import DEFAULT_QUEUE, model_queue
 from shared.errors import InvalidRequest, JobNotFound, ServiceUnavailable
 from shared.images import decode_init_image
 from shared.jobs import (
+    GenerationParams,
     Job,
     JobCreate,
     JobErrorInfo,
@@ -33,7 +37,7 @@ def submit_job(
     state: AppState,
     request: JobCreate,
     idempotency_key: str | None = None,
-    owner: str = "anonymous",
+    owner: str = ANONYMOUS,
 ) -> tuple[JobRecord, bool]:
     """Validate against the registry, store the job as queued, then publish it.
 
@@ -41,7 +45,8 @@ def submit_job(
     same Idempotency-Key. The record is written before the message: a worker
     never receives a job it cannot read. If publishing fails the record is
     marked failed and the client gets a 503, never a 202 for a job that will
-    not run.
+    not run. The job belongs to `owner`; a new one (not a replay) counts
+    against the owner's rate limits, RateLimited (429) when over one.
     """
     registry = state.registry
     model = request.model or registry.runtime.primary_model
@@ -51,7 +56,8 @@ def submit_job(
         )
     if request.webhook is not None:
         _check_webhook(state, request.webhook)
-    init_image = decode_init_image(request.init_image) if request.init_image else None
+    # An empty init_image is a malformed image, not "no image".
+    init_image = decode_init_image(request.init_image) if request.init_image is not None else None
     params = resolve_params(request, registry.models[model], init_image)
     # A job that names its model runs only where that model is loaded; one that
     # does not goes to the shared queue and runs on whichever worker is free.
@@ -61,8 +67,45 @@ def submit_job(
         earlier = idempotency.reserve(state.redis, owner, idempotency_key, request, job_id)
         if earlier is not None:
             return _replayed(state, earlier), True
+    try:
+        # After the idempotency check: a replay is no new job and counts against nothing.
+        ratelimit.admit(state.redis, state.settings, owner, job_id)
+    except Exception:
+        _release_key(state, owner, idempotency_key)  # a later retry with it may succeed
+        raise
+    record = _new_record(job_id, request, model, queue, params, owner)
+    try:
+        state.store.create(record, init_image.data if init_image else None)
+        publish_job(state.celery, record.id, queue, request.priority)
+    except Exception as exc:  # redis and kombu raise several types for a broker that is away
+        log.error("could not enqueue job %s: %s", record.id, exc)
+        _abandon(state, record.id)
+        _release_key(state, owner, idempotency_key)
+        _refund(state, owner, record.id)
+        raise ServiceUnavailable("the job queue is unreachable; the job was not accepted") from exc
+    log.info(
+        "job %s queued on %s for %s (%s, %dx%d, %d steps)",
+        record.id,
+        queue,
+        owner,
+        params.mode,
+        params.width,
+        params.height,
+        params.steps,
+    )
+    return record, False
+
+
+def _new_record(
+    job_id: str,
+    request: JobCreate,
+    model: str,
+    queue: str,
+    params: GenerationParams,
+    owner: str,
+) -> JobRecord:
     created_at = utcnow()
-    record = JobRecord(
+    return JobRecord(
         id=job_id,
         created_at=created_at,
         priority=request.priority,
@@ -74,27 +117,8 @@ def submit_job(
         params=params,
         webhook=request.webhook,
         webhook_events_filter=request.webhook_events_filter or ["completed"],
+        owner=owner,
     )
-    try:
-        state.store.create(record, init_image.data if init_image else None)
-        publish_job(state.celery, record.id, queue, request.priority)
-    except Exception as exc:  # redis and kombu raise several types for a broker that is away
-        log.error("could not enqueue job %s: %s", record.id, exc)
-        _abandon(state, record.id)
-        if idempotency_key is not None:
-            with contextlib.suppress(Exception):
-                idempotency.release(state.redis, owner, idempotency_key)
-        raise ServiceUnavailable("the job queue is unreachable; the job was not accepted") from exc
-    log.info(
-        "job %s queued on %s (%s, %dx%d, %d steps)",
-        record.id,
-        queue,
-        params.mode,
-        params.width,
-        params.height,
-        params.steps,
-    )
-    return record, False
 
 
 def _check_webhook(state: AppState, url: str) -> None:
@@ -125,6 +149,24 @@ def _abandon(state: AppState, job_id: str) -> None:
         )
     except Exception:  # Redis is likely away too; the record then expires unseen
         log.warning("could not mark unqueued job %s as failed", job_id)
+
+
+def _release_key(state: AppState, owner: str, idempotency_key: str | None) -> None:
+    """Forget the Idempotency-Key of a request that made no job, so a retry can."""
+    if idempotency_key is None:
+        return
+    try:
+        idempotency.release(state.redis, owner, idempotency_key)
+    except redis.RedisError as exc:  # Redis is likely away; the key then expires in a day
+        log.warning("could not release an idempotency key of %s: %s", owner, exc)
+
+
+def _refund(state: AppState, owner: str, job_id: str) -> None:
+    """Uncount a job that was not queued from its caller's rate limits."""
+    try:
+        ratelimit.refund(state.redis, owner, job_id)
+    except redis.RedisError as exc:  # the slot frees itself once the record is gone
+        log.warning("could not refund job %s to %s's rate limits: %s", job_id, owner, exc)
 
 
 def public_job(state: AppState, record: JobRecord) -> Job:

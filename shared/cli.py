@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--model", default=None, help="pin this worker to one registry model")
     worker.add_argument("--name", default=None, help="worker name (default darkroom-<pid>@host)")
     worker.add_argument("--loglevel", default="INFO")
+    pool = worker.add_mutually_exclusive_group()
+    pool.add_argument("--gpus", default=None, help="one worker per GPU: 'all' or indices like 0,2")
+    pool.add_argument("--workers", type=int, default=None, help="start N CPU workers")
     worker.set_defaults(run=_worker)
 
     hooks = commands.add_parser("webhooks", help="run the light webhook delivery worker")
@@ -82,6 +85,13 @@ def _worker(args: argparse.Namespace) -> int:
     if args.model:
         # Read by the worker's settings (WORKER_MODEL), before the app is imported.
         os.environ["WORKER_MODEL"] = args.model
+    if args.gpus or (args.workers and args.workers > 1):
+        from worker.pool import resolve_gpus, run_pool
+
+        gpus: list[str | None] = (
+            list(resolve_gpus(args.gpus)) if args.gpus else [None] * args.workers
+        )
+        return run_pool(gpus, args.name or "%h", args.loglevel)
     from worker.celery_app import app
 
     argv = ["worker", f"--loglevel={args.loglevel}"]

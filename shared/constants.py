@@ -38,9 +38,9 @@ WEBHOOK_PROGRESS_INTERVAL_S = 1.0
 
 # Job records and their inputs outlive the job by this long (24 h), then expire.
 DEFAULT_JOB_TTL_S = 24 * 3600
-# A worker that has not refreshed its record for this long is presumed dead.
-WORKER_TTL_S = 15
-WORKER_HEARTBEAT_INTERVAL_S = 5
+# Running jobs -> the worker running them. The reaper hands back to the queue
+# the jobs of workers whose record expired (their heartbeat stopped).
+RUNNING_KEY = KEY_PREFIX + "running"
 
 # Celery queues. Jobs that name a model go to that model's queue and only run
 # on a worker holding it; jobs that do not go to the shared default queue.

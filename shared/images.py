@@ -16,6 +16,8 @@ ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP")
 # 4096 x 4096: larger inputs are refused before Pillow decodes a single pixel.
 MAX_INIT_PIXELS = 16 * 1024 * 1024
 MAX_INIT_BYTES = 15 * 1024 * 1024
+# Its base64 text (and a data: URL prefix): longer input is refused before decoding.
+MAX_INIT_CHARS = (MAX_INIT_BYTES + 2) // 3 * 4 + 256
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class DecodedImage:
 
 def decode_init_image(value: str) -> DecodedImage:
     """Decode a base64 (or data: URL) image, refusing anything but a sane PNG/JPEG/WebP."""
+    if len(value) > MAX_INIT_CHARS:
+        raise InvalidRequest(f"init_image is larger than {MAX_INIT_BYTES} bytes", "init_image")
     data = _b64decode(value)
     if len(data) > MAX_INIT_BYTES:
         raise InvalidRequest(f"init_image is larger than {MAX_INIT_BYTES} bytes", "init_image")

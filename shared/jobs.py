@@ -56,7 +56,9 @@ class JobCreate(BaseModel):
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
-    model: str | None = Field(None, description="Registry name; default: the primary model.")
+    model: str | None = Field(
+        None, max_length=200, description="Registry name; default: the primary model."
+    )
     width: int | None = Field(None, ge=8, le=8192)
     height: int | None = Field(None, ge=8, le=8192)
     steps: int | None = Field(None, ge=1, le=1000)
@@ -68,7 +70,8 @@ class JobCreate(BaseModel):
     )
     strength: float | None = Field(None, gt=0, le=1)
     webhook: str | None = Field(None, max_length=2048)
-    webhook_events_filter: list[WebhookEvent] | None = None
+    # One entry per event kind at most (there are three).
+    webhook_events_filter: list[WebhookEvent] | None = Field(None, max_length=3)
     priority: Priority = "normal"
     deadline: float | None = Field(
         None, gt=0, le=MAX_DEADLINE_S, description="Cancel the job if not finished by then (s)."
@@ -142,6 +145,9 @@ class JobRecord(BaseModel):
     priority: Priority = "normal"
     deadline_at: datetime | None = None
     cancel_requested: bool = False
+    # Who submitted it: the id of its API key (api.auth), or "anonymous" with
+    # authentication off. Only that caller sees the job; never shown to clients.
+    owner: str = "anonymous"
 
     def past_deadline(self, now: datetime | None = None) -> bool:
         return self.deadline_at is not None and (now or utcnow()) >= self.deadline_at

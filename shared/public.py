@@ -10,7 +10,7 @@ from shared.webhooks import webhook_section
 
 def to_public(record: JobRecord, store: JobStore, storage: Storage, base_url: str) -> Job:
     return Job(
-        **record.model_dump(exclude={"images", "webhook"}),
+        **record.model_dump(exclude={"images", "webhook", "owner"}),
         queue_position=store.queue_position(record),
         timings=timings(record),
         images=[

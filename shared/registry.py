@@ -61,6 +61,12 @@ class ModelEntry(_Strict):
     img2img_pipeline_class: str | None = None
     variant: str | None = Field(None, description="Weights variant to load, e.g. fp16.")
     torch_dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    # Per-job time limits on this model (default: JOB_SOFT_TIME_LIMIT_S and
+    # JOB_TIME_LIMIT_S). Soft: the job fails at its next step. Hard: the worker
+    # exits and the job is retried elsewhere; both stay below the broker's
+    # visibility timeout (2 h).
+    soft_time_limit_s: float | None = Field(None, gt=0, le=3600)
+    time_limit_s: float | None = Field(None, gt=0, le=3600)
     # darkroom builds this model locally (random weights) when its directory is missing.
     builder: Literal["tiny-sd"] | None = None
 

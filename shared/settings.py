@@ -15,9 +15,14 @@ from urllib.parse import urlparse
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.apikeys import check_plain_key, hash_key, read_key_digests, split_api_keys
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    # hide_input_in_errors: a refused API_KEYS or WEBHOOK_SECRET must not be echoed into logs.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     registry_path: Path = Field(
@@ -54,6 +59,47 @@ class Settings(BaseSettings):
 
     job_ttl_s: int = Field(24 * 3600, ge=60)
     max_request_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+
+    # Security (README "Security"). Any key configured turns authentication on.
+    # API_KEYS: plain keys, comma separated; API_KEYS_FILE: one SHA-256 hex
+    # digest of a key per line, so the server need not hold the keys themselves.
+    api_keys: SecretStr | None = None
+    api_keys_file: Path | None = None
+    # Per API key, shared by every API process (counted in Redis); 0 turns one off.
+    rate_limit_submits_per_minute: int = Field(120, ge=0)
+    rate_limit_max_queued: int = Field(100, ge=0, description="Jobs queued or running per key.")
+
+    @field_validator("api_keys")
+    @classmethod
+    def _plain_api_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            for key in split_api_keys(value.get_secret_value()):
+                check_plain_key(key)
+        return value
+
+    @field_validator("api_keys_file")
+    @classmethod
+    def _api_keys_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            read_key_digests(value)  # refuse a missing, empty or malformed file at start
+        return value
+
+    @property
+    def api_key_digests(self) -> frozenset[str]:
+        """SHA-256 hex digests of every accepted API key (API_KEYS hashed, and API_KEYS_FILE)."""
+        plain = split_api_keys(self.api_keys.get_secret_value()) if self.api_keys else []
+        digests = {hash_key(key) for key in plain}
+        if self.api_keys_file is not None:
+            digests.update(read_key_digests(self.api_keys_file))
+        return frozenset(digests)
+
+    # Reliability. A worker whose heartbeat is older than WORKER_TTL_S is dead;
+    # its running job goes back to the queue, and fails after JOB_MAX_ATTEMPTS.
+    worker_ttl_s: float = Field(15.0, ge=1, le=300)
+    job_max_attempts: int = Field(3, ge=1, le=20)
+    # Default time limits per job; a registry entry may set its own.
+    job_soft_time_limit_s: float = Field(600.0, gt=0)
+    job_time_limit_s: float = Field(900.0, gt=0, le=3600)
 
     # Worker-side knobs.
     worker_model: str | None = Field(

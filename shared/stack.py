@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from shared.apikeys import split_api_keys
 from shared.client import DarkroomClient
 from shared.constants import WEBHOOK_QUEUE
 
@@ -179,7 +180,10 @@ class LocalStack:
             self._check_children()
             try:
                 ready = httpx.get(f"{base}/readyz", timeout=2).status_code == 200
-                status = httpx.get(f"{base}/status", timeout=2).json() if ready else {}
+                headers = self._auth_headers()
+                status = (
+                    httpx.get(f"{base}/status", headers=headers, timeout=2).json() if ready else {}
+                )
             except httpx.HTTPError:
                 ready, status = False, {}
             serving = [w for w in status.get("workers", []) if w.get("state") == "ready"]
@@ -196,8 +200,20 @@ class LocalStack:
             time.sleep(0.5)
         raise SystemExit(f"darkroom up: the stack was not ready after {timeout_s:.0f}s")
 
+    def _api_key(self) -> str | None:
+        """The key the stack's own calls use when API keys are on: DARKROOM_API_KEY,
+        else the first of API_KEYS (an API_KEYS_FILE alone holds no usable key)."""
+        if self.env.get("DARKROOM_API_KEY"):
+            return self.env["DARKROOM_API_KEY"]
+        keys = split_api_keys(self.env.get("API_KEYS", ""))
+        return keys[0] if keys else None
+
+    def _auth_headers(self) -> dict[str, str]:
+        key = self._api_key()
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
     def _demo(self) -> bool:
-        client = DarkroomClient(f"http://127.0.0.1:{self.port}")
+        client = DarkroomClient(f"http://127.0.0.1:{self.port}", api_key=self._api_key())
         job = client.submit({"prompt": DEMO_PROMPT, "seed": 42})
         log.info("demo job %s queued; waiting for a worker to run it", job["id"])
         job = client.wait(job["id"], timeout_s=120)

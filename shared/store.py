@@ -18,6 +18,7 @@ from shared.constants import (
     JOB_KEY_PREFIX,
     JOBS_INDEX_KEY,
     PRIORITIES,
+    RUNNING_KEY,
     WAITING_KEY_PREFIX,
 )
 from shared.errors import InvalidTransition, JobNotFound
@@ -34,6 +35,12 @@ def input_key(job_id: str) -> str:
 
 def waiting_key(queue: str) -> str:
     return WAITING_KEY_PREFIX + queue
+
+
+def owner_index_key(owner: str) -> str:
+    # One index per owner beside the global one: GET /jobs lists a caller's
+    # jobs without reading everyone else's.
+    return f"{JOBS_INDEX_KEY}:{owner}"
 
 
 def waiting_score(record: JobRecord) -> float:
@@ -69,9 +76,11 @@ class JobStore:
         if init_image is not None:
             pipe.set(input_key(record.id), init_image, ex=self.ttl_s)
         created_ms = record.created_at.timestamp() * 1000
-        pipe.zadd(JOBS_INDEX_KEY, {record.id: created_ms})
-        # Entries of expired records leave the index as new jobs arrive.
-        pipe.zremrangebyscore(JOBS_INDEX_KEY, "-inf", created_ms - self.ttl_s * 1000)
+        for index in (JOBS_INDEX_KEY, owner_index_key(record.owner)):
+            pipe.zadd(index, {record.id: created_ms})
+            # Entries of expired records leave the index as new jobs arrive.
+            pipe.zremrangebyscore(index, "-inf", created_ms - self.ttl_s * 1000)
+        pipe.expire(owner_index_key(record.owner), self.ttl_s)
         pipe.zadd(waiting_key(record.queue), {record.id: waiting_score(record)})
         pipe.execute()
 
@@ -115,6 +124,10 @@ class JobStore:
                         pipe.zadd(waiting_key(updated.queue), {job_id: waiting_score(updated)})
                     elif current.status is JobStatus.QUEUED:
                         pipe.zrem(waiting_key(current.queue), job_id)
+                    if target is JobStatus.RUNNING:
+                        pipe.hset(RUNNING_KEY, job_id, updated.worker or "")
+                    elif current.status is JobStatus.RUNNING:
+                        pipe.hdel(RUNNING_KEY, job_id)
                     pipe.execute()
                     self._emit(updated, _event_of(target))
                     return updated
@@ -129,25 +142,44 @@ class JobStore:
         return int(rank) if rank is not None else None  # type: ignore[arg-type]
 
     def list(
-        self, limit: int, cursor: float | None = None, status: JobStatus | None = None
+        self,
+        limit: int,
+        cursor: float | None = None,
+        status: JobStatus | None = None,
+        owner: str | None = None,
     ) -> tuple[list[JobRecord], float | None]:
-        """Jobs newest first, `limit` at most, created before `cursor` (ms since epoch)."""
+        """Jobs newest first, `limit` at most, created before `cursor` (ms since epoch).
+
+        With `owner`, only the jobs that caller submitted; without, everyone's.
+        """
+        index = owner_index_key(owner) if owner is not None else JOBS_INDEX_KEY
         found: list[JobRecord] = []
         upper: float | str = f"({cursor}" if cursor is not None else "+inf"
         while len(found) < limit:
             page: list[tuple[bytes, float]] = self.redis.zrevrangebyscore(  # type: ignore[assignment]
-                JOBS_INDEX_KEY, upper, "-inf", start=0, num=max(limit, 50), withscores=True
+                index, upper, "-inf", start=0, num=max(limit, 50), withscores=True
             )
             if not page:
                 return found, None
             for raw_id, score in page:
                 upper = f"({score}"
                 record = self._get_or_none(raw_id.decode())
-                if record is not None and (status is None or record.status is status):
+                if record is not None and _matches(record, status, owner):
                     found.append(record)
                     if len(found) == limit:
                         return found, score
         return found, None
+
+    def running_jobs(self) -> dict[str, str]:
+        """Running job id -> the worker running it."""
+        raw: dict[bytes, bytes] = self.redis.hgetall(RUNNING_KEY)  # type: ignore[assignment]
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def forget_running(self, job_id: str) -> None:
+        self.redis.hdel(RUNNING_KEY, job_id)
+
+    def get_or_none(self, job_id: str) -> JobRecord | None:
+        return self._get_or_none(job_id)
 
     def _get_or_none(self, job_id: str) -> JobRecord | None:
         raw = self.redis.hgetall(job_key(job_id))
@@ -181,6 +213,10 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 return -1
 """
+
+
+def _matches(record: JobRecord, status: JobStatus | None, owner: str | None) -> bool:
+    return (status is None or record.status is status) and (owner is None or record.owner == owner)
 
 
 def _event_of(target: JobStatus) -> str | None:

@@ -8,7 +8,7 @@ from typing import Any
 import redis
 from pydantic import BaseModel
 
-from shared.constants import WORKER_KEY_PREFIX, WORKER_TTL_S
+from shared.constants import WORKER_KEY_PREFIX
 
 
 class ModelFailure(BaseModel):
@@ -34,9 +34,9 @@ def worker_key(name: str) -> str:
     return WORKER_KEY_PREFIX + name
 
 
-def write_worker(client: redis.Redis, info: WorkerInfo) -> None:
+def write_worker(client: redis.Redis, info: WorkerInfo, ttl_s: float = 15.0) -> None:
     """Write a worker's record; it expires unless the heartbeat rewrites it."""
-    client.set(worker_key(info.name), info.model_dump_json(), ex=WORKER_TTL_S)
+    client.set(worker_key(info.name), info.model_dump_json(), px=int(ttl_s * 1000))
 
 
 def remove_worker(client: redis.Redis, name: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -13,7 +14,8 @@ from shared.constants import DEFAULT_QUEUE, model_queue
 from shared.events import WebhookEmitter
 from shared.jobs import utcnow
 from shared.queue import make_celery
-from shared.registry import registry_for
+from shared.reaper import reap_lost_jobs
+from shared.registry import ModelEntry, registry_for
 from shared.settings import Settings
 from shared.storage import storage_from_settings
 from shared.store import JobStore
@@ -21,7 +23,7 @@ from shared.workers import ModelFailure, WorkerInfo
 from worker.heartbeat import Heartbeat
 from worker.loader import LoadFailure, load_first_available
 from worker.prompts import PromptOptimizer
-from worker.runner import JobRunner
+from worker.runner import JobRunner, TimeLimits
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ def start_worker(name: str, settings: Settings) -> WorkerContext:
     heartbeat = Heartbeat(
         client,
         WorkerInfo(name=name, state="loading", pid=os.getpid(), started_at=utcnow().isoformat()),
+        ttl_s=settings.worker_ttl_s,
     )
     heartbeat.start()
     order = registry.load_order(settings.worker_model)
@@ -58,10 +61,13 @@ def start_worker(name: str, settings: Settings) -> WorkerContext:
 
     queues = [model_queue(loaded.name), DEFAULT_QUEUE]
     storage = storage_from_settings(settings)
-    emitter = WebhookEmitter(make_celery(settings), settings, storage)
-    store = JobStore(client, settings.job_ttl_s, on_event=emitter)
+    celery = make_celery(settings)
+    store = JobStore(client, settings.job_ttl_s, on_event=WebhookEmitter(celery, settings, storage))
+    heartbeat.on_beat = functools.partial(reap_lost_jobs, store, celery, settings.job_max_attempts)
     prompts = PromptOptimizer(registry.runtime.prompt_optimization, settings)
-    runner = JobRunner(store, storage, loaded, name, prompts)
+    runner = JobRunner(
+        store, storage, loaded, name, prompts, time_limits=_time_limits(loaded.entry, settings)
+    )
     # "ready" is announced by the worker_ready signal, once Celery consumes.
     heartbeat.update(
         state="starting",
@@ -72,6 +78,13 @@ def start_worker(name: str, settings: Settings) -> WorkerContext:
     )
     log.info("worker %s ready: serving %s, consuming %s", name, loaded.name, ", ".join(queues))
     return WorkerContext(heartbeat=heartbeat, runner=runner, queues=queues)
+
+
+def _time_limits(entry: ModelEntry, settings: Settings) -> TimeLimits:
+    return TimeLimits(
+        soft_s=entry.soft_time_limit_s or settings.job_soft_time_limit_s,
+        hard_s=entry.time_limit_s or settings.job_time_limit_s,
+    )
 
 
 def no_pipeline_message(failures: list[LoadFailure]) -> str:

@@ -5,19 +5,29 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 
 import redis
 
-from shared.constants import WORKER_HEARTBEAT_INTERVAL_S
 from shared.workers import WorkerInfo, remove_worker, write_worker
 
 log = logging.getLogger(__name__)
 
 
 class Heartbeat:
-    def __init__(self, client: redis.Redis, info: WorkerInfo):
+    def __init__(
+        self,
+        client: redis.Redis,
+        info: WorkerInfo,
+        ttl_s: float = 15.0,
+        on_beat: Callable[[], object] | None = None,
+    ):
         self.client = client
         self.info = info
+        self.ttl_s = ttl_s
+        # Three beats per TTL: one lost write never makes a live worker look dead.
+        self.interval_s = ttl_s / 3
+        self.on_beat = on_beat
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="darkroom-heartbeat", daemon=True)
@@ -36,7 +46,7 @@ class Heartbeat:
         with self._lock:
             info = self.info
         try:
-            write_worker(self.client, info)
+            write_worker(self.client, info, self.ttl_s)
         except redis.RedisError as exc:
             # Redis being away must not stop generation; the record returns with it.
             log.warning("heartbeat write failed: %s", exc)
@@ -47,5 +57,10 @@ class Heartbeat:
             remove_worker(self.client, self.info.name)
 
     def _loop(self) -> None:
-        while not self._stopped.wait(WORKER_HEARTBEAT_INTERVAL_S):
+        while not self._stopped.wait(self.interval_s):
             self.beat()
+            if self.on_beat is not None:
+                try:
+                    self.on_beat()
+                except Exception as exc:  # the heartbeat must outlive any reaper failure
+                    log.warning("heartbeat task failed: %s", exc)

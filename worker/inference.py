@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import inspect
 import io
 from collections.abc import Callable
@@ -41,6 +42,13 @@ def generate(
     with torch.inference_mode():
         output = pipe(**_supported(pipe, kwargs))
     return list(output.images)
+
+
+def free_memory() -> None:
+    """Return cached GPU memory after a failure (an OOM leaves the allocator full)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def seeded_generators(seed: int, count: int) -> list[torch.Generator]:

@@ -8,6 +8,8 @@ never a crashed worker.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from dataclasses import dataclass
 
@@ -32,11 +34,29 @@ log = logging.getLogger(__name__)
 
 
 class JobStopped(Exception):
-    """Raised from the step callback to stop a job that was canceled or ran past its deadline."""
+    """Raised from the step callback to stop a job: canceled, past its deadline or time limit."""
 
-    def __init__(self, error: JobErrorInfo | None):
+    def __init__(self, error: JobErrorInfo | None, status: JobStatus = JobStatus.CANCELED):
         super().__init__(error.message if error else "canceled")
         self.error = error
+        self.status = status
+
+
+@dataclass(frozen=True)
+class TimeLimits:
+    """Soft: the job fails at its next step. Hard: the worker exits (a step that never
+    returns cannot be stopped from inside); the reaper retries the job elsewhere."""
+
+    soft_s: float = 600.0
+    hard_s: float = 900.0
+
+
+def _hard_limit_exit(job_id: str, limit_s: float) -> None:
+    log.critical(
+        "job %s exceeded the hard time limit of %.0fs: exiting the worker", job_id, limit_s
+    )
+    logging.shutdown()
+    os._exit(70)
 
 
 class StepMonitor:
@@ -46,11 +66,14 @@ class StepMonitor:
         self,
         store: JobStore,
         record: JobRecord,
+        soft_limit_s: float = float("inf"),
         interval_s: float = PROGRESS_WRITE_INTERVAL_S,
     ):
         self.store = store
         self.record = record
+        self.soft_limit_s = soft_limit_s
         self.interval_s = interval_s
+        self._started = time.monotonic()
         self._last_write = 0.0
 
     def __call__(self, done: int, total: int) -> None:
@@ -60,6 +83,14 @@ class StepMonitor:
         if self.record.past_deadline():
             raise JobStopped(DEADLINE_ERROR)
         now = time.monotonic()
+        if now - self._started > self.soft_limit_s:
+            raise JobStopped(
+                JobErrorInfo(
+                    type="time_limit_exceeded",
+                    message=f"the job ran longer than its time limit of {self.soft_limit_s:g}s",
+                ),
+                JobStatus.FAILED,
+            )
         if done < total and now - self._last_write < self.interval_s:
             return
         self._last_write = now
@@ -74,6 +105,7 @@ class JobRunner:
     model: LoadedModel
     worker_name: str
     prompts: PromptOptimizer | None = None
+    time_limits: TimeLimits = TimeLimits()
 
     def run(self, job_id: str) -> JobStatus | None:
         """Run a job to a terminal status; None when it was not ours to run."""
@@ -81,20 +113,25 @@ class JobRunner:
         if record is None:
             return None
         started = time.monotonic()
+        watchdog = threading.Timer(
+            self.time_limits.hard_s, _hard_limit_exit, (job_id, self.time_limits.hard_s)
+        )
+        watchdog.daemon = True
+        watchdog.start()
         try:
-            params = self._optimize_prompt(record)
-            images = inference.generate(
-                self.model,
-                params,
-                self.store.get_input(job_id),
-                on_step=StepMonitor(self.store, record),
-            )
-            stored = self._store_images(record, images)
+            stored = self._generate(record)
         except JobStopped as stop:
-            return self._stop(record, stop.error)
+            return self._stop(record, stop)
         except Exception as exc:  # a job's failure is recorded; the worker serves on
             return self._fail(record, exc)
-        self.store.transition(job_id, JobStatus.SUCCEEDED, images=stored, progress=1.0)
+        finally:
+            watchdog.cancel()
+        try:
+            self.store.transition(job_id, JobStatus.SUCCEEDED, images=stored, progress=1.0)
+        except (InvalidTransition, JobNotFound) as exc:
+            # Canceled at the last step, or handed to another worker meanwhile.
+            log.warning("job %s finished but was not recorded as succeeded: %s", job_id, exc)
+            return None
         log.info(
             "job %s succeeded: %d image(s) in %.2fs on %s",
             job_id,
@@ -103,6 +140,16 @@ class JobRunner:
             self.model.name,
         )
         return JobStatus.SUCCEEDED
+
+    def _generate(self, record: JobRecord) -> list[StoredImage]:
+        params = self._optimize_prompt(record)
+        images = inference.generate(
+            self.model,
+            params,
+            self.store.get_input(record.id),
+            on_step=StepMonitor(self.store, record, self.time_limits.soft_s),
+        )
+        return self._store_images(record, images)
 
     def _claim(self, job_id: str) -> JobRecord | None:
         try:
@@ -148,14 +195,14 @@ class JobRunner:
             )
         return stored
 
-    def _stop(self, record: JobRecord, error: JobErrorInfo | None) -> JobStatus:
-        why = error.message if error else "canceled by the client"
-        log.info("job %s stopped mid-generation: %s", record.id, why)
+    def _stop(self, record: JobRecord, stop: JobStopped) -> JobStatus:
+        why = stop.error.message if stop.error else "canceled by the client"
+        log.info("job %s stopped mid-generation (%s): %s", record.id, stop.status, why)
         try:
-            self.store.transition(record.id, JobStatus.CANCELED, error=error)
+            self.store.transition(record.id, stop.status, error=stop.error)
         except (InvalidTransition, JobNotFound) as lost:
-            log.warning("could not record cancel of job %s: %s", record.id, lost)
-        return JobStatus.CANCELED
+            log.warning("could not record the stop of job %s: %s", record.id, lost)
+        return stop.status
 
     def _fail(self, record: JobRecord, exc: Exception) -> JobStatus:
         error = _error_info(exc)
@@ -170,4 +217,14 @@ class JobRunner:
 def _error_info(exc: Exception) -> JobErrorInfo:
     if isinstance(exc, DarkroomError):
         return JobErrorInfo(type=exc.type, message=str(exc))
+    if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
+        inference.free_memory()
+        return JobErrorInfo(
+            type="out_of_memory",
+            message=(
+                f"the GPU ran out of memory: {str(exc).splitlines()[0][:300]} "
+                "(try a smaller size or num_images, or set runtime.memory.use_8bit / "
+                "enable_cpu_offload in model_config.yaml)"
+            ),
+        )
     return JobErrorInfo(type="generation_error", message=f"{type(exc).__name__}: {exc}"[:1000])

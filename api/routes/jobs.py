@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import OwnerDep
 from api.control import (
     cancel_job,
     expire_if_past_deadline,
@@ -24,14 +25,23 @@ from shared.jobs import MAX_DEADLINE_S, Job, JobCreate, JobList, JobStatus
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=Job)
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Job,
+    responses={
+        429: {"description": "Over a rate limit of the caller's API key; see Retry-After."},
+        503: {"description": "Redis or the broker is unreachable; nothing was queued."},
+    },
+)
 async def create_job(
     body: JobCreate,
     state: StateDep,
+    owner: OwnerDep,
     response: Response,
-    prefer: Annotated[str | None, Header()] = None,
+    prefer: Annotated[str | None, Header(max_length=256)] = None,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
-    cancel_after: Annotated[str | None, Header()] = None,
+    cancel_after: Annotated[str | None, Header(max_length=64)] = None,
 ) -> Job:
     """Queue a generation job: 202 with the job and its `Location`; poll that URL.
 
@@ -40,6 +50,8 @@ async def create_job(
     - `Prefer: wait` (or `wait=N`, at most 60 s) holds the answer until the job
       finished (201) or the wait ends (202).
     - `Cancel-After` (e.g. `90s`, `5m`) is the same as the `deadline` field.
+
+    429 with `Retry-After` when the caller's API key is over a rate limit.
     """
     wait_s = parse_prefer_wait(prefer)
     if cancel_after is not None and body.deadline is None:
@@ -47,7 +59,7 @@ async def create_job(
         if deadline > MAX_DEADLINE_S:
             raise InvalidRequest(f"Cancel-After exceeds {MAX_DEADLINE_S} s", "deadline")
         body = body.model_copy(update={"deadline": deadline})
-    record, replayed = await run_in_threadpool(submit_job, state, body, idempotency_key)
+    record, replayed = await run_in_threadpool(submit_job, state, body, idempotency_key, owner)
     if wait_s:
         record = await wait_until_terminal(state, record.id, wait_s)
     response.headers["Location"] = f"/jobs/{record.id}"
@@ -61,12 +73,16 @@ async def create_job(
 @router.get("", response_model=JobList)
 def list_jobs(
     state: StateDep,
+    owner: OwnerDep,
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[float | None, Query(description="next_cursor of the previous page")] = None,
+    cursor: Annotated[
+        float | None,
+        Query(ge=0, allow_inf_nan=False, description="next_cursor of the previous page"),
+    ] = None,
 ) -> JobList:
-    """Recent jobs, newest first; follow `next_cursor` for older ones."""
-    records, next_cursor = state.store.list(limit, cursor, status_filter)
+    """The caller's recent jobs, newest first; follow `next_cursor` for older ones."""
+    records, next_cursor = state.store.list(limit, cursor, status_filter, owner)
     return JobList(
         jobs=[public_job(state, r) for r in records],
         next_cursor=str(next_cursor) if next_cursor is not None else None,

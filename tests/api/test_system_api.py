@@ -10,6 +10,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from shared.jobs import StoredImage
 from shared.settings import Settings
 from shared.storage import LocalStorage
 from shared.workers import ModelFailure, WorkerInfo, write_worker
@@ -179,16 +180,39 @@ def files_api(
         yield client, storage_of(settings)
 
 
+def store_image(client: TestClient, storage: LocalStorage, data: bytes) -> str:
+    """Submit a job and give it one stored image, as a worker would; the image's key."""
+    job_id = client.post("/jobs", json={"prompt": "x"}).json()["id"]
+    key = f"jobs/{job_id}/0.png"
+    storage.put(key, data, "image/png")
+    store = client.app.state.darkroom.store  # type: ignore[attr-defined]
+    image = StoredImage(key=key, width=64, height=64, seed=1)
+    store.update(job_id, images=[image.model_dump(mode="json")])
+    return key
+
+
 def test_files_serves_a_stored_image(files_api: tuple[TestClient, LocalStorage]) -> None:
     client, storage = files_api
     data = b"\x89PNG\r\n\x1a\n not really a png"
-    storage.put("job1/0.png", data, "image/png")
-    url = storage.url("job1/0.png")
-    assert url == "http://testserver/files/job1/0.png"
+    key = store_image(client, storage, data)
+    url = storage.url(key)
+    assert url == f"http://testserver/files/{key}"
     response = client.get(url)
     assert response.status_code == 200
     assert response.content == data
     assert response.headers["content-type"] == "image/png"
+    assert client.get(f"/jobs/{key.split('/')[1]}").json()["images"][0]["url"] == url
+
+
+def test_files_serves_only_images_of_jobs(files_api: tuple[TestClient, LocalStorage]) -> None:
+    client, storage = files_api
+    key = store_image(client, storage, b"png")
+    job_dir = key.rsplit("/", 1)[0]
+    storage.put(f"{job_dir}/.part-x", b"half", "image/png")  # not listed on the job
+    storage.put("job1/0.png", b"png", "image/png")  # not under jobs/
+    storage.put("jobs/0123456789abcdef/0.png", b"png", "image/png")  # no such job
+    for path in (f"{job_dir}/.part-x", "job1/0.png", "jobs/0123456789abcdef/0.png", job_dir):
+        assert client.get(f"/files/{path}").status_code == 404, path
 
 
 @pytest.mark.parametrize(

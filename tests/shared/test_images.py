@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from shared.errors import InvalidRequest
-from shared.images import MAX_INIT_BYTES, decode_init_image
+from shared.images import MAX_INIT_BYTES, MAX_INIT_CHARS, decode_init_image
 
 
 def encode(img: Image.Image, fmt: str, **save: object) -> bytes:
@@ -87,3 +87,11 @@ def test_image_over_the_pixel_limit_refused_before_decoding() -> None:
 
 def test_oversized_payload_refused() -> None:
     assert "larger than" in refused(b64(b"\x89PNG" + b"\x00" * MAX_INIT_BYTES))
+
+
+def test_oversized_text_refused_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    def never(*_: object, **__: object) -> bytes:
+        raise AssertionError("decoded an oversized init_image")
+
+    monkeypatch.setattr(base64, "b64decode", never)
+    assert "larger than" in refused("A" * (MAX_INIT_CHARS + 1))

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import redis
+import torch
 from diffusers import StableDiffusionPipeline
 
 SLOW_STEP_S = 0.2
@@ -22,7 +23,9 @@ class FlakyPipeline(StableDiffusionPipeline):
     - "raise" in the prompt: raises before generating;
     - "slow" in the prompt: every denoising step takes SLOW_STEP_S longer, and
       each finished step is appended to the Redis list `test:steps:<prompt>`, so
-      a test can see exactly how many steps ran.
+      a test can see exactly how many steps ran;
+    - "oom": raises torch.cuda.OutOfMemoryError, as a GPU out of memory does;
+    - "crash": the whole worker process dies at once, as on an OOM kill.
     """
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -30,6 +33,10 @@ class FlakyPipeline(StableDiffusionPipeline):
         first = prompt if isinstance(prompt, str) else prompt[0]
         if "raise" in first:
             raise RuntimeError("the flaky pipeline raised on purpose")
+        if "oom" in first:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        if "crash" in first:
+            os._exit(137)
         if "slow" in first:
             kwargs["callback_on_step_end"] = _slow_steps(first, kwargs.get("callback_on_step_end"))
         return super().__call__(*args, **kwargs)

@@ -1,4 +1,4 @@
-"""Retention of images in the local storage backend: they expire with their job records."""
+"""Background chores of an API process: reaping jobs of dead workers, pruning local images."""
 
 from __future__ import annotations
 
@@ -8,11 +8,25 @@ import logging
 from starlette.concurrency import run_in_threadpool
 
 from api.state import AppState
+from shared.reaper import reap_lost_jobs
 from shared.storage import LocalStorage
 
 log = logging.getLogger(__name__)
 
 PRUNE_INTERVAL_S = 3600
+
+
+async def reap_forever(state: AppState) -> None:
+    """Re-enqueue jobs whose worker died, even when no other worker is left to notice."""
+    settings = state.settings
+    while True:
+        await asyncio.sleep(settings.worker_ttl_s / 3)
+        try:
+            await run_in_threadpool(
+                reap_lost_jobs, state.store, state.celery, settings.job_max_attempts
+            )
+        except Exception as exc:  # Redis away: the next round tries again
+            log.warning("reaper: %s", exc)
 
 
 async def prune_local_images(state: AppState) -> None:

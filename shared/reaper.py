@@ -1,0 +1,74 @@
+"""Give back the jobs of dead workers, and fail the jobs that keep killing them.
+
+A worker killed mid-job (OOM kill, driver fault, preempted node) leaves its
+job `running` and its Celery message unacknowledged; Redis would redeliver it
+only after the visibility timeout (hours). Workers refresh a heartbeat record
+instead, and whoever runs the reaper (every worker, and every API process)
+re-enqueues the running jobs whose worker's record expired.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+
+from shared.errors import InvalidTransition, JobNotFound
+from shared.jobs import JobErrorInfo, JobStatus
+from shared.queue import publish_job
+from shared.store import JobStore
+from shared.workers import live_workers
+
+log = logging.getLogger(__name__)
+
+
+def reap_lost_jobs(store: JobStore, celery: Celery, max_attempts: int) -> list[str]:
+    """Re-enqueue (or fail, past `max_attempts`) running jobs of workers no longer alive."""
+    running = store.running_jobs()
+    if not running:
+        return []
+    alive = {worker.name for worker in live_workers(store.redis)}
+    reaped = []
+    for job_id, worker in running.items():
+        if worker in alive:
+            continue
+        try:
+            if _reap(store, celery, job_id, worker, max_attempts):
+                reaped.append(job_id)
+        except (InvalidTransition, JobNotFound):
+            # Another reaper got there first, or the job finished meanwhile.
+            store.forget_running(job_id)
+    return reaped
+
+
+def _reap(store: JobStore, celery: Celery, job_id: str, worker: str, max_attempts: int) -> bool:
+    record = store.get(job_id)
+    if record.status is not JobStatus.RUNNING:
+        store.forget_running(job_id)
+        return False
+    if record.attempts >= max_attempts:
+        log.error(
+            "job %s lost its worker %s on attempt %d of %d: failing it",
+            job_id,
+            worker,
+            record.attempts,
+            max_attempts,
+        )
+        store.transition(
+            job_id,
+            JobStatus.FAILED,
+            error=JobErrorInfo(
+                type="worker_lost",
+                message=(
+                    f"the worker running this job died on each of {record.attempts} attempts "
+                    "(out of memory, crash or preemption); not retrying"
+                ),
+            ),
+        )
+        return True
+    log.warning(
+        "job %s lost its worker %s (attempt %d): re-queuing it", job_id, worker, record.attempts
+    )
+    store.transition(job_id, JobStatus.QUEUED, worker=None, progress=0.0)
+    publish_job(celery, job_id, record.queue, record.priority)
+    return True

@@ -1,0 +1,215 @@
+"""docker-compose.yml, checked offline (no Docker here): the Compose
+specification's JSON schema, then the structure darkroom needs."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from shared.constants import WORKER_KEY_PREFIX
+from shared.settings import Settings
+from tests.deploy.manifests import (
+    COMPOSE_FILE,
+    EXTERNAL_ENV,
+    ROOT,
+    compose_variables,
+    interpolate,
+    iter_strings,
+    load_compose,
+    option_value,
+    parse_duration_s,
+    setting_env_names,
+)
+
+CONFIG = load_compose(env={})
+SERVICES: dict[str, dict[str, Any]] = CONFIG["services"]
+REQUIRED = {"redis", "s3", "api", "worker", "webhooks"}
+DARKROOM = {"api", "worker", "webhooks"}
+
+
+def compose_schema() -> dict[str, Any]:
+    """The Compose specification's schema, as check-jsonschema ships it (offline)."""
+    pytest.importorskip("check_jsonschema")
+    from importlib.resources import files
+
+    vendor = files("check_jsonschema.builtin_schemas.vendor")
+    return dict(json.loads(vendor.joinpath("compose-spec.json").read_text(encoding="utf-8")))
+
+
+@pytest.mark.parametrize("env", [None, {}, {"GPU_WORKERS": "4", "PRIMARY_MODEL": "flux-schnell"}])
+def test_compose_spec_schema(env: dict[str, str] | None) -> None:
+    """Valid as written (variables unexpanded) and after interpolation."""
+    import jsonschema
+
+    config = load_compose(env)
+    validator = jsonschema.Draft202012Validator(compose_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors)
+
+
+def test_interpolation() -> None:
+    assert interpolate("${A:-x}-${B-y}-$$C-${A}", {}) == "x-y-$C-"
+    assert interpolate("${A:-x}/${A-y}", {"A": ""}) == "x/"
+    with pytest.raises(ValueError):
+        interpolate("${A:?set A}", {})
+
+
+def test_services() -> None:
+    assert set(SERVICES) >= REQUIRED
+    for name, service in SERVICES.items():
+        for dependency in service.get("depends_on", {}):
+            assert dependency in SERVICES, f"{name} depends on unknown {dependency}"
+
+
+def one_shot_services() -> set[str]:
+    """Services others wait on to *complete*: they exit, so they have no healthcheck."""
+    return {
+        dependency
+        for service in SERVICES.values()
+        for dependency, condition in (service.get("depends_on") or {}).items()
+        if isinstance(condition, dict)
+        and condition.get("condition") == "service_completed_successfully"
+    }
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_healthchecks(name: str) -> None:
+    service = SERVICES[name]
+    if name in one_shot_services():
+        assert "healthcheck" not in service
+        return
+    check = service.get("healthcheck")
+    assert check, f"{name} has no healthcheck"
+    assert check["test"][0] in {"CMD", "CMD-SHELL"}
+    for key in ("interval", "timeout", "start_period"):
+        if key in check:
+            parse_duration_s(check[key])
+
+
+def test_services_wait_for_healthy_dependencies() -> None:
+    for name, service in SERVICES.items():
+        for dependency, condition in (service.get("depends_on") or {}).items():
+            expected = (
+                "service_completed_successfully"
+                if dependency in one_shot_services()
+                else "service_healthy"
+            )
+            assert condition == {"condition": expected}, f"{name} -> {dependency}"
+
+
+def test_redis_persists_and_never_evicts() -> None:
+    command = SERVICES["redis"]["command"]
+    pairs = dict(zip(command[1::2], command[2::2], strict=False))
+    assert command[0] == "redis-server"
+    assert pairs["--appendonly"] == "yes"
+    assert pairs["--maxmemory-policy"] == "noeviction"
+    assert any(str(v).endswith(":/data") for v in SERVICES["redis"]["volumes"])
+
+
+def test_s3_is_seaweedfs() -> None:
+    s3 = SERVICES["s3"]
+    assert "seaweedfs" in s3["image"]
+    assert "/healthz" in " ".join(s3["healthcheck"]["test"])
+    config = (ROOT / "deploy" / "seaweedfs-s3.json").read_text(encoding="utf-8")
+    identity = json.loads(config)["identities"][0]["credentials"][0]
+    env = SERVICES["api"]["environment"]
+    assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == (
+        identity["accessKey"],
+        identity["secretKey"],
+    )
+
+
+def test_api() -> None:
+    api = SERVICES["api"]
+    assert api["build"]["dockerfile"] == "deploy/Dockerfile"
+    assert api["command"][:2] == ["darkroom", "api"]
+    assert "/readyz" in " ".join(api["healthcheck"]["test"])
+
+
+@pytest.mark.parametrize("env", [{}, {"GPU_WORKERS": "3"}])
+def test_gpu_worker_replicas_and_devices(env: dict[str, str]) -> None:
+    worker = load_compose(env)["services"]["worker"]
+    deploy = worker["deploy"]
+    assert int(deploy["replicas"]) == int(env.get("GPU_WORKERS", "1"))
+    devices = deploy["resources"]["reservations"]["devices"]
+    gpus = [d for d in devices if d.get("capabilities") == ["gpu"]]
+    assert len(gpus) == 1
+    assert gpus[0]["driver"] == "nvidia"
+    assert gpus[0]["count"] == 1
+    # Replicas cannot share a fixed host port or container name.
+    assert "ports" not in worker and "container_name" not in worker
+
+
+def test_gpu_worker() -> None:
+    worker = SERVICES["worker"]
+    assert worker["command"][:2] == ["darkroom", "worker"]
+    assert option_value(worker["command"], "--name") == "gpu@%h"
+    code = worker["healthcheck"]["test"]
+    assert code[:3] == ["CMD", "python", "-c"]
+    assert f"'{WORKER_KEY_PREFIX}gpu@' + socket.gethostname()" in code[3]
+    # Model downloads take long on a first start; a stop lets the running job end.
+    assert parse_duration_s(worker["healthcheck"]["start_period"]) >= 600
+    grace = parse_duration_s(worker["stop_grace_period"])
+    assert grace >= Settings.model_fields["job_time_limit_s"].default
+    env = worker["environment"]
+    assert f"models:{env['HF_CACHE_DIR']}" in worker["volumes"]
+
+
+def test_webhook_worker() -> None:
+    hooks = SERVICES["webhooks"]
+    assert hooks["command"] == ["darkroom", "webhooks"]
+    assert "deploy" not in hooks, "no GPU for webhooks"
+    assert "webhooks-0@" in hooks["healthcheck"]["test"][3]
+
+
+def test_darkroom_services_share_the_image_and_settings() -> None:
+    env = SERVICES["api"]["environment"]
+    for name in DARKROOM:
+        service = SERVICES[name]
+        assert service["image"] == SERVICES["api"]["image"]
+        assert service["env_file"] == [{"path": ".env", "required": False}]
+        for key, value in env.items():
+            assert service["environment"][key] == value, f"{name}: {key}"
+    known = setting_env_names() | EXTERNAL_ENV
+    for name in DARKROOM:
+        for key in SERVICES[name]["environment"]:
+            assert key in known, f"{name}: {key} is not a darkroom setting"
+
+
+def test_secrets_come_from_dotenv_only() -> None:
+    """API keys and signing secrets are never written into the compose file."""
+    for name in DARKROOM:
+        assert not {"API_KEYS", "WEBHOOK_SECRET", "HF_TOKEN", "OPENAI_API_KEY"} & set(
+            SERVICES[name]["environment"]
+        )
+
+
+def test_env_example_documents_every_variable() -> None:
+    example = (ROOT / ".env.example").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^#?([A-Z][A-Z0-9_]*)=", example, flags=re.MULTILINE))
+    used = compose_variables(COMPOSE_FILE.read_text(encoding="utf-8"))
+    assert used <= documented, f"not in .env.example: {used - documented}"
+    for secret in ("API_KEYS", "WEBHOOK_SECRET", "HF_TOKEN"):
+        assert secret in documented
+    # Every active line is a darkroom setting or a compose variable.
+    assert documented <= setting_env_names() | EXTERNAL_ENV | used
+
+
+def test_named_volumes_are_declared() -> None:
+    declared = set(CONFIG.get("volumes") or {})
+    for service in SERVICES.values():
+        for volume in service.get("volumes", []):
+            source = str(volume).split(":")[0]
+            if not source.startswith((".", "/")):
+                assert source in declared, source
+
+
+def test_no_stray_dollar_signs() -> None:
+    """A lone $ in a command or healthcheck would be interpolated by compose."""
+    raw = load_compose()
+    for name, service in raw["services"].items():
+        for text in iter_strings({k: service.get(k) for k in ("command", "healthcheck")}):
+            assert "$" not in text.replace("$$", ""), f"{name}: {text}"

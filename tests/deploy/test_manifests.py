@@ -1,0 +1,552 @@
+"""The Kubernetes manifests in deploy/k8s, checked offline: no cluster, no Docker.
+
+Structure (every object well formed, selectors that select, probes, resources),
+what darkroom's code expects (queue and list names, the worker record's name,
+settings names, the registry), the Kubernetes JSON schemas (kubernetes-validate)
+and, where kubectl is installed, `kubectl kustomize` builds.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from shared.constants import DEFAULT_QUEUE, broker_lists, model_queue
+from shared.settings import Settings
+from tests.deploy.manifests import (
+    EXTERNAL_ENV,
+    K8S,
+    KUSTOMIZATION,
+    MODEL_CONFIG,
+    Manifest,
+    base_manifests,
+    by_kind,
+    containers,
+    exec_probe_code,
+    find,
+    gpu_workers,
+    kustomization_files,
+    kustomizations,
+    load_manifests,
+    load_yaml_documents,
+    manifest_files,
+    option_value,
+    pod_spec,
+    setting_env_names,
+)
+
+ALL = load_manifests()
+BASE = base_manifests()
+WORKLOADS = [m for m in ALL if m.kind in {"Deployment", "StatefulSet"}]
+GPU_WORKERS = gpu_workers(BASE)
+SCALED_OBJECTS = by_kind(BASE, "ScaledObject")
+REGISTRY = yaml.safe_load(MODEL_CONFIG.read_text(encoding="utf-8"))
+
+# Custom resources (CRDs): no Kubernetes schema for them; checked field by field below.
+CUSTOM_API_GROUPS = ("keda.sh/",)
+
+
+def ids(manifests: list[Manifest]) -> list[str]:
+    return [m.label for m in manifests]
+
+
+def labels(obj: dict[str, Any]) -> dict[str, str]:
+    return dict(obj.get("metadata", {}).get("labels") or {})
+
+
+def selects(selector: dict[str, str], pod_labels: dict[str, str]) -> bool:
+    return bool(selector) and all(pod_labels.get(k) == v for k, v in selector.items())
+
+
+def config_data() -> dict[str, str]:
+    return dict(find(BASE, "ConfigMap", "darkroom-config").obj["data"])
+
+
+# --- every object -------------------------------------------------------------
+
+
+def test_there_is_something_to_check() -> None:
+    assert {"Deployment", "Service", "ConfigMap", "Secret", "ScaledObject"} <= {
+        m.kind for m in BASE
+    }
+    assert GPU_WORKERS and SCALED_OBJECTS
+
+
+@pytest.mark.parametrize("manifest", ALL, ids=ids(ALL))
+def test_object_is_well_formed(manifest: Manifest) -> None:
+    obj = manifest.obj
+    assert isinstance(obj, dict)
+    assert isinstance(obj.get("apiVersion"), str) and obj["apiVersion"]
+    assert isinstance(obj.get("kind"), str) and obj["kind"]
+    name = obj.get("metadata", {}).get("name")
+    assert isinstance(name, str)
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name) and len(name) <= 63, name
+    # Namespace-agnostic: the namespace is chosen at apply time.
+    assert "namespace" not in obj["metadata"]
+    assert labels(obj).get("app.kubernetes.io/part-of") == "darkroom"
+
+
+def test_names_are_unique_per_kind() -> None:
+    keys = [(m.kind, m.name) for m in ALL]
+    assert len(keys) == len(set(keys)), keys
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [m for m in ALL if not m.obj["apiVersion"].startswith(CUSTOM_API_GROUPS)],
+    ids=ids([m for m in ALL if not m.obj["apiVersion"].startswith(CUSTOM_API_GROUPS)]),
+)
+@pytest.mark.parametrize("version", ["1.29.0", "latest"])
+def test_kubernetes_schema(manifest: Manifest, version: str) -> None:
+    """Strict JSON-schema validation (unknown fields are errors), offline."""
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    if version == "latest":
+        version = kubernetes_validate.latest_version()
+    try:
+        kubernetes_validate.validate(manifest.obj, version, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        path = "/".join(str(p) for p in exc.path)
+        pytest.fail(f"{manifest.label}: {exc.message} at {path}")
+
+
+# --- kustomize ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kustomization", kustomizations(), ids=lambda p: str(p.relative_to(K8S)))
+def test_kustomization_names_existing_files_and_no_namespace(kustomization: Path) -> None:
+    spec = yaml.safe_load(kustomization.read_text(encoding="utf-8"))
+    assert "namespace" not in spec, "namespace-agnostic: set it in an overlay or with -n"
+    resources, patches = kustomization_files(kustomization)
+    for path in [*resources, *patches]:
+        assert path.is_file(), f"{kustomization} names {path}, which is missing"
+
+
+def test_every_manifest_belongs_to_a_kustomization() -> None:
+    listed = {p.resolve() for k in kustomizations() for p in kustomization_files(k)[0]}
+    missing = [str(p.relative_to(K8S)) for p in manifest_files() if p.resolve() not in listed]
+    assert not missing, f"not in any kustomization.yaml: {missing}"
+
+
+def test_base_kustomization_lists_every_top_level_file() -> None:
+    resources, _ = kustomization_files(K8S / KUSTOMIZATION)
+    on_disk = {p for p in K8S.glob("*.yaml") if p.name != KUSTOMIZATION}
+    assert set(resources) == on_disk
+
+
+def kubectl() -> str:
+    path = shutil.which("kubectl")
+    if path is None:
+        pytest.skip("kubectl not installed")
+    return path
+
+
+def kustomize_build(directory: Path) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "KUBECONFIG": os.devnull},
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def test_kubectl_kustomize_builds_the_base() -> None:
+    built = {(d["kind"], d["metadata"]["name"]) for d in kustomize_build(K8S)}
+    assert built == {(m.kind, m.name) for m in BASE}
+
+
+def test_kubectl_kustomize_builds_optional_redis() -> None:
+    built = kustomize_build(K8S / "optional" / "redis")
+    assert {d["kind"] for d in built} == {"Service", "StatefulSet"}
+
+
+def test_models_pvc_component_swaps_every_gpu_worker_cache(tmp_path: Path) -> None:
+    """An overlay with optional/models-pvc: the PVC is added, no worker keeps an emptyDir."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    # kustomize wants relative paths.
+    base = os.path.relpath(K8S, overlay)
+    component = os.path.relpath(K8S / "optional" / "models-pvc", overlay)
+    (overlay / KUSTOMIZATION).write_text(
+        yaml.safe_dump({"resources": [base], "components": [component]})
+    )
+    built = kustomize_build(overlay)
+    claims = [d for d in built if d["kind"] == "PersistentVolumeClaim"]
+    assert [c["metadata"]["name"] for c in claims] == ["darkroom-models"]
+    assert claims[0]["spec"]["accessModes"] == ["ReadWriteMany"]
+    workers = [
+        d
+        for d in built
+        if d["kind"] == "Deployment"
+        and d["metadata"]["labels"].get("app.kubernetes.io/component") == "gpu-worker"
+    ]
+    assert len(workers) == len(GPU_WORKERS)
+    for worker in workers:
+        volumes = {v["name"]: v for v in worker["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["models"] == {
+            "name": "models",
+            "persistentVolumeClaim": {"claimName": "darkroom-models"},
+        }
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    for doc in built:
+        if not doc["apiVersion"].startswith(CUSTOM_API_GROUPS):
+            kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+
+
+# --- workloads ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workload", WORKLOADS, ids=ids(WORKLOADS))
+def test_selector_matches_template_labels(workload: Manifest) -> None:
+    selector = workload.obj["spec"]["selector"]["matchLabels"]
+    template_labels = workload.obj["spec"]["template"]["metadata"]["labels"]
+    assert selects(selector, template_labels)
+    # No other workload's pods may match this selector.
+    for other in WORKLOADS:
+        if other is not workload:
+            assert not selects(selector, other.obj["spec"]["template"]["metadata"]["labels"])
+
+
+@pytest.mark.parametrize("workload", WORKLOADS, ids=ids(WORKLOADS))
+def test_containers_have_image_probes_and_resources(workload: Manifest) -> None:
+    for container in containers(workload):
+        assert container.get("image"), container["name"]
+        assert "readinessProbe" in container, f"{container['name']}: no readiness probe"
+        resources = container.get("resources", {})
+        assert resources.get("requests", {}).get("cpu"), f"{container['name']}: no cpu request"
+        assert resources.get("requests", {}).get("memory")
+        assert resources.get("limits", {}).get("memory"), f"{container['name']}: no memory limit"
+    security = pod_spec(workload).get("securityContext", {})
+    assert security.get("runAsNonRoot") is True
+
+
+def darkroom_workloads() -> list[Manifest]:
+    return [
+        m
+        for m in by_kind(BASE, "Deployment")
+        if any(c["image"].split(":")[0] == "darkroom" for c in containers(m))
+    ]
+
+
+@pytest.mark.parametrize("workload", darkroom_workloads(), ids=ids(darkroom_workloads()))
+def test_darkroom_containers_get_settings_and_registry(workload: Manifest) -> None:
+    """Settings from the ConfigMap and Secret; the registry mounted where MODEL_CONFIG says."""
+    model_config = Path(config_data()["MODEL_CONFIG"])
+    volumes = {v["name"]: v for v in pod_spec(workload).get("volumes", [])}
+    for container in containers(workload):
+        sources = container.get("envFrom", [])
+        assert {"configMapRef": {"name": "darkroom-config"}} in sources
+        assert {"secretRef": {"name": "darkroom-secrets"}} in sources
+        mounts = [
+            m
+            for m in container.get("volumeMounts", [])
+            if volumes[m["name"]].get("configMap", {}).get("name") == "darkroom-models"
+        ]
+        assert [Path(m["mountPath"]) for m in mounts] == [model_config.parent]
+        assert container["command"][0] == "darkroom"
+
+
+def test_references_resolve() -> None:
+    """Every ConfigMap, Secret and claim a workload names is in the same kustomization."""
+    present = {(m.kind, m.name) for m in BASE}
+    for workload in by_kind(BASE, "Deployment"):
+        for container in containers(workload):
+            for source in container.get("envFrom", []):
+                if "configMapRef" in source:
+                    assert ("ConfigMap", source["configMapRef"]["name"]) in present
+                if "secretRef" in source:
+                    assert ("Secret", source["secretRef"]["name"]) in present
+        for volume in pod_spec(workload).get("volumes", []):
+            if "configMap" in volume:
+                assert ("ConfigMap", volume["configMap"]["name"]) in present
+
+
+def test_api_deployment() -> None:
+    api = find(BASE, "Deployment", "darkroom-api")
+    assert api.obj["spec"]["replicas"] >= 2
+    (container,) = containers(api)
+    assert container["command"][:2] == ["darkroom", "api"]
+    assert option_value(container["command"], "--host") == "0.0.0.0"
+    port = int(option_value(container["command"], "--port") or 0)
+    assert {"name": "http", "containerPort": port} in container["ports"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    # Prefer: wait holds requests up to 60 s.
+    assert pod_spec(api)["terminationGracePeriodSeconds"] > 60
+
+
+def test_services_select_pods_and_named_ports() -> None:
+    for service in by_kind(ALL, "Service"):
+        selector = service.obj["spec"]["selector"]
+        targets = [
+            w
+            for w in WORKLOADS
+            if selects(selector, w.obj["spec"]["template"]["metadata"]["labels"])
+        ]
+        assert len(targets) == 1, f"{service.label} selects {len(targets)} workloads"
+        port_names = {p.get("name") for c in containers(targets[0]) for p in c.get("ports", [])}
+        for port in service.obj["spec"]["ports"]:
+            assert port["targetPort"] in port_names
+
+
+def test_disruption_budgets_select_pods() -> None:
+    for budget in by_kind(ALL, "PodDisruptionBudget"):
+        selector = budget.obj["spec"]["selector"]["matchLabels"]
+        assert any(
+            selects(selector, w.obj["spec"]["template"]["metadata"]["labels"]) for w in WORKLOADS
+        )
+
+
+def test_webhook_worker() -> None:
+    hooks = find(BASE, "Deployment", "darkroom-webhooks")
+    (container,) = containers(hooks)
+    assert container["command"] == ["darkroom", "webhooks"]
+    code = exec_probe_code(container["readinessProbe"])
+    assert "webhooks-0@" in code and "ping" in code
+    assert "nvidia.com/gpu" not in str(container["resources"])
+
+
+# --- GPU workers --------------------------------------------------------------
+
+
+def pinned_model(worker: Manifest) -> str:
+    (container,) = containers(worker)
+    model = option_value(container["command"], "--model")
+    assert model, f"{worker.label}: a GPU worker Deployment serves one model (--model)"
+    return model
+
+
+@pytest.mark.parametrize("worker", GPU_WORKERS, ids=ids(GPU_WORKERS))
+def test_gpu_worker_deployment(worker: Manifest) -> None:
+    model = pinned_model(worker)
+    assert model in REGISTRY["models"], f"{model} is not in model_config.yaml"
+    assert worker.name == f"darkroom-worker-{model}"
+    assert labels(worker.obj).get("darkroom/model") == model
+    assert worker.obj["spec"]["template"]["metadata"]["labels"].get("darkroom/model") == model
+    (container,) = containers(worker)
+    assert container["command"][:2] == ["darkroom", "worker"]
+    # One GPU per pod (extended resources: limits; requests follow them).
+    assert str(container["resources"]["limits"]["nvidia.com/gpu"]) == "1"
+    # KEDA owns the replica count; a fixed one would fight it on every apply.
+    assert "replicas" not in worker.obj["spec"]
+    # Warm shutdown: the running job may take up to the hard time limit.
+    grace = pod_spec(worker)["terminationGracePeriodSeconds"]
+    assert grace >= 300
+    assert grace >= Settings.model_fields["job_time_limit_s"].default
+    # The model cache lives on a volume at HF_CACHE_DIR.
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts.get(config_data()["HF_CACHE_DIR"]) == "models"
+
+
+@pytest.mark.parametrize("worker", GPU_WORKERS, ids=ids(GPU_WORKERS))
+def test_gpu_worker_is_named_after_its_pod(worker: Manifest) -> None:
+    """`--name gpu@$(POD_NAME)`: the record the readiness probe reads is this pod's."""
+    (container,) = containers(worker)
+    assert option_value(container["command"], "--name") == "gpu@$(POD_NAME)"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    probe = container["readinessProbe"]
+    code = exec_probe_code(probe)
+    assert "os.environ['POD_NAME']" in code and "'darkroom:worker:gpu@'" in code
+    assert probe["timeoutSeconds"] >= 3
+    assert "livenessProbe" not in container  # it would restart workers on a Redis outage
+
+
+# --- KEDA ---------------------------------------------------------------------
+
+SCALED_OBJECT_KEYS = {
+    "scaleTargetRef",
+    "pollingInterval",
+    "cooldownPeriod",
+    "initialCooldownPeriod",
+    "idleReplicaCount",
+    "minReplicaCount",
+    "maxReplicaCount",
+    "fallback",
+    "advanced",
+    "triggers",
+}
+TRIGGER_KEYS = {"type", "name", "metadata", "authenticationRef", "metricType", "useCachedMetrics"}
+REDIS_TRIGGER_METADATA = {
+    "address",
+    "addressFromEnv",
+    "host",
+    "hostFromEnv",
+    "port",
+    "portFromEnv",
+    "usernameFromEnv",
+    "passwordFromEnv",
+    "listName",
+    "listLength",
+    "activationListLength",
+    "databaseIndex",
+    "enableTLS",
+    "unsafeSsl",
+}
+SCALING_MODIFIER_KEYS = {"formula", "target", "activationTarget", "metricType"}
+
+
+@pytest.mark.parametrize("scaled", SCALED_OBJECTS, ids=ids(SCALED_OBJECTS))
+def test_scaled_object_shape(scaled: Manifest) -> None:
+    """What KEDA's CRD accepts: known fields, and string metadata values (quoted numbers)."""
+    assert scaled.obj["apiVersion"] == "keda.sh/v1alpha1"
+    spec = scaled.obj["spec"]
+    assert set(spec) <= SCALED_OBJECT_KEYS
+    assert spec["minReplicaCount"] == 0, "scale to zero when idle"
+    assert spec["maxReplicaCount"] >= 1
+    for trigger in spec["triggers"]:
+        assert set(trigger) <= TRIGGER_KEYS
+        assert trigger["type"] == "redis"
+        metadata = trigger["metadata"]
+        assert set(metadata) <= REDIS_TRIGGER_METADATA
+        assert all(isinstance(v, str) for v in metadata.values()), metadata
+        assert int(metadata["listLength"]) >= 1
+    modifiers = spec.get("advanced", {}).get("scalingModifiers")
+    if modifiers:
+        assert set(modifiers) <= SCALING_MODIFIER_KEYS
+        assert isinstance(modifiers["target"], str)
+        names = [t["name"] for t in spec["triggers"]]
+        assert len(names) == len(set(names))
+        used = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", modifiers["formula"]))
+        assert used == set(names), "the formula uses every trigger, and only those"
+
+
+@pytest.mark.parametrize("scaled", SCALED_OBJECTS, ids=ids(SCALED_OBJECTS))
+def test_scaled_object_watches_its_models_queue(scaled: Manifest) -> None:
+    target = scaled.obj["spec"]["scaleTargetRef"]
+    assert target.get("kind", "Deployment") == "Deployment"
+    worker = find(GPU_WORKERS, "Deployment", target["name"])
+    model = pinned_model(worker)
+    lists = [t["metadata"]["listName"] for t in scaled.obj["spec"]["triggers"]]
+    assert len(lists) == len(set(lists))
+    own = broker_lists(model_queue(model))
+    default = broker_lists(DEFAULT_QUEUE)
+    # Every priority list of the model's queue: a job at any priority wakes a worker.
+    assert set(own) <= set(lists), f"missing: {set(own) - set(lists)}"
+    # Besides those, only the shared default queue, and then all of its lists.
+    extra = set(lists) - set(own)
+    assert extra in (set(), set(default)), f"unexpected lists: {extra - set(default)}"
+
+
+def test_every_gpu_worker_has_one_scaled_object() -> None:
+    targets = [s.obj["spec"]["scaleTargetRef"]["name"] for s in SCALED_OBJECTS]
+    assert sorted(targets) == sorted(w.name for w in GPU_WORKERS)
+
+
+def test_default_queue_is_watched_once_by_the_primary_models_workers() -> None:
+    """Model-less jobs go to darkroom.default: with every worker scaled to zero,
+    exactly one ScaledObject must wake workers for them, those of the primary model."""
+    watching = [
+        s
+        for s in SCALED_OBJECTS
+        if DEFAULT_QUEUE in {t["metadata"]["listName"] for t in s.obj["spec"]["triggers"]}
+    ]
+    assert len(watching) == 1
+    worker = find(GPU_WORKERS, "Deployment", watching[0].obj["spec"]["scaleTargetRef"]["name"])
+    assert pinned_model(worker) == REGISTRY["runtime"]["primary_model"]
+
+
+@pytest.mark.parametrize("scaled", SCALED_OBJECTS, ids=ids(SCALED_OBJECTS))
+def test_trigger_redis_is_the_workers_redis(scaled: Manifest) -> None:
+    """addressFromEnv names a variable the target's container has; its host:port and
+    databaseIndex are REDIS_URL's."""
+    config = config_data()
+    url = urlparse(config["REDIS_URL"])
+    database = (url.path or "/0").lstrip("/") or "0"
+    worker = find(GPU_WORKERS, "Deployment", scaled.obj["spec"]["scaleTargetRef"]["name"])
+    (container,) = containers(worker)
+    assert {"configMapRef": {"name": "darkroom-config"}} in container["envFrom"]
+    for trigger in scaled.obj["spec"]["triggers"]:
+        metadata = trigger["metadata"]
+        assert metadata["addressFromEnv"] in config
+        assert config[metadata["addressFromEnv"]] == f"{url.hostname}:{url.port or 6379}"
+        assert metadata["databaseIndex"] == database
+
+
+# --- configuration ------------------------------------------------------------
+
+
+def test_model_config_configmap_is_the_registry_byte_for_byte() -> None:
+    inlined = find(BASE, "ConfigMap", "darkroom-models").obj["data"]["model_config.yaml"]
+    assert inlined.encode("utf-8") == MODEL_CONFIG.read_bytes(), (
+        "deploy/k8s/model-config.yaml differs from model_config.yaml: "
+        "run python scripts/sync_k8s_model_config.py"
+    )
+    assert Path(config_data()["MODEL_CONFIG"]).name == "model_config.yaml"
+
+
+def test_configmap_and_secret_hold_known_settings() -> None:
+    known = setting_env_names() | EXTERNAL_ENV
+    secret = find(BASE, "Secret", "darkroom-secrets").obj
+    for name in [*config_data(), *secret["stringData"]]:
+        assert name in known, f"{name} is neither a darkroom setting nor a known variable"
+    # Secrets never sit in the ConfigMap.
+    assert not {"API_KEYS", "WEBHOOK_SECRET", "AWS_SECRET_ACCESS_KEY", "HF_TOKEN"} & set(
+        config_data()
+    )
+
+
+def test_secret_is_a_template_of_placeholders() -> None:
+    secret = find(BASE, "Secret", "darkroom-secrets").obj
+    assert "data" not in secret, "stringData placeholders only; real values stay out of git"
+    values = secret["stringData"]
+    assert {"API_KEYS", "WEBHOOK_SECRET", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(
+        values
+    )
+    assert all(value == "CHANGE-ME" for value in values.values()), values
+
+
+def test_placeholders_stop_darkroom_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unedited template must not run: darkroom refuses these values."""
+    from pydantic import ValidationError
+
+    values = find(BASE, "Secret", "darkroom-secrets").obj["stringData"]
+    for name in ("API_KEYS", "WEBHOOK_SECRET"):
+        with monkeypatch.context() as env:
+            env.setenv(name, values[name])
+            with pytest.raises(ValidationError):
+                Settings(_env_file=None)
+
+
+def test_configmap_settings_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """darkroom's Settings read the ConfigMap as a container's environment."""
+    for name, value in config_data().items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(_env_file=None)
+    assert settings.redis_url == config_data()["REDIS_URL"]
+    assert str(settings.registry_path) == config_data()["MODEL_CONFIG"]
+    assert settings.storage_url.startswith("s3://")
+
+
+# --- optional -----------------------------------------------------------------
+
+
+def test_optional_redis_is_durable_and_never_evicts() -> None:
+    redis_set = find(ALL, "StatefulSet", "darkroom-redis")
+    (container,) = containers(redis_set)
+    argv = container.get("command", []) + container.get("args", [])
+    pairs = dict(zip(argv[1::2], argv[2::2], strict=False))
+    assert argv[0] == "redis-server"
+    assert pairs["--appendonly"] == "yes"
+    assert pairs["--maxmemory-policy"] == "noeviction"
+    assert redis_set.obj["spec"]["volumeClaimTemplates"], "the AOF needs a persistent volume"
+    # Its Service is where config.yaml points darkroom.
+    service = find(ALL, "Service", "darkroom-redis")
+    url = urlparse(config_data()["REDIS_URL"])
+    assert url.hostname == service.name
+    assert url.port in {p["port"] for p in service.obj["spec"]["ports"]}
+
+
+def test_every_yaml_file_parses() -> None:
+    for path in K8S.rglob("*.yaml"):
+        assert load_yaml_documents(path), path

@@ -1,0 +1,165 @@
+"""Workers that die, stop, run out of memory or time: every accepted job ends truthfully."""
+
+from __future__ import annotations
+
+import signal
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from shared.settings import Settings
+from tests.e2e.helpers import submit, wait_for
+from tests.support.processes import WorkerProcess, start_worker
+
+RELIABILITY_DB = 10
+TTL_S = 3  # worker heartbeat TTL: a dead worker is noticed within seconds, not an hour
+
+
+@pytest.fixture(scope="module")
+def env(
+    redis_base_url: str, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    url = f"{redis_base_url}/{RELIABILITY_DB}"
+    redis.Redis.from_url(url).flushdb()
+    base = tmp_path_factory.mktemp("reliability")
+    registry = base / "models.yaml"
+    registry.write_text(
+        textwrap.dedent(f"""
+        models:
+          tiny-flaky:
+            id: "{tiny_model_dir}"
+            type: custom
+            pipeline_class: "tests.support.pipelines:FlakyPipeline"
+            params: {{default_steps: 2, max_steps: 50, default_size: [64, 64],
+                      max_size: [64, 64], supports_i2i: false}}
+          tiny-limited:
+            id: "{tiny_model_dir}"
+            type: custom
+            pipeline_class: "tests.support.pipelines:FlakyPipeline"
+            soft_time_limit_s: 0.6
+            params: {{default_steps: 2, max_steps: 50, default_size: [64, 64],
+                      max_size: [64, 64], supports_i2i: false}}
+        runtime:
+          primary_model: tiny-flaky
+    """)
+    )
+    return {
+        "REDIS_URL": url,
+        "MODEL_CONFIG": str(registry),
+        "STORAGE_URL": f"file://{base / 'images'}",
+        "WORKER_TTL_S": str(TTL_S),
+        "JOB_MAX_ATTEMPTS": "2",
+    }
+
+
+@pytest.fixture(scope="module")
+def client(env: dict[str, str]) -> Iterator[TestClient]:
+    """The API: besides serving, it runs the reaper that re-queues jobs of dead workers."""
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        redis_url=env["REDIS_URL"],
+        registry_path=Path(env["MODEL_CONFIG"]),
+        storage_url=env["STORAGE_URL"],
+        worker_ttl_s=TTL_S,
+        job_max_attempts=2,
+    )
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def workers(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start(name: str, model: str = "tiny-flaky") -> WorkerProcess:
+        worker = start_worker(name, {**env, "WORKER_MODEL": model}, tmp_path, env["REDIS_URL"])
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop(signal.SIGKILL, timeout_s=5)
+
+
+def _wait_running(client: TestClient, job_id: str) -> dict:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        job = client.get(f"/jobs/{job_id}").json()
+        if job["status"] == "running" and job["progress"] > 0:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} never ran")
+
+
+def test_sigkilled_worker_job_runs_again_elsewhere(client: TestClient, workers) -> None:  # type: ignore[no-untyped-def]
+    started = {w.name: w for w in (workers("a@reliability"), workers("b@reliability"))}
+    victim_job = submit(client, prompt="slow victim", model="tiny-flaky", steps=10)
+    others = [submit(client, prompt=f"bystander {i}", model="tiny-flaky") for i in range(3)]
+
+    running = _wait_running(client, victim_job["id"])
+    victim = started[running["worker"]]
+    victim.proc.send_signal(signal.SIGKILL)  # the whole worker: solo pool, one process
+    victim.proc.wait()
+
+    done = wait_for(client, victim_job["id"], timeout_s=60)
+    assert done["status"] == "succeeded", done
+    assert done["attempts"] == 2
+    assert done["worker"] != victim.name
+    assert done["images"]
+    for job in others:
+        assert wait_for(client, job["id"], timeout_s=60)["status"] == "succeeded"
+
+
+def test_poison_job_fails_after_the_attempt_limit(client: TestClient, workers) -> None:  # type: ignore[no-untyped-def]
+    first, second = workers("c@reliability"), workers("d@reliability")
+    job = submit(client, prompt="crash the worker", model="tiny-flaky")
+
+    done = wait_for(client, job["id"], timeout_s=60)
+
+    assert done["status"] == "failed"
+    assert done["error"]["type"] == "worker_lost"
+    assert done["attempts"] == 2
+    assert first.proc.wait(timeout=5) != 0 and second.proc.wait(timeout=5) != 0
+
+
+def test_warm_shutdown_finishes_the_running_job_and_takes_no_new_one(
+    client: TestClient,
+    workers,  # type: ignore[no-untyped-def]
+) -> None:
+    worker = workers("e@reliability")
+    running = submit(client, prompt="slow finish me", model="tiny-flaky", steps=8)
+    waiting = submit(client, prompt="not for a stopping worker", model="tiny-flaky")
+    _wait_running(client, running["id"])
+
+    worker.proc.send_signal(signal.SIGTERM)
+
+    assert worker.proc.wait(timeout=30) == 0
+    assert client.get(f"/jobs/{running['id']}").json()["status"] == "succeeded"
+    assert client.get(f"/jobs/{waiting['id']}").json()["status"] == "queued"
+    client.post(f"/jobs/{waiting['id']}/cancel")
+
+
+def test_out_of_memory_and_time_limit_fail_the_job_not_the_worker(
+    client: TestClient,
+    workers,  # type: ignore[no-untyped-def]
+) -> None:
+    workers("f@reliability", model="tiny-limited")
+    oom = submit(client, prompt="oom please", model="tiny-limited")
+    too_long = submit(client, prompt="slow and over the limit", model="tiny-limited", steps=20)
+    fine = submit(client, prompt="fine", model="tiny-limited")
+
+    oom_done = wait_for(client, oom["id"])
+    assert oom_done["status"] == "failed"
+    assert oom_done["error"]["type"] == "out_of_memory"
+    assert "runtime.memory" in oom_done["error"]["message"]
+    limited = wait_for(client, too_long["id"])
+    assert limited["status"] == "failed"
+    assert limited["error"]["type"] == "time_limit_exceeded"
+    assert limited["timings"]["running_s"] < 3  # stopped at the limit, not after 20 slow steps
+    assert wait_for(client, fine["id"])["status"] == "succeeded"

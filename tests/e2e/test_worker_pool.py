@@ -1,0 +1,79 @@
+"""`darkroom worker --workers N`: N worker processes sharing the queue."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from shared.settings import Settings
+from shared.workers import live_workers
+from tests.e2e.helpers import submit, wait_for
+from tests.support.processes import REPO_ROOT
+
+POOL_DB = 9
+
+
+@pytest.fixture(scope="module")
+def pool_env(redis_base_url: str, registry_file: Path, tmp_path_factory) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    url = f"{redis_base_url}/{POOL_DB}"
+    redis.Redis.from_url(url).flushdb()
+    return {
+        "REDIS_URL": url,
+        "MODEL_CONFIG": str(registry_file),
+        "STORAGE_URL": f"file://{tmp_path_factory.mktemp('pool-images')}",
+        "WORKER_MODEL": "tiny-flaky",
+    }
+
+
+@pytest.fixture(scope="module")
+def pool(pool_env: dict[str, str], tmp_path_factory) -> Iterator[subprocess.Popen[bytes]]:  # type: ignore[no-untyped-def]
+    log = (tmp_path_factory.mktemp("pool-logs") / "pool.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "worker", "--workers", "2", "--name", "pooltest"],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **pool_env},
+        cwd=REPO_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    client = redis.Redis.from_url(pool_env["REDIS_URL"])
+    deadline = time.monotonic() + 90
+    while len([w for w in live_workers(client) if w.state == "ready"]) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, "pool did not start"
+        time.sleep(0.2)
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+
+
+def test_two_workers_share_the_queue_and_stop_together(
+    pool: subprocess.Popen[bytes], pool_env: dict[str, str]
+) -> None:
+    client_redis = redis.Redis.from_url(pool_env["REDIS_URL"])
+    names = sorted(w.name for w in live_workers(client_redis))
+    assert names == ["cpu0@pooltest", "cpu1@pooltest"]
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        redis_url=pool_env["REDIS_URL"],
+        registry_path=Path(pool_env["MODEL_CONFIG"]),
+        storage_url=pool_env["STORAGE_URL"],
+    )
+    with TestClient(create_app(settings)) as client:
+        jobs = [submit(client, prompt=f"slow pool {i}", model="tiny-flaky") for i in range(6)]
+        done = [wait_for(client, job["id"]) for job in jobs]
+
+    assert all(job["status"] == "succeeded" for job in done)
+    assert {job["worker"] for job in done} == set(names)
+
+    pool.send_signal(signal.SIGTERM)
+    assert pool.wait(timeout=30) == 0
+    assert live_workers(client_redis) == []

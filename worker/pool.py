@@ -1,0 +1,91 @@
+"""`darkroom worker --gpus all|0,2` / `--workers N`: one worker process per GPU (or N on CPU).
+
+The parent never imports torch or touches CUDA: it lists GPUs with nvidia-smi
+and starts each child with CUDA_VISIBLE_DEVICES set, so every child sees one
+device as cuda:0 and CUDA is initialised only after its process exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+log = logging.getLogger("darkroom.worker")
+
+
+def list_gpus() -> list[str]:
+    """GPU indices from nvidia-smi (no CUDA initialisation in this process)."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    result = subprocess.run(
+        [smi, "--query-gpu=index", "--format=csv,noheader"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    return [line.strip() for line in result.stdout.splitlines() if line.strip()]
+
+
+def resolve_gpus(spec: str) -> list[str]:
+    """`all`, or a comma-separated list of indices."""
+    if spec == "all":
+        gpus = list_gpus()
+        if not gpus:
+            raise SystemExit("darkroom worker --gpus all: no GPU found (nvidia-smi lists none)")
+        return gpus
+    gpus = [part.strip() for part in spec.split(",") if part.strip()]
+    if not gpus or not all(g.isdigit() for g in gpus):
+        raise SystemExit(f"darkroom worker --gpus {spec!r}: expected 'all' or indices like 0,2")
+    return gpus
+
+
+def child_env(base: dict[str, str], gpu: str | None, threads: int) -> dict[str, str]:
+    env = {**base, "TORCH_THREADS": str(threads)}
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+        env["DEVICE"] = "cuda"
+    return env
+
+
+def run_pool(gpus: list[str | None], name: str, loglevel: str) -> int:
+    """Start one worker per entry of `gpus` (None: a CPU worker); stop them all together."""
+    # CPU workers split the cores; each GPU worker keeps a few for its host-side work.
+    threads = max(1, (os.cpu_count() or 1) // len(gpus))
+    children = []
+    for index, gpu in enumerate(gpus):
+        label = f"gpu{gpu}" if gpu is not None else f"cpu{index}"
+        argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.celery_app",
+            "worker",
+            f"--hostname={label}@{name}",
+            f"--loglevel={loglevel}",
+        ]
+        children.append(subprocess.Popen(argv, env=child_env(dict(os.environ), gpu, threads)))
+        log.info("started worker %s (pid %d)", label, children[-1].pid)
+
+    def forward(signum: int, _: FrameType | None) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    # A worker that dies is not restarted here: the orchestrator (systemd,
+    # Kubernetes, compose) restarts the pool, and the reaper re-queues its job.
+    while all(child.poll() is None for child in children):
+        time.sleep(0.5)
+    forward(signal.SIGTERM, None)
+    codes = [child.wait() for child in children]
+    return max(codes, key=abs)
