@@ -1,0 +1,1 @@
+"""darkroom benchmarks: `python -m bench` (see docs/benchmarks.md)."""

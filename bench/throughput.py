@@ -1,0 +1,129 @@
+"""Rows 1 and 3: queue overhead (stack vs plain loop) and scaling (1 vs 2 workers)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from bench.common import DirectRunner, Result, Settings, cpu_count, median, verdict
+from bench.jobs import HEIGHT, STEPS, WIDTH, job_bodies, run_batch_checked
+from bench.stack import Stack
+
+QUEUE_TARGET = 0.97
+SCALING_TARGET = 1.8
+
+
+def measure_queue(stack: Stack, cfg: Settings) -> Result:
+    """N jobs through API + Redis + one worker vs the same N jobs in a plain loop.
+
+    The two alternate round by round (direct, stack, direct, stack, ...) so a
+    change in the machine's load hits both sides alike; medians are reported.
+    Both sides run torch with the same thread count (TORCH_THREADS).
+    """
+    threads = cfg.queue_threads
+    bodies = job_bodies(cfg.jobs)
+    direct_s: list[float] = []
+    stack_runs = []
+    with DirectRunner(stack, threads, cfg.warmup_jobs) as direct:
+        (worker,) = stack.start_workers(1, threads)
+        try:
+            run_batch_checked(stack.api_url, job_bodies(cfg.warmup_jobs, offset=100_000))
+            for _ in range(cfg.repeats):
+                direct_s.append(direct.run(cfg.jobs))
+                stack_runs.append(run_batch_checked(stack.api_url, bodies))
+        finally:
+            stack.stop_workers()
+            stack.flush()
+    direct_rate = cfg.jobs / median(direct_s)
+    stack_rate = median([r.jobs_per_s for r in stack_runs])
+    ratio = stack_rate / direct_rate
+    per_job_ms = (1 / stack_rate - 1 / direct_rate) * 1000
+    # Celery logs each task's run time: the part of the overhead inside the task
+    # (claim, progress, storage, status writes) vs between tasks (ack, next message).
+    task_s = celery_task_seconds(worker.log_path.read_text(errors="replace"))
+    task_ms = median(task_s[cfg.warmup_jobs :]) * 1000 if len(task_s) > cfg.warmup_jobs else None
+    notes = [
+        f"tiny-sd {WIDTH}x{HEIGHT}, {STEPS} steps, CFG on, {cfg.jobs} jobs x {cfg.repeats} "
+        f"rounds (medians); TORCH_THREADS={threads} for the worker and the direct loop; "
+        "stack time = first POST to the last finished_at"
+    ]
+    if task_ms is not None:
+        notes.append(
+            f"per job: {1000 / direct_rate:.1f} ms in the direct loop, {task_ms:.1f} ms as a "
+            f"Celery task (median, from the worker log), {1000 / stack_rate:.1f} ms of makespan"
+        )
+    return Result(
+        name="queue",
+        measured=(
+            f"stack {stack_rate:.1f} jobs/s vs direct {direct_rate:.1f} jobs/s "
+            f"= {ratio:.3f} ({per_job_ms:+.1f} ms/job)"
+        ),
+        target=f">= {QUEUE_TARGET}",
+        status=verdict(ratio >= QUEUE_TARGET),
+        details={
+            "jobs": cfg.jobs,
+            "torch_threads": threads,
+            "stack_jobs_per_s": round(stack_rate, 3),
+            "direct_jobs_per_s": round(direct_rate, 3),
+            "ratio": round(ratio, 4),
+            "overhead_ms_per_job": round(per_job_ms, 2),
+            "direct_rounds_s": [round(s, 4) for s in direct_s],
+            # Each stack round over the direct round just before it: drift-free, for reference.
+            "paired_ratios": [
+                round(r.jobs_per_s * d / cfg.jobs, 4)
+                for r, d in zip(stack_runs, direct_s, strict=True)
+            ],
+            "stack_rounds": [r.summary() for r in stack_runs],
+            "direct_load_s": [round(s, 3) for s in direct.ready["load_s"]],
+            "direct_ms_per_job": round(1000 / direct_rate, 2),
+            "worker_task_ms_median": None if task_ms is None else round(task_ms, 2),
+        },
+        notes=notes,
+    )
+
+
+def celery_task_seconds(log: str) -> list[float]:
+    """Run times from the worker log's "Task ... succeeded in 0.0312s" lines, in order."""
+    return [float(x) for x in re.findall(r"Task \S+ succeeded in ([\d.]+)s", log)]
+
+
+def measure_scaling(stack: Stack, cfg: Settings) -> Result:
+    """Throughput of the same N jobs with one worker, then with two (TORCH_THREADS=1 each)."""
+    bodies = job_bodies(cfg.jobs)
+    rates: dict[int, list[float]] = {}
+    rounds: dict[int, list[dict[str, Any]]] = {}
+    for workers in (1, 2):
+        stack.start_workers(workers, torch_threads=1)
+        try:
+            run_batch_checked(stack.api_url, job_bodies(cfg.warmup_jobs * workers, offset=100_000))
+            runs = [run_batch_checked(stack.api_url, bodies) for _ in range(cfg.repeats)]
+        finally:
+            stack.stop_workers()
+            stack.flush()
+        rates[workers] = [r.jobs_per_s for r in runs]
+        rounds[workers] = [r.summary() for r in runs]
+    one, two = median(rates[1]), median(rates[2])
+    ratio = two / one
+    cores = cpu_count()
+    notes = [
+        f"TORCH_THREADS=1 per worker in both cases; the API, Redis and the polling client "
+        f"share the same {cores} cores"
+    ]
+    if cores < 2:
+        notes.append("fewer than 2 cores: the target does not apply")
+    return Result(
+        name="scaling",
+        measured=f"1 worker {one:.1f} jobs/s, 2 workers {two:.1f} jobs/s = {ratio:.2f}x",
+        target=f">= {SCALING_TARGET}x",
+        status=verdict(ratio >= SCALING_TARGET) if cores >= 2 else "n/a",
+        details={
+            "jobs": cfg.jobs,
+            "torch_threads_per_worker": 1,
+            "cores": cores,
+            "one_worker_jobs_per_s": round(one, 3),
+            "two_workers_jobs_per_s": round(two, 3),
+            "ratio": round(ratio, 4),
+            "rounds": {str(k): v for k, v in rounds.items()},
+        },
+        notes=notes,
+    )
