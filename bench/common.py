@@ -103,9 +103,15 @@ class DirectRunner:
 
     def run(self, jobs: int) -> float:
         """Seconds for `jobs` jobs in the plain loop."""
+        self.start_run(jobs)
+        return self.finish_run()
+
+    def start_run(self, jobs: int) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.write(f"run {jobs}\n")
         self.proc.stdin.flush()
+
+    def finish_run(self) -> float:
         return float(self._read()["seconds"])
 
     def close(self) -> None:

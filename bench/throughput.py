@@ -105,9 +105,12 @@ def measure_scaling(stack: Stack, cfg: Settings) -> Result:
     one, two = median(rates[1]), median(rates[2])
     ratio = two / one
     cores = cpu_count()
+    ceiling = _plain_loop_scaling(stack, cfg)
     notes = [
         f"TORCH_THREADS=1 per worker in both cases; the API, Redis and the polling client "
-        f"share the same {cores} cores"
+        f"share the same {cores} cores",
+        f"the machine's own ceiling: two plain loops (bench/direct.py, 1 thread each) side by "
+        f"side run {ceiling:.2f}x one loop's jobs/s",
     ]
     if cores < 2:
         notes.append("fewer than 2 cores: the target does not apply")
@@ -123,7 +126,24 @@ def measure_scaling(stack: Stack, cfg: Settings) -> Result:
             "one_worker_jobs_per_s": round(one, 3),
             "two_workers_jobs_per_s": round(two, 3),
             "ratio": round(ratio, 4),
+            "plain_loops_2_vs_1": round(ceiling, 4),
             "rounds": {str(k): v for k, v in rounds.items()},
         },
         notes=notes,
     )
+
+
+def _plain_loop_scaling(stack: Stack, cfg: Settings) -> float:
+    """Jobs/s of two direct loops running at once over one alone: the hardware's 2x."""
+    alone, both = [], []
+    with (
+        DirectRunner(stack, 1, cfg.warmup_jobs) as first,
+        DirectRunner(stack, 1, cfg.warmup_jobs) as second,
+    ):
+        for _ in range(cfg.repeats):
+            alone.append(cfg.jobs / first.run(cfg.jobs))
+            first.start_run(cfg.jobs)
+            second.start_run(cfg.jobs)
+            slowest = max(first.finish_run(), second.finish_run())
+            both.append(2 * cfg.jobs / slowest)
+    return median(both) / median(alone)

@@ -75,7 +75,14 @@ def run_pool(gpus: list[str | None], name: str, loglevel: str) -> int:
         children.append(subprocess.Popen(argv, env=child_env(dict(os.environ), gpu, threads)))
         log.info("started worker %s (pid %d)", label, children[-1].pid)
 
+    stopping = False
+
     def forward(signum: int, _: FrameType | None) -> None:
+        # Once only: a second SIGTERM would cut a child's warm shutdown short.
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
@@ -86,6 +93,6 @@ def run_pool(gpus: list[str | None], name: str, loglevel: str) -> int:
     # Kubernetes, compose) restarts the pool, and the reaper re-queues its job.
     while all(child.poll() is None for child in children):
         time.sleep(0.5)
-    forward(signal.SIGTERM, None)
+    forward(signal.SIGTERM, None)  # one died on its own: stop the others too
     codes = [child.wait() for child in children]
-    return max(codes, key=abs)
+    return next((code for code in codes if code != 0), 0)
