@@ -16,8 +16,9 @@ SCALING_TARGET = 1.8
 def measure_queue(stack: Stack, cfg: Settings) -> Result:
     """N jobs through API + Redis + one worker vs the same N jobs in a plain loop.
 
-    The two alternate round by round (direct, stack, direct, stack, ...) so a
-    change in the machine's load hits both sides alike; medians are reported.
+    After one unmeasured round of each, the two alternate round by round
+    (direct, stack, direct, stack, ...) so a change in the machine's load hits
+    both sides alike; medians are reported.
     Both sides run torch with the same thread count (TORCH_THREADS).
     """
     threads = cfg.queue_threads
@@ -27,7 +28,10 @@ def measure_queue(stack: Stack, cfg: Settings) -> Result:
     with DirectRunner(stack, threads, cfg.warmup_jobs) as direct:
         (worker,) = stack.start_workers(1, threads)
         try:
-            run_batch_checked(stack.api_url, job_bodies(cfg.warmup_jobs, offset=100_000))
+            # One unmeasured round of each side first: the stack's first jobs (and a
+            # fresh process's) run slower while caches, allocator and CPU clocks settle.
+            direct.run(cfg.jobs)
+            run_batch_checked(stack.api_url, job_bodies(cfg.jobs, offset=100_000))
             for _ in range(cfg.repeats):
                 direct_s.append(direct.run(cfg.jobs))
                 stack_runs.append(run_batch_checked(stack.api_url, bodies))
@@ -41,7 +45,8 @@ def measure_queue(stack: Stack, cfg: Settings) -> Result:
     # Celery logs each task's run time: the part of the overhead inside the task
     # (claim, progress, storage, status writes) vs between tasks (ack, next message).
     task_s = celery_task_seconds(worker.log_path.read_text(errors="replace"))
-    task_ms = median(task_s[cfg.warmup_jobs :]) * 1000 if len(task_s) > cfg.warmup_jobs else None
+    warm = cfg.jobs  # the unmeasured round
+    task_ms = median(task_s[warm:]) * 1000 if len(task_s) > warm else None
     notes = [
         f"tiny-sd {WIDTH}x{HEIGHT}, {STEPS} steps, CFG on, {cfg.jobs} jobs x {cfg.repeats} "
         f"rounds (medians); TORCH_THREADS={threads} for the worker and the direct loop; "
@@ -95,7 +100,8 @@ def measure_scaling(stack: Stack, cfg: Settings) -> Result:
     for workers in (1, 2):
         stack.start_workers(workers, torch_threads=1)
         try:
-            run_batch_checked(stack.api_url, job_bodies(cfg.warmup_jobs * workers, offset=100_000))
+            # An unmeasured round first: every worker gets warm jobs, not just the fastest.
+            run_batch_checked(stack.api_url, job_bodies(cfg.jobs, offset=100_000))
             runs = [run_batch_checked(stack.api_url, bodies) for _ in range(cfg.repeats)]
         finally:
             stack.stop_workers()
@@ -140,6 +146,10 @@ def _plain_loop_scaling(stack: Stack, cfg: Settings) -> float:
         DirectRunner(stack, 1, cfg.warmup_jobs) as first,
         DirectRunner(stack, 1, cfg.warmup_jobs) as second,
     ):
+        for runner in (first, second):  # an unmeasured round each, as for the workers
+            runner.start_run(cfg.jobs)
+        for runner in (first, second):
+            runner.finish_run()
         for _ in range(cfg.repeats):
             alone.append(cfg.jobs / first.run(cfg.jobs))
             first.start_run(cfg.jobs)
