@@ -91,11 +91,11 @@ class StepMonitor:
                 ),
                 JobStatus.FAILED,
             )
-        if done < total and now - self._last_write < self.interval_s:
+        # The final step is written by the success transition, with the images.
+        if done >= total or now - self._last_write < self.interval_s:
             return
         self._last_write = now
-        # The final step is written by the success transition, with the images.
-        self.store.report_progress(self.record, round(min(done / total, 0.99), 4))
+        self.store.report_progress(self.record, round(done / total, 4))
 
 
 @dataclass
@@ -146,7 +146,7 @@ class JobRunner:
         images = inference.generate(
             self.model,
             params,
-            self.store.get_input(record.id),
+            self.store.get_input(record.id) if params.mode == "img2img" else None,
             on_step=StepMonitor(self.store, record, self.time_limits.soft_s),
         )
         return self._store_images(record, images)
