@@ -140,6 +140,8 @@ class JobRecord(BaseModel):
     error: JobErrorInfo | None = None
     attempts: int = 0
     worker: str | None = None
+    # Jobs that shared the pipeline call which made this job's images (1: alone).
+    batch_size: int | None = None
     webhook: str | None = None
     webhook_events_filter: list[WebhookEvent] = ["completed"]
     priority: Priority = "normal"
@@ -200,6 +202,9 @@ class Job(BaseModel):
     queue: str
     attempts: int
     worker: str | None
+    batch_size: int | None = Field(
+        None, description="Jobs that shared the pipeline call making this job's images (1: alone)."
+    )
     webhook: WebhookInfo | None
     webhook_events_filter: list[WebhookEvent]
     priority: Priority

@@ -67,6 +67,11 @@ class ModelEntry(_Strict):
     # visibility timeout (2 h).
     soft_time_limit_s: float | None = Field(None, gt=0, le=3600)
     time_limit_s: float | None = Field(None, gt=0, le=3600)
+    # Dynamic batching (off at 1): a worker runs up to this many images of
+    # compatible queued jobs (same mode, size, steps, guidance, strength) in one
+    # pipeline call, waiting at most `batch_window` seconds for companions.
+    max_batch_size: int = Field(1, ge=1, le=64)
+    batch_window: float = Field(0.05, ge=0, le=10)
     # darkroom builds this model locally (random weights) when its directory is missing.
     builder: Literal["tiny-sd"] | None = None
 

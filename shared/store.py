@@ -90,6 +90,15 @@ class JobStore:
             raise JobNotFound(job_id)
         return _decode(raw)
 
+    def get_many(self, job_ids: list[str]) -> list[JobRecord]:
+        """The records of `job_ids` that still exist, in order (one round trip)."""
+        if not job_ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(job_key(job_id))
+        return [_decode(raw) for raw in pipe.execute() if raw]
+
     def get_input(self, job_id: str) -> bytes | None:
         return self.redis.get(input_key(job_id))  # type: ignore[return-value]
 

@@ -16,6 +16,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from shared.registry import Registry, load_registry
 from shared.settings import Settings
 from shared.stack import free_port, redis_server_binary
 from worker.tiny import ensure_tiny_sd
@@ -80,7 +81,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def write_registry(path: Path, tiny_dir: Path, primary: str = "tiny-sd", extra: str = "") -> Path:
-    """A registry of tiny models: tiny-sd, a flaky custom class, and one with no files."""
+    """Tiny models: tiny-sd, a flaky custom class (alone and batching), one with no files."""
     path.write_text(
         textwrap.dedent(
             f"""
@@ -94,7 +95,7 @@ def write_registry(path: Path, tiny_dir: Path, primary: str = "tiny-sd", extra: 
                   default_size: [64, 64]
                   max_size: [256, 256]
                   negative_prompt: "blurry"
-              tiny-flaky:
+              tiny-flaky: &flaky
                 id: "{tiny_dir}"
                 type: custom
                 pipeline_class: "tests.support.pipelines:FlakyPipeline"
@@ -105,6 +106,10 @@ def write_registry(path: Path, tiny_dir: Path, primary: str = "tiny-sd", extra: 
                   max_size: [128, 128]
                   supports_i2i: false
                   use_negative_prompt: false
+              tiny-batch:  # tiny-flaky with dynamic batching on
+                <<: *flaky
+                max_batch_size: 4
+                batch_window: 0.5
               missing:
                 id: "{tiny_dir.parent / "not-there"}"
                 type: sd
@@ -129,6 +134,11 @@ def write_registry(path: Path, tiny_dir: Path, primary: str = "tiny-sd", extra: 
 @pytest.fixture(scope="session")
 def registry_file(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
     return write_registry(tmp_path_factory.mktemp("registry") / "models.yaml", tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def registry(registry_file: Path) -> Registry:
+    return load_registry(registry_file)
 
 
 @pytest.fixture(scope="session")

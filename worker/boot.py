@@ -20,6 +20,7 @@ from shared.settings import Settings
 from shared.storage import storage_from_settings
 from shared.store import JobStore
 from shared.workers import ModelFailure, WorkerInfo
+from worker.batching import BatchPolicy, CompanionFinder
 from worker.heartbeat import Heartbeat
 from worker.loader import LoadFailure, load_first_available
 from worker.prompts import PromptOptimizer
@@ -66,7 +67,13 @@ def start_worker(name: str, settings: Settings) -> WorkerContext:
     heartbeat.on_beat = functools.partial(reap_lost_jobs, store, celery, settings.job_max_attempts)
     prompts = PromptOptimizer(registry.runtime.prompt_optimization, settings)
     runner = JobRunner(
-        store, storage, loaded, name, prompts, time_limits=_time_limits(loaded.entry, settings)
+        store,
+        storage,
+        loaded,
+        name,
+        prompts,
+        time_limits=_time_limits(loaded.entry, settings),
+        batching=_batching(loaded.entry, store, queues),
     )
     # "ready" is announced by the worker_ready signal, once Celery consumes.
     heartbeat.update(
@@ -85,6 +92,18 @@ def _time_limits(entry: ModelEntry, settings: Settings) -> TimeLimits:
         soft_s=entry.soft_time_limit_s or settings.job_soft_time_limit_s,
         hard_s=entry.time_limit_s or settings.job_time_limit_s,
     )
+
+
+def _batching(entry: ModelEntry, store: JobStore, queues: list[str]) -> CompanionFinder | None:
+    policy = BatchPolicy(max_images=entry.max_batch_size, window_s=entry.batch_window)
+    if not policy.enabled:
+        return None
+    log.info(
+        "dynamic batching on: up to %d images per call, waiting up to %.3fs for companions",
+        policy.max_images,
+        policy.window_s,
+    )
+    return CompanionFinder(store, queues, policy)
 
 
 def no_pipeline_message(failures: list[LoadFailure]) -> str:

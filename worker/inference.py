@@ -6,6 +6,7 @@ import gc
 import inspect
 import io
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,6 +21,14 @@ from worker.loader import LoadedModel
 StepCallback = Callable[[int, int], None]
 
 
+@dataclass(frozen=True)
+class Request:
+    """One job's share of a pipeline call."""
+
+    params: GenerationParams
+    init_image: bytes | None = None
+
+
 def generate(
     model: LoadedModel,
     params: GenerationParams,
@@ -27,21 +36,58 @@ def generate(
     on_step: StepCallback | None = None,
 ) -> list[Image.Image]:
     """Generate `params.num_images` images; image i uses seed `params.seed + i`."""
+    return generate_batch(model, [Request(params, init_image)], on_step)[0]
+
+
+def generate_batch(
+    model: LoadedModel, requests: list[Request], on_step: StepCallback | None = None
+) -> list[list[Image.Image]]:
+    """Run several jobs as one pipeline call: one list of images per request, in order.
+
+    The requests must share mode, size, steps, guidance and strength (see
+    worker.batching.BatchKey); each keeps its own prompt, negative prompt and
+    seeded generators, so its images are the ones it would get alone (up to
+    the float rounding of a larger batch).
+    """
+    first = requests[0].params
+    counts = [r.params.num_images for r in requests]
+    kwargs: dict[str, Any] = {
+        "prompt": _per_image([r.params.effective_prompt for r in requests], counts),
+        "num_inference_steps": first.steps,
+        "guidance_scale": first.guidance_scale,
+        "generator": [
+            g for r in requests for g in seeded_generators(r.params.seed, r.params.num_images)
+        ],
+        "max_sequence_length": model.entry.params.max_tokens,
+    }
+    if first.negative_prompt:
+        kwargs["negative_prompt"] = _per_image([r.params.negative_prompt for r in requests], counts)
     pipe = model.txt2img
-    kwargs = _common_kwargs(model, params)
-    if params.mode == "img2img":
-        if model.img2img is None or init_image is None:
+    if first.mode == "img2img":
+        if model.img2img is None or any(r.init_image is None for r in requests):
             raise GenerationError(f"model {model.name} cannot run image-to-image")
         pipe = model.img2img
-        source = _load_init_image(init_image, params.width, params.height)
-        kwargs.update(image=[source] * params.num_images, strength=params.strength)
+        sources = [
+            _load_init_image(r.init_image or b"", first.width, first.height) for r in requests
+        ]
+        kwargs.update(image=_per_image(sources, counts), strength=first.strength)
     else:
-        kwargs.update(width=params.width, height=params.height)
+        kwargs.update(width=first.width, height=first.height)
     if on_step is not None:
         kwargs["callback_on_step_end"] = _step_callback(on_step)
     with torch.inference_mode():
         output = pipe(**_supported(pipe, kwargs))
-    return list(output.images)
+    images = list(output.images)
+    split, start = [], 0
+    for count in counts:
+        split.append(images[start : start + count])
+        start += count
+    return split
+
+
+def _per_image(values: list[Any], counts: list[int]) -> list[Any]:
+    """One entry per image: each request's value repeated num_images times."""
+    return [value for value, count in zip(values, counts, strict=True) for _ in range(count)]
 
 
 def free_memory() -> None:
@@ -60,20 +106,6 @@ def encode_png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def _common_kwargs(model: LoadedModel, params: GenerationParams) -> dict[str, Any]:
-    count = params.num_images
-    kwargs: dict[str, Any] = {
-        "prompt": [params.effective_prompt] * count,
-        "num_inference_steps": params.steps,
-        "guidance_scale": params.guidance_scale,
-        "generator": seeded_generators(params.seed, count),
-        "max_sequence_length": model.entry.params.max_tokens,
-    }
-    if params.negative_prompt:
-        kwargs["negative_prompt"] = [params.negative_prompt] * count
-    return kwargs
 
 
 def _supported(pipe: Any, kwargs: dict[str, Any]) -> dict[str, Any]:

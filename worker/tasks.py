@@ -25,13 +25,12 @@ def register(app: Celery) -> None:
             # Should not happen: a worker with no model consumes no job queue.
             raise RuntimeError("this worker has no model loaded")
         heartbeat = _context.heartbeat
+        runner = _context.runner
         heartbeat.update(state="busy", current_job=job_id)
         try:
-            _context.runner.run(job_id)
+            runner.run(job_id)
         finally:
-            heartbeat.update(
-                state="ready", current_job=None, jobs_done=heartbeat.info.jobs_done + 1
-            )
+            heartbeat.update(state="ready", current_job=None, jobs_done=runner.jobs_done)
 
 
 @celeryd_after_setup.connect

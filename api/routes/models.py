@@ -27,6 +27,8 @@ class ModelInfo(BaseModel):
     negative_prompt: str
     description: str
     pipeline_class: str | None
+    max_batch_size: int
+    batch_window: float
     workers: int
 
 
@@ -47,6 +49,8 @@ def _info(entry: ModelEntry, workers: int) -> ModelInfo:
         requires_auth=entry.requires_auth,
         description=entry.description,
         pipeline_class=entry.pipeline_class,
+        max_batch_size=entry.max_batch_size,
+        batch_window=entry.batch_window,
         workers=workers,
         **entry.params.model_dump(
             include={

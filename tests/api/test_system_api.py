@@ -106,7 +106,7 @@ def test_models_shape(api: TestClient, tiny_model_dir: Path) -> None:
     response = api.get("/models")
     assert response.status_code == 200
     body = response.json()
-    assert set(body["models"]) == {"tiny-sd", "tiny-flaky", "missing"}
+    assert set(body["models"]) == {"tiny-sd", "tiny-flaky", "tiny-batch", "missing"}
     for info in body["models"].values():
         assert set(info) >= MODEL_FIELDS
     tiny = body["models"]["tiny-sd"]
@@ -124,6 +124,9 @@ def test_models_shape(api: TestClient, tiny_model_dir: Path) -> None:
     assert flaky["supports_i2i"] is False
     assert flaky["max_size"] == [128, 128]
     assert flaky["pipeline_class"] == "tests.support.pipelines:FlakyPipeline"
+    assert (tiny["max_batch_size"], tiny["batch_window"]) == (1, 0.05)  # batching off
+    batching = body["models"]["tiny-batch"]
+    assert (batching["max_batch_size"], batching["batch_window"]) == (4, 0.5)
     assert body["primary"] == "tiny-sd"
     assert body["fallback_chain"] == []  # the only fallback is the primary itself
     assert body["current"] is None

@@ -354,3 +354,27 @@ def test_relative_registry_path_resolves_too(
     monkeypatch.chdir(tmp_path)
     registry = load_registry(Path("models.yaml"))
     assert registry.models["m"].id == str(tmp_path.resolve() / "m")
+
+
+def test_batching_is_off_unless_a_model_asks_for_it(tmp_path: Path) -> None:
+    shipped = load_registry(SHIPPED)
+    assert all(entry.max_batch_size == 1 for entry in shipped.models.values())
+    path = registry_with_model(
+        tmp_path, 'id: "a/b"\ntype: sd\nmax_batch_size: 4\nbatch_window: 0.2\n'
+    )
+    entry = load_registry(path).entry("x")
+    assert (entry.max_batch_size, entry.batch_window) == (4, 0.2)
+
+
+@pytest.mark.parametrize(
+    ("setting", "key"),
+    [
+        ("max_batch_size: 0", "models.x.max_batch_size"),
+        ("max_batch_size: 1000", "models.x.max_batch_size"),
+        ("max_batch_size: four", "models.x.max_batch_size"),
+        ("batch_window: -1", "models.x.batch_window"),
+    ],
+)
+def test_bad_batching_settings_name_the_key(tmp_path: Path, setting: str, key: str) -> None:
+    message = config_error(registry_with_model(tmp_path, f'id: "a/b"\ntype: sd\n{setting}\n'))
+    assert key in message

@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from shared.jobs import GenerationParams
-from shared.registry import Registry, load_registry
-from tests.conftest import write_registry
+from shared.registry import Registry
 from worker.inference import generate
 from worker.loader import LoadedModel, load_model
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Registry:
-    path = tmp_path_factory.mktemp("inference-registry") / "models.yaml"
-    return load_registry(write_registry(path, tiny_model_dir))
 
 
 @pytest.fixture(scope="module")
