@@ -38,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     pool = worker.add_mutually_exclusive_group()
     pool.add_argument("--gpus", default=None, help="one worker per GPU: 'all' or indices like 0,2")
     pool.add_argument("--workers", type=int, default=None, help="start N CPU workers")
+    worker.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per worker (default: TORCH_THREADS, or the cores split evenly)",
+    )
     worker.set_defaults(run=_worker)
 
     hooks = commands.add_parser("webhooks", help="run the light webhook delivery worker")
@@ -85,6 +91,10 @@ def _worker(args: argparse.Namespace) -> int:
     if args.model:
         # Read by the worker's settings (WORKER_MODEL), before the app is imported.
         os.environ["WORKER_MODEL"] = args.model
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit("darkroom worker --threads: expected a number of threads >= 1")
+        os.environ["TORCH_THREADS"] = str(args.threads)
     if args.gpus or (args.workers and args.workers > 1):
         from worker.pool import resolve_gpus, run_pool
 

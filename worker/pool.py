@@ -55,10 +55,20 @@ def child_env(base: dict[str, str], gpu: str | None, threads: int) -> dict[str, 
     return env
 
 
+def threads_per_worker(workers: int, configured: str | None = None) -> int:
+    """TORCH_THREADS when set, else the cores split evenly (at least one each).
+
+    CPU workers that each took every core would fight over them; a GPU worker
+    needs only a few for its host-side work.
+    """
+    if configured:
+        return int(configured)
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
 def run_pool(gpus: list[str | None], name: str, loglevel: str) -> int:
     """Start one worker per entry of `gpus` (None: a CPU worker); stop them all together."""
-    # CPU workers split the cores; each GPU worker keeps a few for its host-side work.
-    threads = max(1, (os.cpu_count() or 1) // len(gpus))
+    threads = threads_per_worker(len(gpus), os.environ.get("TORCH_THREADS"))
     children = []
     for index, gpu in enumerate(gpus):
         label = f"gpu{gpu}" if gpu is not None else f"cpu{index}"
