@@ -73,7 +73,7 @@ def load_model(
     if entry.builder == "tiny-sd":
         ensure_tiny_sd(Path(entry.id))
     t2i_class, i2i_class = pipeline_classes(entry)
-    kwargs: dict[str, Any] = {"torch_dtype": plan.dtype}
+    kwargs: dict[str, Any] = {"dtype": plan.dtype}  # `torch_dtype` before diffusers 0.42
     if cache_dir is not None:
         kwargs["cache_dir"] = str(cache_dir)
     if entry.variant and plan.is_cuda:
