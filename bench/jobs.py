@@ -46,6 +46,8 @@ class BatchRun:
     first_started: float  # the earliest started_at
     failed: list[str] = field(default_factory=list)
     get_requests: int = 0
+    # Per job, created_at -> finished_at: what each client waited.
+    latencies_s: list[float] = field(default_factory=list)
 
     @property
     def makespan_s(self) -> float:
@@ -120,6 +122,7 @@ def run_batch(
             f"{j['id']}: {j['status']} {j.get('error')}" for j in jobs if j["status"] != "succeeded"
         ],
         get_requests=gets,
+        latencies_s=[ts(j["finished_at"]) - ts(j["created_at"]) for j in jobs],
     )
 
 

@@ -221,7 +221,7 @@ class Stack:
         if child in self.children:
             self.children.remove(child)
 
-    def spawn_worker(self, torch_threads: int) -> Child:
+    def spawn_worker(self, torch_threads: int, extra_env: dict[str, str] | None = None) -> Child:
         """Start one Celery worker (no waiting); its name is unique in the run."""
         self._worker_count += 1
         name = f"bench{self._worker_count}@bench"
@@ -239,7 +239,7 @@ class Stack:
                 "--without-mingle",
                 "--without-gossip",
             ],
-            extra_env={"TORCH_THREADS": str(torch_threads)},
+            extra_env={"TORCH_THREADS": str(torch_threads), **(extra_env or {})},
         )
         self.workers.append(child)
         return child
@@ -261,8 +261,10 @@ class Stack:
                 time.sleep(interval_s)
         raise BenchError(f"worker {worker.name} not ready after {timeout_s}s:\n{worker.log_tail()}")
 
-    def start_workers(self, count: int, torch_threads: int) -> list[Child]:
-        started = [self.spawn_worker(torch_threads) for _ in range(count)]
+    def start_workers(
+        self, count: int, torch_threads: int, extra_env: dict[str, str] | None = None
+    ) -> list[Child]:
+        started = [self.spawn_worker(torch_threads, extra_env) for _ in range(count)]
         for worker in started:
             self.wait_ready(worker)
         return started

@@ -100,6 +100,21 @@ def test_status_counts_queued_jobs(api: TestClient) -> None:
     assert api.post("/jobs", json={"prompt": "x", "model": "tiny-sd"}).status_code == 202
     body = api.get("/status").json()
     assert body["models"]["tiny-sd"]["queued"] == 1
+    assert body["queues"]["darkroom.model.tiny-sd"] == 1  # the broker's list
+
+
+def test_status_names_models_whose_jobs_no_worker_serves(
+    api: TestClient, api_redis: redis.Redis
+) -> None:
+    write_worker(api_redis, WorkerInfo(name="w1", state="ready", model="tiny-sd"))
+    for _ in range(2):
+        assert api.post("/jobs", json={"prompt": "x", "model": "tiny-flaky"}).status_code == 202
+    assert api.post("/jobs", json={"prompt": "x", "model": "tiny-sd"}).status_code == 202
+
+    body = api.get("/status").json()
+    assert body["models"]["tiny-flaky"] == {"workers": 0, "queued": 2}
+    [problem] = body["problems"]
+    assert "model tiny-flaky: 2 queued job(s) and no live worker serves it" in problem
 
 
 def test_models_shape(api: TestClient, tiny_model_dir: Path) -> None:
