@@ -12,7 +12,8 @@ from shared.errors import JobNotFound
 from shared.jobs import JobRecord
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
+    # Async: a sync dependency would cost a thread-pool hop on every request.
     return request.app.state.darkroom  # type: ignore[no-any-return]
 
 

@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         for chore in chores:
             chore.cancel()
-        app.state.darkroom.close()
+        await app.state.darkroom.close()
 
     app = FastAPI(
         title="darkroom",

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import redis
 from celery import Celery
+from redis.asyncio import Redis as AsyncRedis
 
 from shared.apikeys import KeyRing
-from shared.connections import redis_client
+from shared.connections import async_redis_client, redis_client
 from shared.events import WebhookEmitter
 from shared.queue import make_celery
 from shared.registry import Registry, registry_for
@@ -22,6 +23,8 @@ class AppState:
     settings: Settings
     registry: Registry
     redis: redis.Redis
+    # The same Redis for reads served on the event loop (GET /jobs/{id}).
+    aredis: AsyncRedis
     store: JobStore
     storage: Storage
     celery: Celery
@@ -38,11 +41,13 @@ class AppState:
             settings=settings,
             registry=registry_for(settings),
             redis=client,
+            aredis=async_redis_client(settings),
             store=JobStore(client, settings.job_ttl_s, on_event=emitter),
             storage=storage,
             celery=celery,
             keys=KeyRing(settings.api_key_digests),
         )
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self.redis.close()
+        await self.aredis.aclose()

@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
-from shared.jobs import ImageOut, Job, JobRecord, JobTimings, JobUrls, utcnow
+from shared.jobs import ImageOut, Job, JobRecord, JobTimings, JobUrls, WebhookInfo, utcnow
 from shared.storage import Storage
 from shared.store import JobStore
 from shared.webhooks import webhook_section
 
 
 def to_public(record: JobRecord, store: JobStore, storage: Storage, base_url: str) -> Job:
+    """The public view, reading what it needs (queue position, webhook log) from Redis."""
+    return build_public(
+        record,
+        store.queue_position(record),
+        webhook_section(store.redis, record),
+        storage,
+        base_url,
+    )
+
+
+def build_public(
+    record: JobRecord,
+    queue_position: int | None,
+    webhook: WebhookInfo | None,
+    storage: Storage,
+    base_url: str,
+) -> Job:
+    """The public view from what was already read (no I/O: usable on an event loop)."""
     return Job(
         **record.model_dump(exclude={"images", "webhook", "owner"}),
-        queue_position=store.queue_position(record),
+        queue_position=queue_position,
         timings=timings(record),
         images=[
             ImageOut(
@@ -26,7 +44,7 @@ def to_public(record: JobRecord, store: JobStore, storage: Storage, base_url: st
         urls=JobUrls(
             get=f"{base_url}/jobs/{record.id}", cancel=f"{base_url}/jobs/{record.id}/cancel"
         ),
-        webhook=webhook_section(store.redis, record),
+        webhook=webhook,
     )
 
 

@@ -88,7 +88,7 @@ class JobStore:
         raw = self.redis.hgetall(job_key(job_id))
         if not raw:
             raise JobNotFound(job_id)
-        return _decode(raw)
+        return decode_record(raw)
 
     def get_many(self, job_ids: list[str]) -> list[JobRecord]:
         """The records of `job_ids` that still exist, in order (one round trip)."""
@@ -97,7 +97,7 @@ class JobStore:
         pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
             pipe.hgetall(job_key(job_id))
-        return [_decode(raw) for raw in pipe.execute() if raw]
+        return [decode_record(raw) for raw in pipe.execute() if raw]
 
     def get_input(self, job_id: str) -> bytes | None:
         return self.redis.get(input_key(job_id))  # type: ignore[return-value]
@@ -120,7 +120,7 @@ class JobStore:
                     raw = pipe.hgetall(key)
                     if not raw:
                         raise JobNotFound(job_id)
-                    current = _decode(raw)
+                    current = decode_record(raw)
                     if not current.status.can_move_to(target):
                         raise InvalidTransition(
                             f"job {job_id} is {current.status}; it cannot become {target}"
@@ -192,7 +192,7 @@ class JobStore:
 
     def _get_or_none(self, job_id: str) -> JobRecord | None:
         raw = self.redis.hgetall(job_key(job_id))
-        return _decode(raw) if raw else None
+        return decode_record(raw) if raw else None
 
     def set_progress(self, job_id: str, progress: float) -> None:
         self.update(job_id, progress=progress)
@@ -247,5 +247,6 @@ def _changed_fields(record: JobRecord, changes: Mapping[str, Any]) -> dict[str, 
     return {name: dumped[name] for name in changes}
 
 
-def _decode(raw: Mapping[Any, Any]) -> JobRecord:
+def decode_record(raw: Mapping[Any, Any]) -> JobRecord:
+    """A job record from its Redis hash (HGETALL's answer)."""
     return JobRecord.model_validate({k.decode(): json.loads(v) for k, v in raw.items()})

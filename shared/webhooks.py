@@ -122,7 +122,14 @@ def webhook_section(client: redis.Redis, record: JobRecord) -> WebhookInfo | Non
     if record.webhook is None:
         return None
     raw: list[Any] = client.lrange(log_key(record.id), 0, -1)  # type: ignore[assignment]
-    attempts = [WebhookAttempt.model_validate(json.loads(item)) for item in raw]
+    return webhook_info(record, raw)
+
+
+def webhook_info(record: JobRecord, log: list[Any]) -> WebhookInfo | None:
+    """The job's webhook section from its delivery log (the raw list at log_key)."""
+    if record.webhook is None:
+        return None
+    attempts = [WebhookAttempt.model_validate(json.loads(item)) for item in log]
     return WebhookInfo(
         url=record.webhook,
         events_filter=record.webhook_events_filter,

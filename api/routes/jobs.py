@@ -11,13 +11,13 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import OwnerDep
 from api.control import (
     cancel_job,
-    expire_if_past_deadline,
     parse_duration,
     parse_prefer_wait,
     wait_until_terminal,
 )
 from api.deps import JobDep, StateDep
 from api.events import job_events
+from api.reads import read_public_job
 from api.submission import public_job, submit_job
 from shared.errors import InvalidRequest
 from shared.jobs import MAX_DEADLINE_S, Job, JobCreate, JobList, JobStatus
@@ -89,10 +89,10 @@ def list_jobs(
     )
 
 
-@router.get("/{job_id}", response_model=Job)
-def get_job(job: JobDep, state: StateDep) -> Job:
+@router.get("/{job_id}", response_model=Job, responses={404: {"description": "No such job."}})
+async def get_job(job_id: str, state: StateDep, owner: OwnerDep) -> Job:
     """The job as it stands: status, progress, queue position, images (fresh URLs) or error."""
-    return public_job(state, expire_if_past_deadline(state, job))
+    return await read_public_job(state, job_id, owner)
 
 
 @router.post("/{job_id}/cancel", response_model=Job)

@@ -11,7 +11,7 @@ router = APIRouter(tags=["system"])
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
     """The API process is up (no dependency is checked)."""
     return {"status": "ok"}
 
