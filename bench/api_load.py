@@ -93,7 +93,7 @@ def measure_api(stack: Stack, cfg: Settings) -> Result:
         )
     if "darkroom GET /healthz" in rate:
         notes.append(
-            f"darkroom GET /healthz (sync handler, no Redis): {rate['darkroom GET /healthz']:.0f} "
+            f"darkroom GET /healthz (async handler, no Redis): {rate['darkroom GET /healthz']:.0f} "
             "req/s - the app's floor before any Redis work"
         )
     return Result(

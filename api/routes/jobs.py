@@ -90,9 +90,12 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=Job, responses={404: {"description": "No such job."}})
-async def get_job(job_id: str, state: StateDep, owner: OwnerDep) -> Job:
+async def get_job(job_id: str, state: StateDep, owner: OwnerDep) -> Response:
     """The job as it stands: status, progress, queue position, images (fresh URLs) or error."""
-    return await read_public_job(state, job_id, owner)
+    job = await read_public_job(state, job_id, owner)
+    # Serialised once here: returning the model would have FastAPI validate it
+    # against response_model again, the largest cost of this hot path after Redis.
+    return Response(job.model_dump_json(), media_type="application/json")
 
 
 @router.post("/{job_id}/cancel", response_model=Job)
