@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import redis
 
+from shared import commands
 from shared.constants import WORKER_KEY_PREFIX
 from shared.stack import free_port, redis_server_binary
 
@@ -154,24 +155,7 @@ class Stack:
         port = free_port()
         data = self.workdir / "redis"
         data.mkdir(exist_ok=True)
-        child = self.spawn(
-            "redis",
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(data),
-                "--loglevel",
-                "warning",
-            ],
-        )
+        child = self.spawn("redis", commands.redis_server(binary, port, data))
         self.children.append(child)
         url = f"redis://127.0.0.1:{port}/0"
         deadline = time.monotonic() + 10
@@ -188,22 +172,7 @@ class Stack:
         """Serve `app` the way `darkroom up` serves the API: one uvicorn process."""
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        child = self.spawn(
-            name,
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                app,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-            extra_env={"PUBLIC_BASE_URL": url},
-        )
+        child = self.spawn(name, commands.uvicorn(app, port), extra_env={"PUBLIC_BASE_URL": url})
         self.children.append(child)
         deadline = time.monotonic() + 60
         while True:
@@ -227,18 +196,7 @@ class Stack:
         name = f"bench{self._worker_count}@bench"
         child = self.spawn(
             name,
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker.celery_app",
-                "worker",
-                f"--hostname={name}",
-                f"--loglevel={self.worker_loglevel}",
-                "--without-mingle",
-                "--without-gossip",
-            ],
+            commands.celery_worker(name, self.worker_loglevel),
             extra_env={"TORCH_THREADS": str(torch_threads), **(extra_env or {})},
         )
         self.workers.append(child)

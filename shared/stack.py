@@ -22,9 +22,9 @@ from pathlib import Path
 
 import httpx
 
+from shared import commands
 from shared.apikeys import split_api_keys
 from shared.client import DarkroomClient
-from shared.constants import WEBHOOK_QUEUE
 
 log = logging.getLogger("darkroom.up")
 
@@ -87,37 +87,8 @@ class LocalStack:
         self.env.setdefault("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")
         self.env["PUBLIC_BASE_URL"] = f"http://127.0.0.1:{self.port}"
         self.env["PYTHONUNBUFFERED"] = "1"
-        self._spawn(
-            "api",
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "api.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-            ],
-        )
-        self._spawn(
-            "webhooks",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker.webhook_app",
-                "worker",
-                f"--queues={WEBHOOK_QUEUE}",
-                "--hostname=webhooks@%h",
-                "--loglevel=WARNING",
-                "--without-mingle",
-                "--without-gossip",
-            ],
-        )
+        self._spawn("api", commands.uvicorn("api.main:app", self.port))
+        self._spawn("webhooks", commands.webhook_worker("webhooks@%h", loglevel="WARNING"))
         threads = max(1, (os.cpu_count() or 1) // self.workers)
         for index in range(self.workers):
             env = {"TORCH_THREADS": str(threads)}
@@ -125,16 +96,7 @@ class LocalStack:
                 env["WORKER_MODEL"] = self.model
             self._spawn(
                 f"worker{index + 1}",
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "worker.celery_app",
-                    "worker",
-                    f"--hostname=worker{index + 1}@%h",
-                    "--loglevel=INFO",
-                ],
+                commands.celery_worker(f"worker{index + 1}@%h", standalone=False),
                 extra_env=env,
             )
         self._wait_ready(timeout_s=180)
@@ -148,24 +110,7 @@ class LocalStack:
             )
         port = free_port()
         workdir = tempfile.mkdtemp(prefix="darkroom-redis-")
-        self._spawn(
-            "redis",
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                workdir,
-                "--loglevel",
-                "warning",
-            ],
-        )
+        self._spawn("redis", commands.redis_server(binary, port, workdir))
         log.info("started an embedded Redis (%s) on port %d", binary, port)
         return f"redis://127.0.0.1:{port}/0"
 

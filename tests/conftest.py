@@ -16,6 +16,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from shared import commands
 from shared.registry import Registry, load_registry
 from shared.settings import Settings
 from shared.stack import free_port, redis_server_binary
@@ -43,17 +44,7 @@ def redis_base_url() -> Iterator[str]:
         pytest.exit("no Redis on 127.0.0.1:6379 and no redis-server to start", 2)
     port = free_port()
     proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            tempfile.mkdtemp(),
-        ],
+        commands.redis_server(binary, port, tempfile.mkdtemp()),
         stdout=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}"

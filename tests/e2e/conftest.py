@@ -6,7 +6,6 @@ import base64
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from shared.constants import WEBHOOK_QUEUE
+from shared import commands
 from shared.settings import Settings
 from tests.conftest import E2E_DB, S3_BUCKET
 from tests.support.processes import REPO_ROOT, WorkerProcess, start_worker
@@ -75,19 +74,7 @@ def webhook_worker(
     log_path = tmp_path_factory.mktemp("webhook-logs") / "webhooks.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker.webhook_app",
-                "worker",
-                f"--queues={WEBHOOK_QUEUE}",
-                "--hostname=webhooks@test",
-                "--loglevel=INFO",
-                "--without-mingle",
-                "--without-gossip",
-            ],
+            commands.webhook_worker("webhooks@test"),
             env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **e2e_env},
             cwd=REPO_ROOT,
             stdout=log,

@@ -6,13 +6,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 
+from shared import commands
 from shared.workers import worker_key
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -51,18 +51,7 @@ def start_worker(
     }
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker.celery_app",
-                "worker",
-                f"--hostname={name}",
-                "--loglevel=INFO",
-                "--without-mingle",
-                "--without-gossip",
-            ],
+            commands.celery_worker(name),
             env=full_env,
             cwd=REPO_ROOT,
             stdout=log,

@@ -1,0 +1,75 @@
+"""The command lines of darkroom's processes: Redis, the API, the workers.
+
+`darkroom up`, the benchmark and the tests all build them here, so the three
+start the same processes the same way.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from shared.constants import WEBHOOK_QUEUE
+
+
+def redis_server(binary: str, port: int, data_dir: str | Path) -> list[str]:
+    """A throwaway Redis on loopback: no persistence, quiet."""
+    return [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(data_dir),
+        "--loglevel",
+        "warning",
+    ]
+
+
+def uvicorn(app: str, port: int, host: str = "127.0.0.1") -> list[str]:
+    """One uvicorn process serving `app` (e.g. "api.main:app")."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+
+
+def celery_worker(
+    hostname: str, loglevel: str = "INFO", app: str = "worker.celery_app", standalone: bool = True
+) -> list[str]:
+    """A Celery worker of `app`. Standalone: no mingle/gossip chatter with other workers
+    at start (each worker's state is in Redis; it needs nothing from its peers)."""
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        app,
+        "worker",
+        f"--hostname={hostname}",
+        f"--loglevel={loglevel}",
+    ]
+    if standalone:
+        argv += ["--without-mingle", "--without-gossip"]
+    return argv
+
+
+def webhook_worker(hostname: str, loglevel: str = "INFO") -> list[str]:
+    """The light webhook delivery worker, on its own queue."""
+    return [
+        *celery_worker(hostname, loglevel, app="worker.webhook_app"),
+        f"--queues={WEBHOOK_QUEUE}",
+    ]
