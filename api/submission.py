@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 
 import redis
@@ -26,11 +27,20 @@ from shared.jobs import (
     utcnow,
 )
 from shared.params import resolve_params
-from shared.public import to_public
+from shared.public import build_public, to_public
 from shared.queue import publish_job
-from shared.webhooks import check_webhook_url
+from shared.webhooks import check_webhook_url, webhook_info
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Submission:
+    record: JobRecord
+    # A replay of an earlier request with the same Idempotency-Key: no new job.
+    replayed: bool
+    # Where a new job entered its queue (None for a replay).
+    queue_position: int | None = None
 
 
 def submit_job(
@@ -38,15 +48,16 @@ def submit_job(
     request: JobCreate,
     idempotency_key: str | None = None,
     owner: str = ANONYMOUS,
-) -> tuple[JobRecord, bool]:
+) -> Submission:
     """Validate against the registry, store the job as queued, then publish it.
 
-    Returns the job and whether it is a replay of an earlier request with the
-    same Idempotency-Key. The record is written before the message: a worker
-    never receives a job it cannot read. If publishing fails the record is
-    marked failed and the client gets a 503, never a 202 for a job that will
-    not run. The job belongs to `owner`; a new one (not a replay) counts
-    against the owner's rate limits, RateLimited (429) when over one.
+    Returns the job, whether it is a replay of an earlier request with the
+    same Idempotency-Key, and a new job's queue position. The record is
+    written before the message: a worker never receives a job it cannot
+    read. If publishing fails the record is marked failed and the client gets
+    a 503, never a 202 for a job that will not run. The job belongs to
+    `owner`; a new one (not a replay) counts against the owner's rate limits,
+    RateLimited (429) when over one.
     """
     registry = state.registry
     model = request.model or registry.runtime.primary_model
@@ -66,7 +77,7 @@ def submit_job(
     if idempotency_key is not None:
         earlier = idempotency.reserve(state.redis, owner, idempotency_key, request, job_id)
         if earlier is not None:
-            return _replayed(state, earlier), True
+            return Submission(_replayed(state, earlier), replayed=True)
     try:
         # After the idempotency check: a replay is no new job and counts against nothing.
         ratelimit.admit(state.redis, state.settings, owner, job_id)
@@ -75,7 +86,7 @@ def submit_job(
         raise
     record = _new_record(job_id, request, model, queue, params, owner)
     try:
-        state.store.create(record, init_image.data if init_image else None)
+        position = state.store.create(record, init_image.data if init_image else None)
         publish_job(state.celery, record.id, queue, request.priority)
     except Exception as exc:  # redis and kombu raise several types for a broker that is away
         log.error("could not enqueue job %s: %s", record.id, exc)
@@ -93,7 +104,7 @@ def submit_job(
         params.height,
         params.steps,
     )
-    return record, False
+    return Submission(record, replayed=False, queue_position=position)
 
 
 def _new_record(
@@ -171,3 +182,15 @@ def _refund(state: AppState, owner: str, job_id: str) -> None:
 
 def public_job(state: AppState, record: JobRecord) -> Job:
     return to_public(record, state.store, state.storage, state.settings.public_base_url)
+
+
+def public_new_job(state: AppState, submission: Submission) -> Job:
+    """A job just created, as it was stored: no Redis read (no webhook attempt yet)."""
+    record = submission.record
+    return build_public(
+        record,
+        submission.queue_position,
+        webhook_info(record, []),
+        state.storage,
+        state.settings.public_base_url,
+    )

@@ -68,8 +68,11 @@ class JobStore:
         self.ttl_s = ttl_s
         self.on_event = on_event
 
-    def create(self, record: JobRecord, init_image: bytes | None = None) -> None:
-        """Store a new job (and its init image) with the retention TTL."""
+    def create(self, record: JobRecord, init_image: bytes | None = None) -> int:
+        """Store a new job (and its init image) with the retention TTL.
+
+        Returns its queue position as it was stored (jobs ahead of it).
+        """
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(job_key(record.id), mapping=_encode(record.model_dump(mode="json")))
         pipe.expire(job_key(record.id), self.ttl_s)
@@ -82,7 +85,8 @@ class JobStore:
             pipe.zremrangebyscore(index, "-inf", created_ms - self.ttl_s * 1000)
         pipe.expire(owner_index_key(record.owner), self.ttl_s)
         pipe.zadd(waiting_key(record.queue), {record.id: waiting_score(record)})
-        pipe.execute()
+        pipe.zrank(waiting_key(record.queue), record.id)
+        return int(pipe.execute()[-1])
 
     def get(self, job_id: str) -> JobRecord:
         raw = self.redis.hgetall(job_key(job_id))

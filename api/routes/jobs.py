@@ -18,7 +18,7 @@ from api.control import (
 from api.deps import JobDep, StateDep
 from api.events import job_events
 from api.reads import read_public_job
-from api.submission import public_job, submit_job
+from api.submission import public_job, public_new_job, submit_job
 from shared.errors import InvalidRequest
 from shared.jobs import MAX_DEADLINE_S, Job, JobCreate, JobList, JobStatus
 
@@ -59,12 +59,15 @@ async def create_job(
         if deadline > MAX_DEADLINE_S:
             raise InvalidRequest(f"Cancel-After exceeds {MAX_DEADLINE_S} s", "deadline")
         body = body.model_copy(update={"deadline": deadline})
-    record, replayed = await run_in_threadpool(submit_job, state, body, idempotency_key, owner)
+    submission = await run_in_threadpool(submit_job, state, body, idempotency_key, owner)
+    record = submission.record
+    response.headers["Location"] = f"/jobs/{record.id}"
+    if submission.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    elif not wait_s:
+        return public_new_job(state, submission)  # as stored: nothing to read back
     if wait_s:
         record = await wait_until_terminal(state, record.id, wait_s)
-    response.headers["Location"] = f"/jobs/{record.id}"
-    if replayed:
-        response.headers["Idempotent-Replayed"] = "true"
     if record.status.is_terminal() and wait_s:
         response.status_code = status.HTTP_201_CREATED
     return await run_in_threadpool(public_job, state, record)
