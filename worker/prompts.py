@@ -51,6 +51,11 @@ class PromptOptimizer:
             max_retries=1,
         )
 
+    @property
+    def active(self) -> bool:
+        """Enabled and able to call the API (a key is set)."""
+        return self.client is not None
+
     def instructions(self, prompt: str, max_tokens: int) -> str:
         parts = [_SYSTEM]
         if self.config.translate_korean and contains_korean(prompt):

@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -197,7 +198,8 @@ class JobRunner:
         with _hard_limit(",".join(ids), self.time_limits.hard_s):
             try:
                 requests = [
-                    inference.Request(self._optimize_prompt(r), self._init_image(r)) for r in batch
+                    inference.Request(params, self._init_image(r))
+                    for r, params in zip(batch, self._optimize_prompts(batch), strict=True)
                 ]
                 images = inference.generate_batch(self.model, requests, on_step=monitor)
             except JobStopped:
@@ -291,6 +293,14 @@ class JobRunner:
 
     def _init_image(self, record: JobRecord) -> bytes | None:
         return self.store.get_input(record.id) if record.params.mode == "img2img" else None
+
+    def _optimize_prompts(self, batch: list[JobRecord]) -> list[GenerationParams]:
+        """Each job's parameters with its optimised prompt; the API calls run at once,
+        so a batch waits for the slowest answer, not for the sum of them."""
+        if self.prompts is None or not self.prompts.active:
+            return [r.params for r in batch]
+        with ThreadPoolExecutor(max_workers=len(batch), thread_name_prefix="prompt") as pool:
+            return list(pool.map(self._optimize_prompt, batch))
 
     def _optimize_prompt(self, record: JobRecord) -> GenerationParams:
         if self.prompts is None:

@@ -13,7 +13,8 @@ class FakeOpenAI:
     """Answers POST /v1/chat/completions; records every request it got.
 
     It translates one known Korean prompt, and otherwise prefixes the prompt
-    with "optimized:". Set `fail_with` to an HTTP status to make it fail.
+    with "optimized:". Set `fail_with` to an HTTP status to make it fail, and
+    `delay_s` to answer slowly; `max_in_flight` is the most requests it held at once.
     """
 
     TRANSLATIONS = {"창가에 앉은 고양이": "a cat sitting on a windowsill"}
@@ -21,6 +22,10 @@ class FakeOpenAI:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.fail_with: int | None = None
+        self.delay_s = 0.0
+        self.max_in_flight = 0
+        self._in_flight = 0
+        self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -53,6 +58,17 @@ class FakeOpenAI:
                 fake.requests.append(
                     {"path": self.path, "body": body, "auth": self.headers.get("Authorization")}
                 )
+                with fake._lock:
+                    fake._in_flight += 1
+                    fake.max_in_flight = max(fake.max_in_flight, fake._in_flight)
+                try:
+                    time.sleep(fake.delay_s)
+                    self._answer(body)
+                finally:
+                    with fake._lock:
+                        fake._in_flight -= 1
+
+            def _answer(self, body: dict[str, Any]) -> None:
                 if fake.fail_with is not None:
                     self._send(fake.fail_with, {"error": {"message": "boom", "type": "server"}})
                     return

@@ -8,13 +8,17 @@ from pathlib import Path
 import pytest
 import redis
 
+from shared.constants import model_queue
 from shared.jobs import JobCreate, JobRecord, JobStatus, utcnow
 from shared.params import resolve_params
 from shared.registry import PromptOptimization, registry_for
 from shared.settings import Settings
 from shared.storage import LocalStorage
 from shared.store import JobStore
+from tests.conftest import API_DB
 from tests.support.fake_openai import FakeOpenAI
+from tests.support.pipelines import pipeline_calls
+from worker.batching import BatchPolicy, CompanionFinder
 from worker.loader import load_model
 from worker.prompts import PromptOptimizer, contains_korean
 from worker.runner import JobRunner
@@ -107,3 +111,44 @@ def test_runner_generates_from_the_optimised_prompt_and_records_it(
     assert stored.params.prompt == "창가에 앉은 고양이"
     assert stored.params.optimized_prompt == "a cat sitting on a windowsill"
     assert (tmp_path / "jobs/prompt-job/0.png").is_file()
+
+
+def test_a_batch_optimises_its_prompts_at_once_and_generates_from_them(
+    make_settings: Callable[..., Settings],
+    optimizer_for: Callable[..., PromptOptimizer],
+    fake_openai: FakeOpenAI,
+    api_redis: redis.Redis,
+    redis_base_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("REDIS_URL", f"{redis_base_url}/{API_DB}")  # the test pipeline's call log
+    registry = registry_for(make_settings())
+    model = load_model("tiny-batch", registry.models["tiny-batch"], registry.runtime.memory, "cpu")
+    store = JobStore(api_redis, ttl_s=600)
+    for index in range(3):
+        params = resolve_params(JobCreate(prompt=f"fox {index}", seed=index), model.entry, None)
+        store.create(
+            JobRecord(
+                id=f"batch-prompt-{index}",
+                created_at=utcnow(),
+                model=model.name,
+                queue=model_queue(model.name),
+                params=params,
+            )
+        )
+    finder = CompanionFinder(store, [model_queue(model.name)], BatchPolicy(max_images=3))
+    runner = JobRunner(
+        store, LocalStorage(tmp_path, "http://x"), model, "w", optimizer_for(), batching=finder
+    )
+    fake_openai.delay_s = 0.3
+
+    assert runner.run("batch-prompt-0") is JobStatus.SUCCEEDED
+
+    assert fake_openai.max_in_flight == 3  # the three calls overlapped
+    [call] = pipeline_calls(api_redis, "optimized: fox")
+    assert sorted(call) == ["optimized: fox 0", "optimized: fox 1", "optimized: fox 2"]
+    for index in range(3):
+        stored = store.get(f"batch-prompt-{index}")
+        assert stored.status is JobStatus.SUCCEEDED and stored.batch_size == 3
+        assert stored.params.optimized_prompt == f"optimized: fox {index}"
