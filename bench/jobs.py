@@ -17,15 +17,18 @@ WIDTH = HEIGHT = 64
 STEPS = 2
 
 
-def job_bodies(count: int, offset: int = 0) -> list[dict[str, Any]]:
-    """`count` POST /jobs bodies: distinct prompts and seeds, tiny-sd's size and steps."""
+def job_bodies(
+    count: int, offset: int = 0, size: int = WIDTH, steps: int = STEPS
+) -> list[dict[str, Any]]:
+    """`count` POST /jobs bodies: distinct prompts and seeds; tiny-sd's size and steps
+    unless told otherwise."""
     return [
         {
             "prompt": f"benchmark job {i}: a lighthouse on a cliff at dusk, oil painting",
             "seed": 1000 + i,
-            "width": WIDTH,
-            "height": HEIGHT,
-            "steps": STEPS,
+            "width": size,
+            "height": size,
+            "steps": steps,
         }
         for i in range(offset, offset + count)
     ]
