@@ -26,6 +26,8 @@ class WorkerInfo(BaseModel):
     started_at: str | None = None
     ready_at: str | None = None
     current_job: str | None = None
+    # With dynamic batching: every job in the pipeline call now running.
+    current_batch: list[str] = []
     jobs_done: int = 0
     failures: list[ModelFailure] = []
 

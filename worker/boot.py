@@ -74,6 +74,7 @@ def start_worker(name: str, settings: Settings) -> WorkerContext:
         prompts,
         time_limits=_time_limits(loaded.entry, settings),
         batching=_batching(loaded.entry, store, queues),
+        on_batch=lambda ids: heartbeat.update(current_batch=ids),
     )
     # "ready" is announced by the worker_ready signal, once Celery consumes.
     heartbeat.update(

@@ -144,6 +144,8 @@ class JobRunner:
     prompts: PromptOptimizer | None = None
     time_limits: TimeLimits = TimeLimits()
     batching: CompanionFinder | None = None
+    # Told the ids of a batch once its companions are claimed (the worker record shows them).
+    on_batch: Callable[[list[str]], None] | None = None
     # Jobs this runner took to a terminal status (or tried to): the heartbeat's count.
     jobs_done: int = 0
 
@@ -161,6 +163,8 @@ class JobRunner:
         if len(batch) == 1:
             statuses = {leader.id: self._run_alone(leader)}
         else:
+            if self.on_batch is not None:
+                self.on_batch([r.id for r in batch])
             statuses = self._run_batch(batch)
         self.jobs_done += len(batch)
         return statuses[leader.id]

@@ -30,7 +30,9 @@ def register(app: Celery) -> None:
         try:
             runner.run(job_id)
         finally:
-            heartbeat.update(state="ready", current_job=None, jobs_done=runner.jobs_done)
+            heartbeat.update(
+                state="ready", current_job=None, current_batch=[], jobs_done=runner.jobs_done
+            )
 
 
 @celeryd_after_setup.connect

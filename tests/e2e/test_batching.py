@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -102,3 +103,30 @@ def test_a_failing_job_in_a_burst_fails_alone(
     assert [j["status"] for j in done] == ["succeeded", "failed", "succeeded"]
     assert done[1]["error"]["type"] == "generation_error"
     assert all(len(j["images"]) == 1 for j in (done[0], done[2]))
+
+
+def test_the_worker_record_lists_the_batch_it_is_running(
+    client: TestClient, batch_worker: WorkerProcess
+) -> None:
+    ids = [
+        submit(client, prompt=f"e2e slow batch {i}", model="tiny-batch", steps=10)["id"]
+        for i in range(3)
+    ]
+    deadline = time.monotonic() + 30
+    while True:
+        [record] = [
+            w for w in client.get("/status").json()["workers"] if w["name"] == batch_worker.name
+        ]
+        if record["current_batch"]:
+            break
+        assert time.monotonic() < deadline, "the batch never showed up on the worker record"
+        time.sleep(0.05)
+    # All three, unless the first job's window closed before the others arrived.
+    assert set(record["current_batch"]) <= set(ids) and len(record["current_batch"]) >= 2
+    assert record["current_job"] in record["current_batch"] and record["state"] == "busy"
+
+    assert all(wait_for(client, job_id)["status"] == "succeeded" for job_id in ids)
+    [record] = [
+        w for w in client.get("/status").json()["workers"] if w["name"] == batch_worker.name
+    ]
+    assert record["current_batch"] == [] and record["state"] == "ready"
