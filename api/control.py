@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
-
-from starlette.concurrency import run_in_threadpool
 
 from api.state import AppState
 from shared.cancel import request_cancel
@@ -44,20 +40,6 @@ def expire_if_past_deadline(state: AppState, record: JobRecord) -> JobRecord:
         return state.store.transition(record.id, JobStatus.CANCELED, error=DEADLINE_ERROR)
     except InvalidTransition:
         return state.store.get(record.id)
-
-
-async def wait_until_terminal(state: AppState, job_id: str, timeout_s: float) -> JobRecord:
-    """Poll the job without holding a thread while waiting; returns it as it stands."""
-    deadline = time.monotonic() + timeout_s
-    delay = 0.01
-    while True:
-        record = await run_in_threadpool(state.store.get, job_id)
-        record = await run_in_threadpool(expire_if_past_deadline, state, record)
-        remaining = deadline - time.monotonic()
-        if record.status.is_terminal() or remaining <= 0:
-            return record
-        await asyncio.sleep(min(delay, remaining))
-        delay = min(delay * 1.5, 0.25)
 
 
 def parse_prefer_wait(prefer: str | None) -> float | None:

@@ -6,12 +6,8 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-from starlette.concurrency import run_in_threadpool
-
-from api.control import expire_if_past_deadline
+from api.reads import fetch_record, public_view
 from api.state import AppState
-from api.submission import public_job
-from shared.errors import JobNotFound
 
 POLL_INTERVAL_S = 0.1
 KEEPALIVE_S = 15.0
@@ -22,16 +18,15 @@ async def job_events(state: AppState, job_id: str) -> AsyncIterator[str]:
     last: tuple[str, float] | None = None
     last_sent = time.monotonic()
     while True:
-        try:
-            record = await run_in_threadpool(state.store.get, job_id)
-        except JobNotFound:
+        # On the event loop (async Redis): an open stream holds no thread.
+        record = await fetch_record(state, job_id)
+        if record is None:
             yield _frame("error", '{"error": {"type": "not_found", "message": "job expired"}}')
             return
-        record = await run_in_threadpool(expire_if_past_deadline, state, record)
         current = (record.status.value, record.progress)
         if current != last:
             kind = "status" if last is None or last[0] != current[0] else "progress"
-            job = await run_in_threadpool(public_job, state, record)
+            job = await public_view(state, record)
             yield _frame(kind, job.model_dump_json())
             last, last_sent = current, time.monotonic()
         if record.status.is_terminal():

@@ -1,12 +1,15 @@
-"""GET /jobs/{id}, the path every polling client hits: on the event loop, no thread hop.
+"""Reads of jobs served on the event loop with async Redis, no thread hop: the paths
+every polling, waiting or streaming client keeps hitting (GET /jobs/{id},
+Prefer: wait, the SSE stream).
 
-One pipelined round trip reads the record and its webhook log; a queued job
-takes one more for its queue position. Only a queued job found past its
-deadline (rare) goes through the synchronous store to be canceled.
+Only a queued job found past its deadline (rare) goes through the synchronous
+store to be canceled.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -20,31 +23,63 @@ from shared.store import decode_record, job_key, waiting_key
 from shared.webhooks import log_key, webhook_info
 
 
-async def read_public_job(state: AppState, job_id: str, owner: str) -> Job:
-    """The caller's job as GET returns it; JobNotFound when unknown or another key's."""
-    async with state.aredis.pipeline(transaction=False) as pipe:
-        pipe.hgetall(job_key(job_id))
-        pipe.lrange(log_key(job_id), 0, -1)
-        raw, log = await pipe.execute()
+async def fetch_record(state: AppState, job_id: str) -> JobRecord | None:
+    """The job's record as it stands (a queued job past its deadline is canceled first)."""
+    raw = await state.aredis.hgetall(job_key(job_id))
     if not raw:
-        raise JobNotFound(job_id)
+        return None
     record = decode_record(raw)
-    if record.owner != owner:
-        raise JobNotFound(job_id)  # another key's job answers like an unknown one
     if record.status is JobStatus.QUEUED and record.past_deadline():
         record = await run_in_threadpool(expire_if_past_deadline, state, record)
-        log = await state.aredis.lrange(log_key(job_id), 0, -1)
+    return record
+
+
+async def owned_record(state: AppState, job_id: str, owner: str) -> JobRecord:
+    """The caller's job; JobNotFound when unknown, expired or another key's (alike)."""
+    record = await fetch_record(state, job_id)
+    if record is None or record.owner != owner:
+        raise JobNotFound(job_id)
+    return record
+
+
+async def public_view(state: AppState, record: JobRecord) -> Job:
+    """The job as clients see it: its webhook log and queue position read in one round
+    trip, and none when it has neither."""
+    queued = record.status is JobStatus.QUEUED
+    log: list[Any] = []
+    position: int | None = None
+    if record.webhook is not None or queued:
+        async with state.aredis.pipeline(transaction=False) as pipe:
+            if record.webhook is not None:
+                pipe.lrange(log_key(record.id), 0, -1)
+            if queued:
+                pipe.zrank(waiting_key(record.queue), record.id)
+            answers = await pipe.execute()
+        if record.webhook is not None:
+            log = answers.pop(0)
+        if queued and answers[0] is not None:
+            position = int(answers[0])
     return build_public(
-        record,
-        await _queue_position(state, record),
-        webhook_info(record, log),
-        state.storage,
-        state.settings.public_base_url,
+        record, position, webhook_info(record, log), state.storage, state.settings.public_base_url
     )
 
 
-async def _queue_position(state: AppState, record: JobRecord) -> int | None:
-    if record.status is not JobStatus.QUEUED:
-        return None
-    rank: Any = await state.aredis.zrank(waiting_key(record.queue), record.id)
-    return int(rank) if rank is not None else None
+async def read_public_job(state: AppState, job_id: str, owner: str) -> Job:
+    """GET /jobs/{id}: the caller's job as it stands."""
+    return await public_view(state, await owned_record(state, job_id, owner))
+
+
+async def wait_until_terminal(state: AppState, job_id: str, timeout_s: float) -> JobRecord:
+    """Poll the job until it is terminal or `timeout_s` passed (Prefer: wait); returns it
+    as it stands. No thread is held while waiting."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.01
+    while True:
+        record = await fetch_record(state, job_id)
+        if record is None:
+            raise JobNotFound(job_id)
+        remaining = deadline - time.monotonic()
+        if record.status.is_terminal() or remaining <= 0:
+            return record
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(delay * 1.5, 0.25)

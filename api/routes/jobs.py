@@ -13,11 +13,10 @@ from api.control import (
     cancel_job,
     parse_duration,
     parse_prefer_wait,
-    wait_until_terminal,
 )
 from api.deps import JobDep, StateDep
 from api.events import job_events
-from api.reads import read_public_job
+from api.reads import public_view, read_public_job, wait_until_terminal
 from api.submission import public_job, public_new_job, submit_job
 from shared.errors import InvalidRequest
 from shared.jobs import MAX_DEADLINE_S, Job, JobCreate, JobList, JobStatus
@@ -70,7 +69,7 @@ async def create_job(
         record = await wait_until_terminal(state, record.id, wait_s)
     if record.status.is_terminal() and wait_s:
         response.status_code = status.HTTP_201_CREATED
-    return await run_in_threadpool(public_job, state, record)
+    return await public_view(state, record)
 
 
 @router.get("", response_model=JobList)
