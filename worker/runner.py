@@ -169,11 +169,12 @@ class JobRunner:
         self.jobs_done += len(batch)
         return statuses[leader.id]
 
-    def _run_alone(self, record: JobRecord) -> JobStatus:
+    def _run_alone(self, record: JobRecord, params: GenerationParams | None = None) -> JobStatus:
+        """Run one job; `params` when its prompt was already optimised (a failed batch)."""
         started = time.monotonic()
         with _hard_limit(record.id, self.time_limits.hard_s):
             try:
-                params = self._optimize_prompt(record)
+                params = params or self._optimize_prompt(record)
                 images = inference.generate(
                     self.model,
                     params,
@@ -199,12 +200,11 @@ class JobRunner:
             [StepMonitor(self.store, r, self.time_limits.soft_s) for r in batch], self._stop
         )
         failure: Exception | None = None
+        params: dict[str, GenerationParams] = {}
         with _hard_limit(",".join(ids), self.time_limits.hard_s):
             try:
-                requests = [
-                    inference.Request(params, self._init_image(r))
-                    for r, params in zip(batch, self._optimize_prompts(batch), strict=True)
-                ]
+                params = dict(zip(ids, self._optimize_prompts(batch), strict=True))
+                requests = [inference.Request(params[r.id], self._init_image(r)) for r in batch]
                 images = inference.generate_batch(self.model, requests, on_step=monitor)
             except JobStopped:
                 return monitor.stopped  # every job in the call stopped, each one recorded
@@ -221,7 +221,7 @@ class JobRunner:
                 type(failure).__name__,
                 str(failure)[:300],
             )
-            alone = {r.id: self._run_alone(r) for r in monitor.active}
+            alone = {r.id: self._run_alone(r, params.get(r.id)) for r in monitor.active}
             return {**monitor.stopped, **alone}
         statuses = dict(monitor.stopped)
         for record, job_images in zip(batch, images, strict=True):

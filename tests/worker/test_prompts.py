@@ -123,24 +123,9 @@ def test_a_batch_optimises_its_prompts_at_once_and_generates_from_them(
     tmp_path: Path,
 ) -> None:
     monkeypatch.setenv("REDIS_URL", f"{redis_base_url}/{API_DB}")  # the test pipeline's call log
-    registry = registry_for(make_settings())
-    model = load_model("tiny-batch", registry.models["tiny-batch"], registry.runtime.memory, "cpu")
-    store = JobStore(api_redis, ttl_s=600)
+    runner, store = _batching_runner(make_settings, optimizer_for(), api_redis, tmp_path)
     for index in range(3):
-        params = resolve_params(JobCreate(prompt=f"fox {index}", seed=index), model.entry, None)
-        store.create(
-            JobRecord(
-                id=f"batch-prompt-{index}",
-                created_at=utcnow(),
-                model=model.name,
-                queue=model_queue(model.name),
-                params=params,
-            )
-        )
-    finder = CompanionFinder(store, [model_queue(model.name)], BatchPolicy(max_images=3))
-    runner = JobRunner(
-        store, LocalStorage(tmp_path, "http://x"), model, "w", optimizer_for(), batching=finder
-    )
+        _queue(store, runner, f"batch-prompt-{index}", f"fox {index}")
     fake_openai.delay_s = 0.3
 
     assert runner.run("batch-prompt-0") is JobStatus.SUCCEEDED
@@ -152,3 +137,55 @@ def test_a_batch_optimises_its_prompts_at_once_and_generates_from_them(
         stored = store.get(f"batch-prompt-{index}")
         assert stored.status is JobStatus.SUCCEEDED and stored.batch_size == 3
         assert stored.params.optimized_prompt == f"optimized: fox {index}"
+
+
+def test_a_failed_batch_reruns_its_jobs_with_the_prompts_already_optimised(
+    make_settings: Callable[..., Settings],
+    optimizer_for: Callable[..., PromptOptimizer],
+    fake_openai: FakeOpenAI,
+    api_redis: redis.Redis,
+    redis_base_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("REDIS_URL", f"{redis_base_url}/{API_DB}")
+    runner, store = _batching_runner(make_settings, optimizer_for(), api_redis, tmp_path)
+    for name in ("ok", "raise"):
+        _queue(store, runner, f"rerun-{name}", f"rerun {name}")
+
+    assert runner.run("rerun-ok") is JobStatus.SUCCEEDED
+
+    assert len(fake_openai.requests) == 2  # once per job, not again for the re-runs
+    assert [len(call) for call in pipeline_calls(api_redis, "optimized: rerun")] == [2, 1, 1]
+    assert store.get("rerun-raise").status is JobStatus.FAILED
+    assert store.get("rerun-ok").params.optimized_prompt == "optimized: rerun ok"
+
+
+def _batching_runner(
+    make_settings: Callable[..., Settings],
+    optimizer: PromptOptimizer,
+    client: redis.Redis,
+    tmp_path: Path,
+) -> tuple[JobRunner, JobStore]:
+    registry = registry_for(make_settings())
+    model = load_model("tiny-batch", registry.models["tiny-batch"], registry.runtime.memory, "cpu")
+    store = JobStore(client, ttl_s=600)
+    finder = CompanionFinder(store, [model_queue(model.name)], BatchPolicy(max_images=4))
+    runner = JobRunner(
+        store, LocalStorage(tmp_path, "http://x"), model, "w", optimizer, batching=finder
+    )
+    return runner, store
+
+
+def _queue(store: JobStore, runner: JobRunner, job_id: str, prompt: str) -> None:
+    model = runner.model
+    params = resolve_params(JobCreate(prompt=prompt, seed=1), model.entry, None)
+    store.create(
+        JobRecord(
+            id=job_id,
+            created_at=utcnow(),
+            model=model.name,
+            queue=model_queue(model.name),
+            params=params,
+        )
+    )
