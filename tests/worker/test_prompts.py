@@ -114,16 +114,9 @@ def test_runner_generates_from_the_optimised_prompt_and_records_it(
 
 
 def test_a_batch_optimises_its_prompts_at_once_and_generates_from_them(
-    make_settings: Callable[..., Settings],
-    optimizer_for: Callable[..., PromptOptimizer],
-    fake_openai: FakeOpenAI,
-    api_redis: redis.Redis,
-    redis_base_url: str,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
+    batching: tuple[JobRunner, JobStore], fake_openai: FakeOpenAI, api_redis: redis.Redis
 ) -> None:
-    monkeypatch.setenv("REDIS_URL", f"{redis_base_url}/{API_DB}")  # the test pipeline's call log
-    runner, store = _batching_runner(make_settings, optimizer_for(), api_redis, tmp_path)
+    runner, store = batching
     for index in range(3):
         _queue(store, runner, f"batch-prompt-{index}", f"fox {index}")
     fake_openai.delay_s = 0.3
@@ -140,16 +133,9 @@ def test_a_batch_optimises_its_prompts_at_once_and_generates_from_them(
 
 
 def test_a_failed_batch_reruns_its_jobs_with_the_prompts_already_optimised(
-    make_settings: Callable[..., Settings],
-    optimizer_for: Callable[..., PromptOptimizer],
-    fake_openai: FakeOpenAI,
-    api_redis: redis.Redis,
-    redis_base_url: str,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
+    batching: tuple[JobRunner, JobStore], fake_openai: FakeOpenAI, api_redis: redis.Redis
 ) -> None:
-    monkeypatch.setenv("REDIS_URL", f"{redis_base_url}/{API_DB}")
-    runner, store = _batching_runner(make_settings, optimizer_for(), api_redis, tmp_path)
+    runner, store = batching
     for name in ("ok", "raise"):
         _queue(store, runner, f"rerun-{name}", f"rerun {name}")
 
@@ -161,18 +147,23 @@ def test_a_failed_batch_reruns_its_jobs_with_the_prompts_already_optimised(
     assert store.get("rerun-ok").params.optimized_prompt == "optimized: rerun ok"
 
 
-def _batching_runner(
+@pytest.fixture
+def batching(
     make_settings: Callable[..., Settings],
-    optimizer: PromptOptimizer,
-    client: redis.Redis,
+    optimizer_for: Callable[..., PromptOptimizer],
+    api_redis: redis.Redis,
+    redis_base_url: str,
+    monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> tuple[JobRunner, JobStore]:
+    """A runner batching up to 4 images of the call-logging test model, optimising prompts."""
+    monkeypatch.setenv("REDIS_URL", f"{redis_base_url}/{API_DB}")  # the test pipeline's call log
     registry = registry_for(make_settings())
     model = load_model("tiny-batch", registry.models["tiny-batch"], registry.runtime.memory, "cpu")
-    store = JobStore(client, ttl_s=600)
+    store = JobStore(api_redis, ttl_s=600)
     finder = CompanionFinder(store, [model_queue(model.name)], BatchPolicy(max_images=4))
     runner = JobRunner(
-        store, LocalStorage(tmp_path, "http://x"), model, "w", optimizer, batching=finder
+        store, LocalStorage(tmp_path, "http://x"), model, "w", optimizer_for(), batching=finder
     )
     return runner, store
 
