@@ -21,6 +21,7 @@ import json
 import math
 
 import redis
+from redis.commands.core import Script
 
 from shared.constants import KEY_PREFIX
 from shared.errors import DarkroomError
@@ -68,6 +69,8 @@ if max_active > 0 then
 end
 return {0, 0}
 """
+# Hashed once; run with EVALSHA on whichever client calls it.
+_ADMIT_SCRIPT = Script(None, _ADMIT.encode())  # type: ignore[arg-type]
 
 
 class RateLimited(DarkroomError):
@@ -120,8 +123,8 @@ def admit(client: redis.Redis, settings: Settings, owner: str, job_id: str) -> N
 
 
 def _try_admit(client: redis.Redis, settings: Settings, owner: str, job_id: str) -> tuple[int, int]:
-    script = client.register_script(_ADMIT)
-    verdict, wait_ms = script(
+    verdict, wait_ms = _ADMIT_SCRIPT(
+        client=client,
         keys=[submits_key(owner), active_key(owner)],
         args=[
             job_id,

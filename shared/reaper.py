@@ -17,7 +17,7 @@ from shared.errors import InvalidTransition, JobNotFound
 from shared.jobs import JobErrorInfo, JobStatus
 from shared.queue import publish_job
 from shared.store import JobStore
-from shared.workers import live_workers
+from shared.workers import alive
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +27,11 @@ def reap_lost_jobs(store: JobStore, celery: Celery, max_attempts: int) -> list[s
     running = store.running_jobs()
     if not running:
         return []
-    alive = {worker.name for worker in live_workers(store.redis)}
+    # Only the workers named in the running index matter: no scan of every worker key.
+    living = alive(store.redis, set(running.values()))
     reaped = []
     for job_id, worker in running.items():
-        if worker in alive:
+        if worker in living:
             continue
         try:
             if _reap(store, celery, job_id, worker, max_attempts):

@@ -67,6 +67,8 @@ class JobStore:
         self.redis = client
         self.ttl_s = ttl_s
         self.on_event = on_event
+        # Registered once: EVALSHA per progress write instead of the script text.
+        self._set_if_exists = client.register_script(_SET_IF_EXISTS)
 
     def create(self, record: JobRecord, init_image: bytes | None = None) -> int:
         """Store a new job (and its init image) with the retention TTL.
@@ -217,7 +219,7 @@ class JobStore:
         so the write happens only if the key exists (one atomic script).
         """
         args = [item for pair in _encode(fields).items() for item in pair]
-        self.redis.eval(_SET_IF_EXISTS, 1, job_key(job_id), *args)
+        self._set_if_exists(keys=[job_key(job_id)], args=args)
 
 
 _SET_IF_EXISTS = """
@@ -247,10 +249,12 @@ def _timestamps(target: JobStatus) -> dict[str, Any]:
 
 
 def _changed_fields(record: JobRecord, changes: Mapping[str, Any]) -> dict[str, Any]:
-    dumped = record.model_dump(mode="json")
-    return {name: dumped[name] for name in changes}
+    return record.model_dump(mode="json", include=set(changes))
 
 
 def decode_record(raw: Mapping[Any, Any]) -> JobRecord:
     """A job record from its Redis hash (HGETALL's answer)."""
-    return JobRecord.model_validate({k.decode(): json.loads(v) for k, v in raw.items()})
+    # Each field is stored as JSON: joined they are one JSON object, parsed and
+    # validated in one pass (several times faster than json.loads per field).
+    document = b"{" + b",".join(b'"' + k + b'":' + v for k, v in raw.items()) + b"}"
+    return JobRecord.model_validate_json(document)

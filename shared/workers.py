@@ -45,6 +45,15 @@ def remove_worker(client: redis.Redis, name: str) -> None:
     client.delete(worker_key(name))
 
 
+def alive(client: redis.Redis, names: set[str]) -> set[str]:
+    """Which of `names` have a live record (one pipelined round trip, no keyspace scan)."""
+    ordered = sorted(names)
+    pipe = client.pipeline(transaction=False)
+    for name in ordered:
+        pipe.exists(worker_key(name))
+    return {name for name, found in zip(ordered, pipe.execute(), strict=True) if found}
+
+
 def live_workers(client: redis.Redis) -> list[WorkerInfo]:
     keys = sorted(client.scan_iter(match=WORKER_KEY_PREFIX + "*", count=500))
     if not keys:
