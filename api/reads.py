@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
@@ -18,9 +17,8 @@ from api.control import expire_if_past_deadline
 from api.state import AppState
 from shared.errors import JobNotFound
 from shared.jobs import Job, JobRecord, JobStatus
-from shared.public import build_public
-from shared.store import decode_record, job_key, waiting_key
-from shared.webhooks import log_key, webhook_info
+from shared.public import add_view_reads, public_from_reads
+from shared.store import decode_record, job_key
 
 
 async def fetch_record(state: AppState, job_id: str) -> JobRecord | None:
@@ -43,25 +41,12 @@ async def owned_record(state: AppState, job_id: str, owner: str) -> JobRecord:
 
 
 async def public_view(state: AppState, record: JobRecord) -> Job:
-    """The job as clients see it: its webhook log and queue position read in one round
-    trip, and none when it has neither."""
-    queued = record.status is JobStatus.QUEUED
-    log: list[Any] = []
-    position: int | None = None
-    if record.webhook is not None or queued:
-        async with state.aredis.pipeline(transaction=False) as pipe:
-            if record.webhook is not None:
-                pipe.lrange(log_key(record.id), 0, -1)
-            if queued:
-                pipe.zrank(waiting_key(record.queue), record.id)
-            answers = await pipe.execute()
-        if record.webhook is not None:
-            log = answers.pop(0)
-        if queued and answers[0] is not None:
-            position = int(answers[0])
-    return build_public(
-        record, position, webhook_info(record, log), state.storage, state.settings.public_base_url
-    )
+    """The job as clients see it: its extra reads (webhook log, queue position) in one
+    round trip, and none when it has neither."""
+    async with state.aredis.pipeline(transaction=False) as pipe:
+        add_view_reads(pipe, record)
+        answers = await pipe.execute()
+    return public_from_reads(record, iter(answers), state.storage, state.settings.public_base_url)
 
 
 async def read_public_job(state: AppState, job_id: str, owner: str) -> Job:

@@ -31,12 +31,16 @@ class WebhookEmitter:
         self._last_progress: dict[str, float] = {}
 
     def __call__(self, store: JobStore, record: JobRecord, event: str) -> None:
-        if record.webhook is None or event not in record.webhook_events_filter:
+        if record.webhook is None:
+            return
+        if event == "completed":
+            # Whatever its filter: a job that asked only for progress must not
+            # leave its throttle entry behind for the worker's lifetime.
+            self._last_progress.pop(record.id, None)
+        if event not in record.webhook_events_filter:
             return
         if event == "progress" and not self._progress_due(record.id):
             return
-        if event == "completed":
-            self._last_progress.pop(record.id, None)
         try:
             if receiver_gone(store.redis, record.id):
                 return

@@ -2,21 +2,73 @@
 
 from __future__ import annotations
 
-from shared.jobs import ImageOut, Job, JobRecord, JobTimings, JobUrls, WebhookInfo, utcnow
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import redis
+
+from shared.jobs import (
+    ImageOut,
+    Job,
+    JobRecord,
+    JobStatus,
+    JobTimings,
+    JobUrls,
+    WebhookInfo,
+    utcnow,
+)
 from shared.storage import Storage
-from shared.store import JobStore
-from shared.webhooks import webhook_section
+from shared.store import JobStore, waiting_key
+from shared.webhooks import log_key, webhook_info
+
+# The record's attributes a client sees as they are (the rest is built below).
+_SHARED_FIELDS = [
+    name for name in JobRecord.model_fields if name not in {"images", "webhook", "owner"}
+]
+
+
+class _Pipeline(Protocol):
+    """What add_view_reads needs of a pipeline: redis' sync and asyncio ones both fit."""
+
+    def lrange(self, name: str, start: int, end: int) -> Any: ...
+    def zrank(self, name: str, value: str) -> Any: ...
+
+
+def add_view_reads(pipe: _Pipeline, record: JobRecord) -> None:
+    """Queue on `pipe` what the public view needs beyond the record: the webhook
+    log of a job with a webhook, the queue position of a queued one (else nothing)."""
+    if record.webhook is not None:
+        pipe.lrange(log_key(record.id), 0, -1)
+    if record.status is JobStatus.QUEUED:
+        pipe.zrank(waiting_key(record.queue), record.id)
+
+
+def public_from_reads(
+    record: JobRecord, answers: Iterator[Any], storage: Storage, base_url: str
+) -> Job:
+    """The public view, taking add_view_reads' answers for `record` from `answers`."""
+    log = next(answers) if record.webhook is not None else []
+    position = None
+    if record.status is JobStatus.QUEUED:
+        rank = next(answers)
+        position = int(rank) if rank is not None else None
+    return build_public(record, position, webhook_info(record, log), storage, base_url)
+
+
+def to_public_many(
+    records: list[JobRecord], client: redis.Redis, storage: Storage, base_url: str
+) -> list[Job]:
+    """Public views of several jobs, their extra reads in one round trip (none if none)."""
+    pipe = client.pipeline(transaction=False)
+    for record in records:
+        add_view_reads(pipe, record)
+    answers = iter(pipe.execute())
+    return [public_from_reads(record, answers, storage, base_url) for record in records]
 
 
 def to_public(record: JobRecord, store: JobStore, storage: Storage, base_url: str) -> Job:
     """The public view, reading what it needs (queue position, webhook log) from Redis."""
-    return build_public(
-        record,
-        store.queue_position(record),
-        webhook_section(store.redis, record),
-        storage,
-        base_url,
-    )
+    return to_public_many([record], store.redis, storage, base_url)[0]
 
 
 def build_public(
@@ -28,7 +80,9 @@ def build_public(
 ) -> Job:
     """The public view from what was already read (no I/O: usable on an event loop)."""
     return Job(
-        **record.model_dump(exclude={"images", "webhook", "owner"}),
+        # The attributes as they are: nested models pass through without a
+        # dump-and-revalidate round trip.
+        **{name: getattr(record, name) for name in _SHARED_FIELDS},
         queue_position=queue_position,
         timings=timings(record),
         images=[

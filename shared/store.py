@@ -91,19 +91,21 @@ class JobStore:
         return int(pipe.execute()[-1])
 
     def get(self, job_id: str) -> JobRecord:
-        raw = self.redis.hgetall(job_key(job_id))
-        if not raw:
+        record = self.get_or_none(job_id)
+        if record is None:
             raise JobNotFound(job_id)
-        return decode_record(raw)
+        return record
 
     def get_many(self, job_ids: list[str]) -> list[JobRecord]:
         """The records of `job_ids` that still exist, in order (one round trip)."""
-        if not job_ids:
-            return []
+        return [record for record in self._get_page(job_ids) if record is not None]
+
+    def _get_page(self, job_ids: list[str]) -> list[JobRecord | None]:
+        """The records of `job_ids` in one round trip, None where one expired."""
         pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
             pipe.hgetall(job_key(job_id))
-        return [decode_record(raw) for raw in pipe.execute() if raw]
+        return [decode_record(raw) if raw else None for raw in pipe.execute()]
 
     def get_input(self, job_id: str) -> bytes | None:
         return self.redis.get(input_key(job_id))  # type: ignore[return-value]
@@ -176,9 +178,9 @@ class JobStore:
             )
             if not page:
                 return found, None
-            for raw_id, score in page:
+            records = self._get_page([raw_id.decode() for raw_id, _ in page])
+            for (_, score), record in zip(page, records, strict=True):
                 upper = f"({score}"
-                record = self._get_or_none(raw_id.decode())
                 if record is not None and _matches(record, status, owner):
                     found.append(record)
                     if len(found) == limit:
@@ -194,9 +196,6 @@ class JobStore:
         self.redis.hdel(RUNNING_KEY, job_id)
 
     def get_or_none(self, job_id: str) -> JobRecord | None:
-        return self._get_or_none(job_id)
-
-    def _get_or_none(self, job_id: str) -> JobRecord | None:
         raw = self.redis.hgetall(job_key(job_id))
         return decode_record(raw) if raw else None
 

@@ -118,13 +118,6 @@ def receiver_gone(client: redis.Redis, job_id: str) -> bool:
     return bool(client.hexists(state_key(job_id), "gone"))
 
 
-def webhook_section(client: redis.Redis, record: JobRecord) -> WebhookInfo | None:
-    if record.webhook is None:
-        return None
-    raw: list[Any] = client.lrange(log_key(record.id), 0, -1)  # type: ignore[assignment]
-    return webhook_info(record, raw)
-
-
 def webhook_info(record: JobRecord, log: list[Any]) -> WebhookInfo | None:
     """The job's webhook section from its delivery log (the raw list at log_key)."""
     if record.webhook is None:

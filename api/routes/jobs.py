@@ -20,6 +20,7 @@ from api.reads import public_view, read_public_job, wait_until_terminal
 from api.submission import public_job, public_new_job, submit_job
 from shared.errors import InvalidRequest
 from shared.jobs import MAX_DEADLINE_S, Job, JobCreate, JobList, JobStatus
+from shared.public import to_public_many
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -86,7 +87,7 @@ def list_jobs(
     """The caller's recent jobs, newest first; follow `next_cursor` for older ones."""
     records, next_cursor = state.store.list(limit, cursor, status_filter, owner)
     return JobList(
-        jobs=[public_job(state, r) for r in records],
+        jobs=to_public_many(records, state.redis, state.storage, state.settings.public_base_url),
         next_cursor=str(next_cursor) if next_cursor is not None else None,
     )
 
