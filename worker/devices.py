@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 
 import torch
@@ -32,3 +33,10 @@ def plan_device(preference: str, entry: ModelEntry) -> DevicePlan:
         return DevicePlan("cuda", _DTYPES[entry.torch_dtype])
     dtype = torch.bfloat16 if entry.type in _BF16_TYPES else torch.float16
     return DevicePlan("cuda", dtype)
+
+
+def free_memory() -> None:
+    """Return cached GPU memory after a failure (an OOM leaves the allocator full)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import gc
+import functools
 import inspect
 import io
 from collections.abc import Callable
@@ -90,13 +90,6 @@ def _per_image(values: list[Any], counts: list[int]) -> list[Any]:
     return [value for value, count in zip(values, counts, strict=True) for _ in range(count)]
 
 
-def free_memory() -> None:
-    """Return cached GPU memory after a failure (an OOM leaves the allocator full)."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def seeded_generators(seed: int, count: int) -> list[torch.Generator]:
     # CPU generators make a seed give the same image on any device.
     return [torch.Generator("cpu").manual_seed(seed + i) for i in range(count)]
@@ -110,11 +103,13 @@ def encode_png(image: Image.Image) -> bytes:
 
 def _supported(pipe: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Drop arguments this pipeline's __call__ does not take (e.g. max_sequence_length on SD)."""
-    accepted = _call_parameters(type(pipe))
+    pipe_class: type = type(pipe)
+    accepted = _call_parameters(pipe_class)
     return {k: v for k, v in kwargs.items() if k in accepted}
 
 
-def _call_parameters(cls: type) -> set[str]:
+@functools.cache  # per class: inspecting a signature on every call costs ~0.1 ms
+def _call_parameters(cls: type) -> frozenset[str]:
     # A subclass that wraps __call__(*args, **kwargs) takes what its parent takes.
     for klass in cls.__mro__:
         if "__call__" not in vars(klass):
@@ -122,8 +117,8 @@ def _call_parameters(cls: type) -> set[str]:
         params = inspect.signature(vars(klass)["__call__"]).parameters.values()
         named = {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
         if named - {"self"}:
-            return named
-    return set()
+            return frozenset(named)
+    return frozenset()
 
 
 def _step_callback(on_step: StepCallback) -> Callable[..., dict[str, Any]]:

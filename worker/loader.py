@@ -10,7 +10,7 @@ from typing import Any
 
 from shared.errors import ModelLoadError
 from shared.registry import MemoryConfig, ModelEntry, Registry
-from worker.devices import DevicePlan, plan_device
+from worker.devices import DevicePlan, free_memory, plan_device
 from worker.memory import apply_memory_options, quantization_config
 from worker.tiny import ensure_tiny_sd
 
@@ -115,7 +115,7 @@ def load_first_available(
             reason = describe_failure(exc, registry.models[name])
             log.error("model %s failed to load: %s", name, reason)
             failures.append(LoadFailure(name, reason))
-            _free_device_memory()
+            free_memory()
             continue
         log.info("model %s loaded on %s (%s)", name, loaded.plan.device, loaded.plan.dtype)
         return loaded, failures
@@ -143,13 +143,3 @@ def describe_failure(exc: BaseException, entry: ModelEntry) -> str:
         where = "local directory" if entry.is_local else "hub (or cache)"
         return f"model files missing or unreachable in the {where}; {text}"
     return text
-
-
-def _free_device_memory() -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

@@ -33,6 +33,7 @@ from shared.storage import Storage
 from shared.store import JobStore
 from worker import inference
 from worker.batching import CompanionFinder, may_lead
+from worker.devices import free_memory
 from worker.loader import LoadedModel
 from worker.prompts import PromptOptimizer
 
@@ -214,7 +215,7 @@ class JobRunner:
             # One bad job (or a batch too large for the GPU) must not fail the
             # others: each job still running gets a pipeline call of its own.
             if _is_out_of_memory(failure):
-                inference.free_memory()
+                free_memory()
             log.warning(
                 "batch of %d jobs failed (%s: %s); running each job alone",
                 len(batch),
@@ -367,7 +368,7 @@ def _error_info(exc: Exception) -> JobErrorInfo:
     if isinstance(exc, DarkroomError):
         return JobErrorInfo(type=exc.type, message=str(exc))
     if _is_out_of_memory(exc):
-        inference.free_memory()
+        free_memory()
         return JobErrorInfo(
             type="out_of_memory",
             message=(
