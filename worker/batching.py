@@ -17,7 +17,7 @@ under its name and the reaper re-queues each one.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from shared.jobs import GenerationParams, JobRecord, JobStatus
@@ -117,10 +117,12 @@ class CompanionFinder:
             time.sleep(POLL_INTERVAL_S)
         return companions
 
-    def _waiting(self, looked_at: set[str]) -> Iterator[JobRecord]:
-        """Queued jobs not looked at yet, in queue order (model queue first)."""
+    def _waiting(self, looked_at: set[str]) -> list[JobRecord]:
+        """Queued jobs not looked at yet, in queue order (model queue first): the
+        waiting sets of every queue in one round trip, the new records in another."""
+        pipe = self.store.redis.pipeline(transaction=False)
         for queue in self.queues:
-            raw: list[bytes] = self.store.redis.zrange(waiting_key(queue), 0, SCAN_DEPTH - 1)  # type: ignore[assignment]
-            ids = [job_id.decode() for job_id in raw]
-            fresh = [job_id for job_id in ids if job_id not in looked_at]
-            yield from self.store.get_many(fresh)
+            pipe.zrange(waiting_key(queue), 0, SCAN_DEPTH - 1)
+        pages: list[list[bytes]] = pipe.execute()
+        fresh = [job_id.decode() for page in pages for job_id in page]
+        return self.store.get_many([job_id for job_id in fresh if job_id not in looked_at])

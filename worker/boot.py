@@ -74,7 +74,9 @@ def start_worker(name: str, settings: Settings) -> WorkerContext:
         prompts,
         time_limits=_time_limits(loaded.entry, settings),
         batching=_batching(loaded.entry, store, queues),
-        on_batch=lambda ids: heartbeat.update(current_batch=ids),
+        on_start=lambda ids: heartbeat.update(
+            state="busy", current_job=ids[0], current_batch=ids if len(ids) > 1 else []
+        ),
     )
     # "ready" is announced by the worker_ready signal, once Celery consumes.
     heartbeat.update(

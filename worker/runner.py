@@ -145,8 +145,9 @@ class JobRunner:
     prompts: PromptOptimizer | None = None
     time_limits: TimeLimits = TimeLimits()
     batching: CompanionFinder | None = None
-    # Told the ids of a batch once its companions are claimed (the worker record shows them).
-    on_batch: Callable[[list[str]], None] | None = None
+    # Told the ids of the jobs about to run (one, or a batch) once they are claimed:
+    # the worker record shows them. A message whose job is not ours never calls it.
+    on_start: Callable[[list[str]], None] | None = None
     # Jobs this runner took to a terminal status (or tried to): the heartbeat's count.
     jobs_done: int = 0
 
@@ -161,11 +162,11 @@ class JobRunner:
         batch = [leader]
         if self.batching is not None and may_lead(leader, self.batching.policy):
             batch += self.batching.gather(leader, self._claim_queued)
+        if self.on_start is not None:
+            self.on_start([r.id for r in batch])
         if len(batch) == 1:
             statuses = {leader.id: self._run_alone(leader)}
         else:
-            if self.on_batch is not None:
-                self.on_batch([r.id for r in batch])
             statuses = self._run_batch(batch)
         self.jobs_done += len(batch)
         return statuses[leader.id]

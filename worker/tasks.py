@@ -26,13 +26,14 @@ def register(app: Celery) -> None:
             raise RuntimeError("this worker has no model loaded")
         heartbeat = _context.heartbeat
         runner = _context.runner
-        heartbeat.update(state="busy", current_job=job_id)
         try:
-            runner.run(job_id)
+            runner.run(job_id)  # marks the worker busy once it claimed something (on_start)
         finally:
-            heartbeat.update(
-                state="ready", current_job=None, current_batch=[], jobs_done=runner.jobs_done
-            )
+            # A dropped message (a batched companion's, a canceled job's) wrote nothing.
+            if heartbeat.info.state == "busy":
+                heartbeat.update(
+                    state="ready", current_job=None, current_batch=[], jobs_done=runner.jobs_done
+                )
 
 
 @celeryd_after_setup.connect
