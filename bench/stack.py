@@ -47,9 +47,11 @@ class Child:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
 
-    def stop(self, timeout_s: float = 20) -> None:
+    def stop(self, timeout_s: float = 20, signalled: bool = False) -> None:
+        """SIGTERM (unless `signalled` already), wait, and kill if it will not go."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            if not signalled:  # a second SIGTERM cuts a Celery warm shutdown short
+                self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
@@ -232,7 +234,7 @@ class Stack:
             if worker.proc.poll() is None:
                 worker.proc.send_signal(signal.SIGTERM)
         for worker in self.workers:
-            worker.stop()
+            worker.stop(signalled=True)
         self.workers.clear()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bench.common import DirectRunner, Result, Settings, cpu_count, median, verdict
+from bench.common import NA, DirectRunner, Result, Settings, cpu_count, median, verdict
 from bench.jobs import HEIGHT, STEPS, WIDTH, job_bodies, run_batch_checked
 from bench.stack import Stack
 
@@ -144,7 +144,7 @@ def measure_scaling(stack: Stack, cfg: Settings) -> Result:
         name="scaling",
         measured=f"1 worker {one:.1f} jobs/s, 2 workers {two:.1f} jobs/s = {ratio:.2f}x",
         target=f">= {SCALING_TARGET}x",
-        status=verdict(ratio >= SCALING_TARGET) if cores >= 2 else "n/a",
+        status=verdict(ratio >= SCALING_TARGET) if cores >= 2 else NA,
         details={
             "jobs": cfg.jobs,
             "torch_threads_per_worker": 1,

@@ -6,6 +6,7 @@ start the same processes the same way.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -73,3 +74,14 @@ def webhook_worker(hostname: str, loglevel: str = "INFO") -> list[str]:
         *celery_worker(hostname, loglevel, app="worker.webhook_app"),
         f"--queues={WEBHOOK_QUEUE}",
     ]
+
+
+def threads_per_worker(workers: int, configured: str | None = None) -> int:
+    """TORCH_THREADS when set, else the cores split evenly (at least one each).
+
+    CPU workers that each took every core would fight over them; a GPU worker
+    needs only a few for its host-side work.
+    """
+    if configured:
+        return int(configured)
+    return max(1, (os.cpu_count() or 1) // workers)

@@ -30,14 +30,18 @@ def reserve(client: redis.Redis, owner: str, key: str, body: JobCreate, job_id: 
 
     Raises IdempotencyConflict when the key was used with a different body.
     """
-    entry = json.dumps({"fingerprint": fingerprint(body), "job_id": job_id})
-    if client.set(_key(owner, key), entry, nx=True, ex=IDEMPOTENCY_TTL_S):
-        return None
-    existing = client.get(_key(owner, key))
-    if existing is None:  # expired between the two calls: claim it again
-        return reserve(client, owner, key, body, job_id)
+    body_print = fingerprint(body)
+    redis_key = _key(owner, key)
+    entry = json.dumps({"fingerprint": body_print, "job_id": job_id})
+    while True:
+        if client.set(redis_key, entry, nx=True, ex=IDEMPOTENCY_TTL_S):
+            return None
+        existing = client.get(redis_key)
+        if existing is not None:
+            break
+        # It expired between the two calls: claim it again.
     stored = json.loads(existing)  # type: ignore[arg-type]
-    if stored["fingerprint"] != fingerprint(body):
+    if stored["fingerprint"] != body_print:
         raise IdempotencyConflict("Idempotency-Key was already used with a different request body")
     return str(stored["job_id"])
 

@@ -16,6 +16,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.apikeys import check_plain_key, hash_key, read_key_digests, split_api_keys
+from shared.constants import DEFAULT_JOB_TTL_S
 
 
 class Settings(BaseSettings):
@@ -57,7 +58,7 @@ class Settings(BaseSettings):
     webhook_retry_delays_s: list[float] = [5, 300, 1800, 7200, 18000, 36000, 36000]
     webhook_max_response_bytes: int = Field(64 * 1024, ge=0)
 
-    job_ttl_s: int = Field(24 * 3600, ge=60)
+    job_ttl_s: int = Field(DEFAULT_JOB_TTL_S, ge=60)
     max_request_bytes: int = Field(20 * 1024 * 1024, ge=1024)
 
     # Security (README "Security"). Any key configured turns authentication on.

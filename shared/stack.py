@@ -25,6 +25,7 @@ import httpx
 from shared import commands
 from shared.apikeys import split_api_keys
 from shared.client import DarkroomClient
+from shared.commands import threads_per_worker
 
 log = logging.getLogger("darkroom.up")
 
@@ -89,7 +90,7 @@ class LocalStack:
         self.env["PYTHONUNBUFFERED"] = "1"
         self._spawn("api", commands.uvicorn("api.main:app", self.port))
         self._spawn("webhooks", commands.webhook_worker("webhooks@%h", loglevel="WARNING"))
-        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        threads = threads_per_worker(self.workers)
         for index in range(self.workers):
             env = {"TORCH_THREADS": str(threads)}
             if self.model:

@@ -12,9 +12,11 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from types import FrameType
+
+from shared import commands
+from shared.commands import threads_per_worker
 
 log = logging.getLogger("darkroom.worker")
 
@@ -55,33 +57,13 @@ def child_env(base: dict[str, str], gpu: str | None, threads: int) -> dict[str, 
     return env
 
 
-def threads_per_worker(workers: int, configured: str | None = None) -> int:
-    """TORCH_THREADS when set, else the cores split evenly (at least one each).
-
-    CPU workers that each took every core would fight over them; a GPU worker
-    needs only a few for its host-side work.
-    """
-    if configured:
-        return int(configured)
-    return max(1, (os.cpu_count() or 1) // workers)
-
-
 def run_pool(gpus: list[str | None], name: str, loglevel: str) -> int:
     """Start one worker per entry of `gpus` (None: a CPU worker); stop them all together."""
     threads = threads_per_worker(len(gpus), os.environ.get("TORCH_THREADS"))
     children = []
     for index, gpu in enumerate(gpus):
         label = f"gpu{gpu}" if gpu is not None else f"cpu{index}"
-        argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.celery_app",
-            "worker",
-            f"--hostname={label}@{name}",
-            f"--loglevel={loglevel}",
-        ]
+        argv = commands.celery_worker(f"{label}@{name}", loglevel, standalone=False)
         children.append(subprocess.Popen(argv, env=child_env(dict(os.environ), gpu, threads)))
         log.info("started worker %s (pid %d)", label, children[-1].pid)
 

@@ -16,7 +16,7 @@ from api.control import (
 )
 from api.deps import JobDep, StateDep
 from api.events import job_events
-from api.reads import public_view, read_public_job, wait_until_terminal
+from api.reads import owned_record, public_view, read_public_job, wait_until_terminal
 from api.submission import public_job, public_new_job, submit_job
 from shared.errors import InvalidRequest
 from shared.jobs import MAX_DEADLINE_S, Job, JobCreate, JobList, JobStatus
@@ -112,11 +112,12 @@ def cancel(job: JobDep, state: StateDep, response: Response) -> Job:
 
 
 @router.get("/{job_id}/events", response_class=StreamingResponse)
-async def events(job: JobDep, state: StateDep) -> StreamingResponse:
+async def events(job_id: str, state: StateDep, owner: OwnerDep) -> StreamingResponse:
     """Server-Sent Events: `status` on each status change, `progress` as steps advance;
     the stream ends after the terminal status."""
+    await owned_record(state, job_id, owner)  # 404 before the stream starts
     return StreamingResponse(
-        job_events(state, job.id),
+        job_events(state, job_id),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
