@@ -103,13 +103,11 @@ def state_key(job_id: str) -> str:
 def record_attempt(client: redis.Redis, job_id: str, attempt: WebhookAttempt, ttl_s: int) -> None:
     pipe = client.pipeline(transaction=True)
     pipe.rpush(log_key(job_id), attempt.model_dump_json())
-    pipe.hset(
-        state_key(job_id), mapping={attempt.event_id: attempt.outcome, "latest": attempt.outcome}
-    )
+    pipe.expire(log_key(job_id), ttl_s)
+    # The log holds every outcome; the state hash only what is read from it.
     if attempt.outcome == "gone":
         pipe.hset(state_key(job_id), "gone", "1")
-    pipe.expire(log_key(job_id), ttl_s)
-    pipe.expire(state_key(job_id), ttl_s)
+        pipe.expire(state_key(job_id), ttl_s)
     pipe.execute()
 
 
