@@ -35,7 +35,7 @@ darkroom_venv_setup() {
   if [ ! -e "$stamp" ]; then
     echo "darkroom: installing $spec into $venv (pinned by requirements/lock.txt; a few minutes the first time)"
     # torch from requirements/torch.txt: on these machines the local CPU build.
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "$venv/bin/python" -m pip install -qq --disable-pip-version-check \
       -c requirements/lock.txt -r requirements/torch.txt -e "$spec"
     touch "$stamp"
   fi

@@ -33,7 +33,11 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="run one Celery GPU worker")
     worker.add_argument("--model", default=None, help="pin this worker to one registry model")
-    worker.add_argument("--name", default=None, help="worker name (default darkroom-<pid>@host)")
+    worker.add_argument(
+        "--name",
+        default=None,
+        help="worker name, unique per process (default darkroom-<pid>-<random>@<host>)",
+    )
     worker.add_argument("--loglevel", default="INFO")
     pool = worker.add_mutually_exclusive_group()
     pool.add_argument("--gpus", default=None, help="one worker per GPU: 'all' or indices like 0,2")
@@ -101,14 +105,15 @@ def _worker(args: argparse.Namespace) -> int:
         gpus: list[str | None] = (
             list(resolve_gpus(args.gpus)) if args.gpus else [None] * args.workers
         )
-        return run_pool(gpus, args.name or "%h", args.loglevel)
-    from worker.celery_app import app
+        return run_pool(gpus, args.name, args.loglevel)
+    from shared import commands
+    from shared.workers import unique_name
 
-    argv = ["worker", f"--loglevel={args.loglevel}"]
-    if args.name:
-        argv.append(f"--hostname={args.name}")
-    app.worker_main(argv)
-    return 0
+    # The same command line the pool and `darkroom up` start, in this process
+    # (same pid); the celery command exits with the worker's own exit code.
+    argv = commands.celery_worker(args.name or unique_name(), args.loglevel, standalone=False)
+    os.execv(argv[0], argv)
+    return 1  # not reached
 
 
 def _webhooks(args: argparse.Namespace) -> int:

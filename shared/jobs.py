@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_SEED = 2**32 - 1
 MAX_PROMPT_CHARS = 4000
@@ -76,6 +76,24 @@ class JobCreate(BaseModel):
     deadline: float | None = Field(
         None, gt=0, le=MAX_DEADLINE_S, description="Cancel the job if not finished by then (s)."
     )
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_has_text(cls, value: str) -> str:
+        # min_length alone lets "   " through, and a model given only spaces
+        # generates from an empty conditioning: never what the caller meant.
+        if not value.strip():
+            raise ValueError("the prompt is only whitespace; describe the image")
+        return value
+
+    @field_validator("negative_prompt", "model", "webhook")
+    @classmethod
+    def _not_only_whitespace(cls, value: str | None) -> str | None:
+        # "" stays meaningful for negative_prompt (no negative prompt at all);
+        # spaces alone are a mistake in any of these fields.
+        if value and not value.strip():
+            raise ValueError("only whitespace; leave the field out (or \"\") instead")
+        return value
 
 
 class GenerationParams(BaseModel):

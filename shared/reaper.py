@@ -29,10 +29,29 @@ def reap_lost_jobs(store: JobStore, celery: Celery, max_attempts: int) -> list[s
         return []
     # Only the workers named in the running index matter: no scan of every worker key.
     living = alive(store.redis, set(running.values()))
+    lost = {job_id: worker for job_id, worker in running.items() if worker not in living}
+    return _reap_all(store, celery, lost, max_attempts)
+
+
+def reap_predecessor_jobs(
+    store: JobStore, celery: Celery, worker: str, max_attempts: int
+) -> list[str]:
+    """Re-enqueue the jobs the running index still gives to `worker` as it starts.
+
+    The process that just took this name runs nothing yet, so these are a dead
+    predecessor's under the same name (a restarted container with a fixed
+    --name). Its record will look alive again from now on, so no other reaper
+    would ever hand them back.
+    """
+    lost = {job_id: name for job_id, name in store.running_jobs().items() if name == worker}
+    return _reap_all(store, celery, lost, max_attempts)
+
+
+def _reap_all(
+    store: JobStore, celery: Celery, lost: dict[str, str], max_attempts: int
+) -> list[str]:
     reaped = []
-    for job_id, worker in running.items():
-        if worker in living:
-            continue
+    for job_id, worker in lost.items():
         try:
             if _reap(store, celery, job_id, worker, max_attempts):
                 reaped.append(job_id)

@@ -26,6 +26,7 @@ from shared import commands
 from shared.apikeys import split_api_keys
 from shared.client import DarkroomClient
 from shared.commands import threads_per_worker
+from shared.workers import unique_name
 
 log = logging.getLogger("darkroom.up")
 
@@ -97,7 +98,7 @@ class LocalStack:
                 env["WORKER_MODEL"] = self.model
             self._spawn(
                 f"worker{index + 1}",
-                commands.celery_worker(f"worker{index + 1}@%h", standalone=False),
+                commands.celery_worker(unique_name(f"worker{index + 1}"), standalone=False),
                 extra_env=env,
             )
         self._wait_ready(timeout_s=180)

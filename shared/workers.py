@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
 from typing import Any
 
 import redis
@@ -34,6 +36,28 @@ class WorkerInfo(BaseModel):
 
 def worker_key(name: str) -> str:
     return WORKER_KEY_PREFIX + name
+
+
+def unique_name(label: str = "darkroom") -> str:
+    """A Celery node name no other worker process has: `<label>-<pid>-<random>@<host>`.
+
+    Liveness, the running-job index and the reaper all key on this name, so two
+    processes sharing one (Celery's default is `celery@<host>`) would hide each
+    other's death. The random part keeps a restarted process with a recycled pid
+    (pid 1 in every container) from taking its dead predecessor's name.
+    """
+    return f"{label}-{os.getpid()}-{secrets.token_hex(3)}@%h"
+
+
+def claim_worker(client: redis.Redis, info: WorkerInfo, ttl_s: float) -> bool:
+    """Write a worker's first record only if no live worker holds its name."""
+    key = worker_key(info.name)
+    return bool(client.set(key, info.model_dump_json(), px=int(ttl_s * 1000), nx=True))
+
+
+def read_worker(client: redis.Redis, name: str) -> WorkerInfo | None:
+    raw = client.get(worker_key(name))
+    return None if raw is None else WorkerInfo.model_validate_json(raw)  # type: ignore[arg-type]
 
 
 def write_worker(client: redis.Redis, info: WorkerInfo, ttl_s: float = 15.0) -> None:

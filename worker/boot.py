@@ -14,7 +14,7 @@ from shared.constants import DEFAULT_QUEUE, model_queue
 from shared.events import WebhookEmitter
 from shared.jobs import utcnow
 from shared.queue import make_celery
-from shared.reaper import reap_lost_jobs
+from shared.reaper import reap_lost_jobs, reap_predecessor_jobs
 from shared.registry import ModelEntry, registry_for
 from shared.settings import Settings
 from shared.storage import storage_from_settings
@@ -44,12 +44,21 @@ def start_worker(name: str, settings: Settings) -> WorkerContext:
         torch.set_num_threads(settings.torch_threads)
     registry = registry_for(settings)
     client = redis_client(settings)
+    storage = storage_from_settings(settings)
+    celery = make_celery(settings)
+    store = JobStore(client, settings.job_ttl_s, on_event=WebhookEmitter(celery, settings, storage))
     heartbeat = Heartbeat(
         client,
         WorkerInfo(name=name, state="loading", pid=os.getpid(), started_at=utcnow().isoformat()),
         ttl_s=settings.worker_ttl_s,
     )
+    holder = heartbeat.claim(wait_s=settings.worker_ttl_s)
+    if holder is not None:
+        log.critical(name_taken_message(holder))
+        raise SystemExit(1)  # Celery's worker stops and exits with this code
     heartbeat.start()
+    for job_id in reap_predecessor_jobs(store, celery, name, settings.job_max_attempts):
+        log.warning("job %s was left running under this worker's name: handed back", job_id)
     order = registry.load_order(settings.worker_model)
     loaded, failures = load_first_available(registry, order, settings.device, settings.hf_cache_dir)
     failure_records = [ModelFailure(model=f.model, reason=f.reason) for f in failures]
@@ -61,9 +70,6 @@ def start_worker(name: str, settings: Settings) -> WorkerContext:
         return WorkerContext(heartbeat=heartbeat, runner=None, queues=idle)
 
     queues = [model_queue(loaded.name), DEFAULT_QUEUE]
-    storage = storage_from_settings(settings)
-    celery = make_celery(settings)
-    store = JobStore(client, settings.job_ttl_s, on_event=WebhookEmitter(celery, settings, storage))
     heartbeat.on_beat = functools.partial(reap_lost_jobs, store, celery, settings.job_max_attempts)
     prompts = PromptOptimizer(registry.runtime.prompt_optimization, settings)
     runner = JobRunner(
@@ -107,6 +113,14 @@ def _batching(entry: ModelEntry, store: JobStore, queues: list[str]) -> Companio
         policy.window_s,
     )
     return CompanionFinder(store, queues, policy)
+
+
+def name_taken_message(holder: WorkerInfo) -> str:
+    return (
+        f"darkroom worker: the name {holder.name!r} belongs to a live worker "
+        f"(pid {holder.pid}, {holder.state}, started {holder.started_at}); every worker "
+        "process needs a name of its own: drop --name to get a unique one, or choose another"
+    )
 
 
 def no_pipeline_message(failures: list[LoadFailure]) -> str:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import redis
 
-from shared.workers import WorkerInfo, remove_worker, write_worker
+from shared.workers import WorkerInfo, claim_worker, read_worker, remove_worker, write_worker
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,21 @@ class Heartbeat:
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="darkroom-heartbeat", daemon=True)
+
+    def claim(self, wait_s: float, poll_s: float = 0.25) -> WorkerInfo | None:
+        """Take this worker's name: None once it is ours, else the live worker holding it.
+
+        A record still there may be a dead predecessor's (a container restarted
+        under a fixed --name): it expires within one TTL, so wait up to `wait_s`
+        for that before giving up. A live holder keeps rewriting it.
+        """
+        deadline = time.monotonic() + wait_s
+        while not claim_worker(self.client, self.info, self.ttl_s):
+            holder = read_worker(self.client, self.info.name)
+            if holder is not None and time.monotonic() >= deadline:
+                return holder
+            time.sleep(poll_s)
+        return None
 
     def start(self) -> None:
         self.beat()

@@ -17,6 +17,7 @@ from types import FrameType
 
 from shared import commands
 from shared.commands import threads_per_worker
+from shared.workers import unique_name
 
 log = logging.getLogger("darkroom.worker")
 
@@ -57,13 +58,18 @@ def child_env(base: dict[str, str], gpu: str | None, threads: int) -> dict[str, 
     return env
 
 
-def run_pool(gpus: list[str | None], name: str, loglevel: str) -> int:
+def child_name(label: str, name: str | None) -> str:
+    """`--name N` gives `<label>@N`; without one, each child gets a unique name of its own."""
+    return f"{label}@{name}" if name else unique_name(label)
+
+
+def run_pool(gpus: list[str | None], name: str | None, loglevel: str) -> int:
     """Start one worker per entry of `gpus` (None: a CPU worker); stop them all together."""
     threads = threads_per_worker(len(gpus), os.environ.get("TORCH_THREADS"))
     children = []
     for index, gpu in enumerate(gpus):
         label = f"gpu{gpu}" if gpu is not None else f"cpu{index}"
-        argv = commands.celery_worker(f"{label}@{name}", loglevel, standalone=False)
+        argv = commands.celery_worker(child_name(label, name), loglevel, standalone=False)
         children.append(subprocess.Popen(argv, env=child_env(dict(os.environ), gpu, threads)))
         log.info("started worker %s (pid %d)", label, children[-1].pid)
 

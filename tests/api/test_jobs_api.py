@@ -215,6 +215,11 @@ def test_unknown_job_is_404(api: TestClient) -> None:
 BAD_BODIES: dict[str, tuple[dict[str, Any], str]] = {
     "missing prompt": ({"model": "tiny-sd"}, "prompt"),
     "empty prompt": ({"prompt": ""}, "prompt"),
+    "prompt of spaces": ({"prompt": "   "}, "prompt"),
+    "prompt of whitespace": ({"prompt": " \t\n\u3000"}, "prompt"),
+    "negative prompt of spaces": ({"prompt": "x", "negative_prompt": "  "}, "negative_prompt"),
+    "model of spaces": ({"prompt": "x", "model": "  "}, "model"),
+    "webhook of spaces": ({"prompt": "x", "webhook": " "}, "webhook"),
     "prompt too long": ({"prompt": "x" * 4001}, "prompt"),
     "negative seed": ({"prompt": "x", "seed": -1}, "seed"),
     "seed too large": ({"prompt": "x", "seed": 2**32}, "seed"),

@@ -77,7 +77,7 @@ def test_redis_outage_is_503_then_recovers_without_a_restart(
         assert before.status_code == 202
 
         own_redis.stop()
-        started = time.monotonic()
+        # A request that hung instead would fail the test at pytest's timeout.
         for _ in range(3):  # not just the first request on a dead connection
             assert_unavailable(client.post("/jobs", json=BODY))
         assert_unavailable(client.post("/jobs", json=BODY, headers={"Idempotency-Key": "k"}))
@@ -88,7 +88,6 @@ def test_redis_outage_is_503_then_recovers_without_a_restart(
         assert ready.status_code == 503
         assert ready.json()["checks"]["redis"].startswith("unreachable")
         assert client.get("/healthz").status_code == 200
-        assert time.monotonic() - started < 20  # answered promptly, not hung
 
         own_redis.start()  # same port, empty: nothing survived (no persistence here)
         after = client.post("/jobs", json=BODY)

@@ -93,8 +93,11 @@ def test_queued_job_canceled_never_runs(client: TestClient) -> None:
 
     assert response.status_code == 200
     assert response.json()["status"] == "canceled"
-    wait_for(client, busy["id"])
-    time.sleep(0.3)  # the canceled job's message reached the worker by now
+    # A job queued after it finishing on the same one-at-a-time worker means the
+    # canceled job's message reached that worker before.
+    later = submit(client, prompt="after the canceled one", model=FLAKY)
+    assert wait_for(client, later["id"])["status"] == "succeeded"
+    assert wait_for(client, busy["id"])["status"] == "succeeded"
     final = client.get(f"/jobs/{queued['id']}").json()
     assert final["status"] == "canceled"
     assert final["started_at"] is None and final["attempts"] == 0

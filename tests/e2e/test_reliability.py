@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import textwrap
 import time
@@ -14,10 +15,19 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from shared.settings import Settings
+from shared.workers import worker_key
 from tests.e2e.helpers import submit, wait_for
-from tests.support.processes import WorkerProcess, start_worker
+from tests.support.pipelines import steps_key
+from tests.support.processes import (
+    WorkerProcess,
+    spawn_darkroom_worker,
+    start_darkroom_worker,
+    start_worker,
+)
 
 RELIABILITY_DB = 10
+# A database no API (and so no API reaper) uses: see the restart test.
+RESTART_DB = 11
 TTL_S = 3  # worker heartbeat TTL: a dead worker is noticed within seconds, not an hour
 
 
@@ -148,6 +158,7 @@ def test_warm_shutdown_finishes_the_running_job_and_takes_no_new_one(
 def test_out_of_memory_and_time_limit_fail_the_job_not_the_worker(
     client: TestClient,
     workers,  # type: ignore[no-untyped-def]
+    env: dict[str, str],
 ) -> None:
     workers("f@reliability", model="tiny-limited")
     oom = submit(client, prompt="oom please", model="tiny-limited")
@@ -161,5 +172,94 @@ def test_out_of_memory_and_time_limit_fail_the_job_not_the_worker(
     limited = wait_for(client, too_long["id"])
     assert limited["status"] == "failed"
     assert limited["error"]["type"] == "time_limit_exceeded"
-    assert limited["timings"]["running_s"] < 3  # stopped at the limit, not after 20 slow steps
+    # Stopped at the limit, not after its 20 slow steps.
+    steps_run = redis.Redis.from_url(env["REDIS_URL"]).llen(steps_key("slow and over the limit"))
+    assert 0 < steps_run < 20
     assert wait_for(client, fine["id"])["status"] == "succeeded"
+
+
+def test_two_unnamed_workers_on_one_host_are_two_workers(
+    client: TestClient, env: dict[str, str], tmp_path: Path
+) -> None:
+    """The plainest start, `darkroom worker` twice: each process has its own identity,
+    so killing the one running a job hands that job to the other."""
+    first = start_darkroom_worker(env, tmp_path, env["REDIS_URL"])
+    second = start_darkroom_worker(env, tmp_path, env["REDIS_URL"])
+    started = {first.name: first, second.name: second}
+    try:
+        assert first.name != second.name
+        listed = {w["name"] for w in client.get("/status").json()["workers"]}
+        assert set(started) <= listed
+
+        job = submit(client, prompt="slow identity victim", model="tiny-flaky", steps=10)
+        running = _wait_running(client, job["id"])
+        victim = started[running["worker"]]
+        survivor = first if victim is second else second
+        victim.proc.send_signal(signal.SIGKILL)
+        victim.proc.wait()
+
+        done = wait_for(client, job["id"], timeout_s=90)
+        assert done["status"] == "succeeded", done
+        assert done["attempts"] == 2
+        assert done["worker"] == survivor.name
+    finally:
+        for worker in started.values():
+            worker.stop(signal.SIGKILL, timeout_s=5)
+
+
+def test_a_worker_refuses_the_name_of_a_live_one(
+    workers,  # type: ignore[no-untyped-def]
+    env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    holder = workers("taken@reliability")
+    log_path = tmp_path / "second.log"
+    second = spawn_darkroom_worker(
+        {**env, "WORKER_MODEL": "tiny-flaky"}, log_path, "--name", "taken@reliability"
+    )
+
+    assert second.wait(timeout=120) != 0
+    log = log_path.read_text()
+    assert "'taken@reliability' belongs to a live worker" in log, log
+    assert f"pid {holder.proc.pid}" in log
+    assert holder.proc.poll() is None
+    record = redis.Redis.from_url(env["REDIS_URL"]).get(worker_key("taken@reliability"))
+    assert record is not None and json.loads(record)["pid"] == holder.proc.pid
+
+
+def test_a_restart_under_the_same_name_hands_back_the_dead_ones_job(
+    env: dict[str, str], redis_base_url: str, tmp_path: Path
+) -> None:
+    """A container restarted with a fixed --name (compose, Kubernetes) takes the name of
+    the process that died with a job; that job must not stay `running` for ever. No API
+    runs here, so only the new worker itself can hand the job back."""
+    env = {**env, "REDIS_URL": f"{redis_base_url}/{RESTART_DB}"}
+    redis.Redis.from_url(env["REDIS_URL"]).flushdb()
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        redis_url=env["REDIS_URL"],
+        registry_path=Path(env["MODEL_CONFIG"]),
+        storage_url=env["STORAGE_URL"],
+        worker_ttl_s=TTL_S,
+    )
+    first = start_darkroom_worker(env, tmp_path, env["REDIS_URL"], "--name", "fixed@reliability")
+    restarted = None
+    try:
+        with TestClient(create_app(settings)) as api:
+            job = submit(api, prompt="slow restart victim", model="tiny-flaky", steps=10)
+            _wait_running(api, job["id"])
+        # The API and its reaper are gone: nothing but the new worker can hand it back.
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait()
+        restarted = start_darkroom_worker(
+            env, tmp_path, env["REDIS_URL"], "--name", "fixed@reliability"
+        )
+        with TestClient(create_app(settings)) as api:
+            done = wait_for(api, job["id"], timeout_s=90)
+        assert done["status"] == "succeeded", done
+        assert done["attempts"] == 2
+        assert "was left running under this worker's name" in restarted.log_path.read_text()
+    finally:
+        first.stop(signal.SIGKILL, timeout_s=5)
+        if restarted is not None:
+            restarted.stop(signal.SIGKILL, timeout_s=5)

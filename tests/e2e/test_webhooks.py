@@ -23,7 +23,7 @@ def _verified(call) -> dict:  # type: ignore[no-untyped-def]
     return Webhook(WEBHOOK_SECRET).verify(call.body, call.headers)  # type: ignore[no-any-return]
 
 
-def _job_when(client: TestClient, job_id: str, predicate, timeout_s: float = 20) -> dict:  # type: ignore[no-untyped-def]
+def _job_when(client: TestClient, job_id: str, predicate, timeout_s: float = 60) -> dict:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         job = client.get(f"/jobs/{job_id}").json()
@@ -31,6 +31,19 @@ def _job_when(client: TestClient, job_id: str, predicate, timeout_s: float = 20)
             return job
         time.sleep(0.05)
     raise AssertionError(f"job {job_id} never matched: {job}")
+
+
+def _a_later_retried_delivery(client: TestClient, receiver: Receiver, path: str) -> None:
+    """Wait for a positive signal that comes after anything the previous job could still send.
+
+    A later job on the same (solo, one job at a time) tiny-sd worker publishes its
+    events after every event of the jobs before it, and its first delivery fails
+    once, so its retry waits the same delay as any retry scheduled before it.
+    Once that retry arrived, an earlier job's late event or retry would have too.
+    """
+    url = receiver.url(path, Script(statuses=[500, 200]))
+    submit(client, prompt="a later job", model="tiny-sd", webhook=url)
+    receiver.wait_for(path, 2)
 
 
 def test_receiver_gets_the_events_it_asked_for_signed(
@@ -78,7 +91,7 @@ def test_default_filter_sends_only_completed(client: TestClient, receiver: Recei
     payload = _verified(call)
     assert payload["type"] == "job.completed"
     assert payload["data"]["status"] == "succeeded"
-    time.sleep(0.5)
+    _a_later_retried_delivery(client, receiver, "/done-later")
     assert len(receiver.at("/done")) == 1
 
 
@@ -115,7 +128,7 @@ def test_410_stops_retries(client: TestClient, receiver: Receiver) -> None:
     done = _job_when(
         client, job["id"], lambda j: j["status"] == "succeeded" and j["webhook"]["attempts"]
     )
-    time.sleep(1.0)  # a retry would have come by now (retry delay 0.3 s)
+    _a_later_retried_delivery(client, receiver, "/gone-later")
 
     assert len(receiver.at("/gone")) == 1  # nor was job.completed sent after the 410
     assert done["webhook"]["attempts"][0]["outcome"] == "gone"

@@ -1,4 +1,9 @@
-"""`darkroom worker --workers N`: N worker processes sharing the queue, and what two buy."""
+"""`darkroom worker --workers N`: N worker processes sharing the queue.
+
+How much a second worker buys is measured by the benchmark's scaling row
+(`python -m bench --only scaling`), not asserted here: a test that reads the
+clock fails on a busy machine with no defect.
+"""
 
 from __future__ import annotations
 
@@ -21,14 +26,6 @@ from tests.e2e.helpers import submit, wait_for
 from tests.support.processes import REPO_ROOT
 
 POOL_DB = 9
-THROUGHPUT_DB = 8
-# Jobs heavy enough (about 0.25 s each on one core) that the per-job overhead
-# of queue, Redis and storage (a few ms) does not decide the ratio, and enough
-# of them that one job more on one worker moves it little. Each pool runs the
-# burst twice and keeps its better round: a shared VM's noise is one-sided.
-THROUGHPUT_JOB = {"model": "tiny-flaky", "width": 128, "height": 128, "steps": 15}
-THROUGHPUT_JOBS = 16
-THROUGHPUT_ROUNDS = 2
 
 
 @pytest.fixture(scope="module")
@@ -95,57 +92,3 @@ def test_two_workers_share_the_queue_and_stop_together(
     pool.send_signal(signal.SIGTERM)
     assert pool.wait(timeout=30) == 0
     assert live_workers(client_redis) == []
-
-
-def _jobs_per_second(settings: Settings, round_: int) -> tuple[float, set[str]]:
-    """Run THROUGHPUT_JOBS jobs; jobs/s from the first start to the last finish."""
-    with TestClient(create_app(settings)) as client:
-        ids = [
-            submit(client, prompt=f"throughput {round_}.{i}", seed=i, **THROUGHPUT_JOB)["id"]
-            for i in range(THROUGHPUT_JOBS)
-        ]
-        store = client.app.state.darkroom.store  # type: ignore[attr-defined]
-        deadline = time.monotonic() + 120
-        # Polls Redis sparingly: the test process must not take CPU from the workers.
-        while not all(store.get(job_id).status.is_terminal() for job_id in ids):
-            assert time.monotonic() < deadline, "throughput jobs did not finish"
-            time.sleep(0.3)
-        records = [store.get(job_id) for job_id in ids]
-    assert all(r.status == "succeeded" for r in records), [r.error for r in records]
-    span = max(r.finished_at for r in records) - min(r.started_at for r in records)  # type: ignore[type-var]
-    return THROUGHPUT_JOBS / span.total_seconds(), {r.worker for r in records if r.worker}
-
-
-@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="two workers need two cores to scale")
-def test_two_workers_about_double_the_throughput_of_one(
-    redis_base_url: str, registry_file: Path, tmp_path: Path
-) -> None:
-    url = f"{redis_base_url}/{THROUGHPUT_DB}"
-    env = {
-        "REDIS_URL": url,
-        "MODEL_CONFIG": str(registry_file),
-        "STORAGE_URL": f"file://{tmp_path / 'images'}",
-        "WORKER_MODEL": "tiny-flaky",
-    }
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        redis_url=url,
-        registry_path=registry_file,
-        storage_url=env["STORAGE_URL"],
-    )
-    rates = {}
-    for workers in (1, 2):
-        redis.Redis.from_url(url).flushdb()
-        args = ["--workers", str(workers), "--threads", "1", "--name", f"throughput{workers}"]
-        pool = start_pool(env, args, workers, tmp_path / f"pool{workers}.log")
-        try:
-            rounds = [_jobs_per_second(settings, r) for r in range(THROUGHPUT_ROUNDS)]
-        finally:
-            pool.send_signal(signal.SIGTERM)
-            pool.wait(timeout=30)
-        rates[workers] = max(rate for rate, _ in rounds)
-        assert all(len(used) == workers for _, used in rounds)  # every worker took jobs
-
-    speedup = rates[2] / rates[1]
-    print(f"1 worker {rates[1]:.2f} jobs/s, 2 workers {rates[2]:.2f} jobs/s: {speedup:.2f}x")
-    assert 1.5 <= speedup <= 2.5, rates  # twice as fast, within 25 %

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import redis
 
 from shared import commands
-from shared.workers import worker_key
+from shared.workers import live_workers, worker_key
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,22 +38,62 @@ class WorkerProcess:
                 self.proc.wait()
 
 
-def start_worker(
-    name: str, env: dict[str, str], log_dir: Path, redis_url: str, wait_state: str = "ready"
-) -> WorkerProcess:
-    """Start `celery -A worker.celery_app worker` and wait for its record to reach `wait_state`."""
-    log_path = log_dir / f"{name.replace('@', '_')}.log"
-    full_env = {
+def worker_env(env: dict[str, str]) -> dict[str, str]:
+    return {
         **os.environ,
         "PYTHONPATH": str(REPO_ROOT),
         "PYTHONUNBUFFERED": "1",
         "TORCH_THREADS": "1",
         **env,
     }
+
+
+def spawn_darkroom_worker(
+    env: dict[str, str], log_path: Path, *args: str
+) -> subprocess.Popen[bytes]:
+    """`darkroom worker ARGS...` as an operator types it."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", "worker", "--loglevel=INFO", *args],
+            env=worker_env(env),
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def start_darkroom_worker(
+    env: dict[str, str], log_dir: Path, redis_url: str, *args: str
+) -> WorkerProcess:
+    """Start `darkroom worker ARGS...` and wait until it announced itself ready.
+
+    Its name is whatever the worker chose (found by its pid in the live records).
+    """
+    index = len(list(log_dir.glob("darkroom-worker-*.log")))
+    log_path = log_dir / f"darkroom-worker-{index}.log"
+    proc = spawn_darkroom_worker(env, log_path, *args)
+    client = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"darkroom worker exited early:\n{log_path.read_text()}")
+        mine = [w for w in live_workers(client) if w.pid == proc.pid and w.state == "ready"]
+        if mine:
+            return WorkerProcess(mine[0].name, proc, log_path)
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"darkroom worker not ready in time:\n{log_path.read_text()}")
+
+
+def start_worker(
+    name: str, env: dict[str, str], log_dir: Path, redis_url: str, wait_state: str = "ready"
+) -> WorkerProcess:
+    """Start `celery -A worker.celery_app worker` and wait for its record to reach `wait_state`."""
+    log_path = log_dir / f"{name.replace('@', '_')}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             commands.celery_worker(name),
-            env=full_env,
+            env=worker_env(env),
             cwd=REPO_ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -47,7 +47,7 @@ class Receiver:
         with self._lock:
             return [r for r in self.received if r.path == path]
 
-    def wait_for(self, path: str, count: int, timeout_s: float = 30) -> list[Received]:
+    def wait_for(self, path: str, count: int, timeout_s: float = 60) -> list[Received]:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             got = self.at(path)

@@ -41,3 +41,11 @@ def test_threads_split_the_cores_unless_configured(monkeypatch: pytest.MonkeyPat
     assert pool.threads_per_worker(3) == 2
     assert pool.threads_per_worker(16) == 1
     assert pool.threads_per_worker(2, "3") == 3
+
+
+def test_children_without_a_name_each_get_a_unique_one() -> None:
+    names = {pool.child_name("cpu0", None) for _ in range(50)}
+    assert len(names) == 50  # a second pool on the same host takes none of these
+    assert all(name.startswith(f"cpu0-{os.getpid()}-") and name.endswith("@%h") for name in names)
+    assert pool.child_name("gpu1", "gpu@%h") == "gpu1@gpu@%h"
+    assert pool.child_name("cpu0", "pooltest") == "cpu0@pooltest"
