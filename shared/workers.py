@@ -46,7 +46,7 @@ def unique_name(label: str = "darkroom") -> str:
     other's death. The random part keeps a restarted process with a recycled pid
     (pid 1 in every container) from taking its dead predecessor's name.
     """
-    return f"{label}-{os.getpid()}-{secrets.token_hex(3)}@%h"
+    return f"{label}-{os.getpid()}-{secrets.token_hex(4)}@%h"
 
 
 def claim_worker(client: redis.Redis, info: WorkerInfo, ttl_s: float) -> bool:

@@ -13,8 +13,11 @@ class FakeOpenAI:
     """Answers POST /v1/chat/completions; records every request it got.
 
     It translates one known Korean prompt, and otherwise prefixes the prompt
-    with "optimized:". Set `fail_with` to an HTTP status to make it fail, and
-    `delay_s` to answer slowly; `max_in_flight` is the most requests it held at once.
+    with "optimized:". Set `fail_with` to an HTTP status to make it fail;
+    `max_in_flight` is the most requests it held at once.
+    `hold_until_in_flight = N` holds every answer until N requests are in flight
+    together (for at most `hold_timeout_s`): a test of concurrency then waits for
+    the overlap itself rather than hoping a delay was long enough.
     """
 
     TRANSLATIONS = {"창가에 앉은 고양이": "a cat sitting on a windowsill"}
@@ -22,10 +25,12 @@ class FakeOpenAI:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.fail_with: int | None = None
-        self.delay_s = 0.0
         self.max_in_flight = 0
+        self.hold_until_in_flight = 0
+        self.hold_timeout_s = 60.0
         self._in_flight = 0
         self._lock = threading.Lock()
+        self._overlap = threading.Condition(self._lock)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -58,11 +63,15 @@ class FakeOpenAI:
                 fake.requests.append(
                     {"path": self.path, "body": body, "auth": self.headers.get("Authorization")}
                 )
-                with fake._lock:
+                with fake._overlap:
                     fake._in_flight += 1
                     fake.max_in_flight = max(fake.max_in_flight, fake._in_flight)
+                    fake._overlap.notify_all()
+                    fake._overlap.wait_for(
+                        lambda: fake._in_flight >= fake.hold_until_in_flight,
+                        timeout=fake.hold_timeout_s,
+                    )
                 try:
-                    time.sleep(fake.delay_s)
                     self._answer(body)
                 finally:
                     with fake._lock:

@@ -36,7 +36,11 @@ def optimizer_for(
     make_settings: Callable[..., Settings], fake_openai: FakeOpenAI
 ) -> Callable[..., PromptOptimizer]:
     def make(api_key: str | None = "sk-test", **config: bool) -> PromptOptimizer:
-        settings = make_settings(openai_api_key=api_key, openai_base_url=fake_openai.base_url)
+        # A long client timeout: a test that holds answers (FakeOpenAI.hold_until_in_flight)
+        # must see the overlap, not a client that gave up on a busy machine.
+        settings = make_settings(
+            openai_api_key=api_key, openai_base_url=fake_openai.base_url, openai_timeout_s=120
+        )
         return PromptOptimizer(PromptOptimization(**{"enabled": True, **config}), settings)
 
     return make
@@ -119,7 +123,7 @@ def test_a_batch_optimises_its_prompts_at_once_and_generates_from_them(
     runner, store = batching
     for index in range(3):
         _queue(store, runner, f"batch-prompt-{index}", f"fox {index}")
-    fake_openai.delay_s = 0.3
+    fake_openai.hold_until_in_flight = 3
 
     assert runner.run("batch-prompt-0") is JobStatus.SUCCEEDED
 
