@@ -16,7 +16,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shared.apikeys import ANONYMOUS, KeyRing
-from shared.errors import DarkroomError
+from shared.errors import Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -25,17 +25,6 @@ log = logging.getLogger(__name__)
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
 
 
-class Unauthorized(DarkroomError):
-    type = "unauthorized"
-    status_code = 401
-
-    def __init__(self, message: str, error: str | None = None):
-        super().__init__(message)
-        # RFC 6750: tell the client which scheme to use, and why a token was refused.
-        challenge = 'Bearer realm="darkroom"'
-        if error:
-            challenge += f', error="{error}"'
-        self.headers = {"WWW-Authenticate": challenge}
 
 
 def log_auth_mode(keys: KeyRing) -> None:

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared import errors
 from shared.errors import DarkroomError
 
 log = logging.getLogger(__name__)
@@ -39,16 +40,36 @@ def error_response(
     )
 
 
+# darkroom's errors as HTTP statuses: the only place that knows them. A class
+# not listed takes its nearest listed base class's status (500 for the base).
+HTTP_STATUS: dict[type[DarkroomError], int] = {
+    errors.DarkroomError: 500,
+    errors.InvalidRequest: 422,
+    errors.Unauthorized: 401,
+    errors.JobNotFound: 404,
+    errors.FileNotFound: 404,
+    errors.InvalidTransition: 409,
+    errors.IdempotencyConflict: 409,
+    errors.RateLimited: 429,
+    errors.ServiceUnavailable: 503,
+    errors.StorageError: 503,
+}
+
+
+def http_status(exc: DarkroomError) -> int:
+    return next(HTTP_STATUS[cls] for cls in type(exc).__mro__ if cls in HTTP_STATUS)
+
+
 async def _darkroom_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DarkroomError)
     # An error may carry headers (WWW-Authenticate, Retry-After) and a structured detail.
     return error_response(
-        exc.status_code,
+        http_status(exc),
         exc.type,
         str(exc),
         getattr(exc, "field", None),
-        getattr(exc, "detail", None),
-        getattr(exc, "headers", None),
+        exc.detail,
+        exc.headers,
     )
 
 

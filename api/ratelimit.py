@@ -23,16 +23,12 @@ import math
 import redis
 from redis.commands.core import Script
 
-from shared.constants import KEY_PREFIX
-from shared.errors import DarkroomError
+from shared.constants import ACTIVE_KEY_PREFIX, SUBMITS_KEY_PREFIX
+from shared.errors import RateLimited
 from shared.jobs import JobStatus
 from shared.settings import Settings
 from shared.store import job_key
 
-# Times of each caller's accepted jobs over the last minute (sorted set, ms scores).
-SUBMITS_KEY_PREFIX = KEY_PREFIX + "rate:submits:"
-# Ids of each caller's jobs that may still be queued or running (sorted set).
-ACTIVE_KEY_PREFIX = KEY_PREFIX + "rate:active:"
 WINDOW_MS = 60_000
 # When a job will finish is unknown: the client is told to look again after this.
 ACTIVE_RETRY_AFTER_S = 5
@@ -73,14 +69,6 @@ return {0, 0}
 _ADMIT_SCRIPT = Script(None, _ADMIT.encode())  # type: ignore[arg-type]
 
 
-class RateLimited(DarkroomError):
-    type = "rate_limited"
-    status_code = 429
-
-    def __init__(self, message: str, limit: str, maximum: int, retry_after_s: int):
-        super().__init__(message)
-        self.headers = {"Retry-After": str(retry_after_s)}
-        self.detail = {"limit": limit, "max": maximum, "retry_after_s": retry_after_s}
 
 
 def submits_key(owner: str) -> str:

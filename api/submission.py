@@ -10,13 +10,13 @@ from datetime import timedelta
 
 import redis
 
-from api import ratelimit
+from api import idempotency, ratelimit
+from api.images import decode_init_image
+from api.params import resolve_params
 from api.state import AppState
-from shared import idempotency
 from shared.apikeys import ANONYMOUS
 from shared.constants import DEFAULT_QUEUE, model_queue
 from shared.errors import InvalidRequest, JobNotFound, ServiceUnavailable
-from shared.images import decode_init_image
 from shared.jobs import (
     GenerationParams,
     Job,
@@ -26,7 +26,6 @@ from shared.jobs import (
     JobStatus,
     utcnow,
 )
-from shared.params import resolve_params
 from shared.public import build_public, to_public
 from shared.queue import publish_job
 from shared.webhooks import check_webhook_url, webhook_info

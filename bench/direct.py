@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    from api.params import resolve_params
     from shared.jobs import JobCreate
-    from shared.params import resolve_params
     from shared.registry import load_registry
     from worker.inference import encode_png, generate
     from worker.loader import load_model

@@ -1,7 +1,7 @@
 """The processes a benchmark runs against: its own Redis, uvicorn servers, Celery workers.
 
 Everything is a real child process started the way `darkroom up` starts it
-(shared/stack.py), with its output in a log file under the run's work
+(darkroom/stack.py), with its output in a log file under the run's work
 directory. Nothing here touches the Redis on 6379 or the repository's data/.
 """
 
@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 import redis
 
-from shared import commands
+from darkroom import commands
+from darkroom.stack import free_port, redis_server_binary
 from shared.constants import WORKER_KEY_PREFIX
-from shared.stack import free_port, redis_server_binary
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL = "tiny-sd"

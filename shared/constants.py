@@ -20,6 +20,11 @@ WAITING_KEY_PREFIX = KEY_PREFIX + "waiting:"
 JOBS_INDEX_KEY = KEY_PREFIX + "jobs"
 # Set while a client asked a running job to stop; the worker checks it each step.
 CANCEL_KEY_PREFIX = KEY_PREFIX + "cancel:"
+# Per API key rate limits: the times of its accepted jobs over the last minute
+# (sorted set, ms scores), and the ids of its jobs that may still be queued or
+# running (sorted set); both trimmed as they are read.
+SUBMITS_KEY_PREFIX = KEY_PREFIX + "rate:submits:"
+ACTIVE_KEY_PREFIX = KEY_PREFIX + "rate:active:"
 # Idempotency-Key -> the job it created (and a hash of the request), for 24 h.
 IDEMPOTENCY_KEY_PREFIX = KEY_PREFIX + "idempotency:"
 IDEMPOTENCY_TTL_S = 24 * 3600
@@ -46,6 +51,9 @@ RUNNING_KEY = KEY_PREFIX + "running"
 # on a worker holding it; jobs that do not go to the shared default queue.
 DEFAULT_QUEUE = "darkroom.default"
 MODEL_QUEUE_PREFIX = "darkroom.model."
+# A worker that could load no model consumes only its own private queue, which
+# nothing publishes to: it stays up (so GET /status can say why) and takes no job.
+NO_MODEL_QUEUE_PREFIX = "darkroom.idle."
 GENERATE_TASK = "darkroom.generate"
 
 # Progress is written at most this often per job: a step of a tiny model takes

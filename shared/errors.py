@@ -1,8 +1,11 @@
-"""darkroom's exceptions: one base class, one subclass per meaning.
+"""darkroom's exceptions: one base class, one subclass per meaning, all here.
 
-The API maps them to HTTP in one place (api/errors.py); workers record them on
-the job as `{type, message}`.
+They say what went wrong, never how to answer it: the API maps each class to
+an HTTP status in one place (api/errors.py); workers record them on the job as
+`{type, message}`.
 """
+
+from __future__ import annotations
 
 
 class DarkroomError(Exception):
@@ -10,8 +13,10 @@ class DarkroomError(Exception):
 
     #: Stable, machine-readable name shown to clients as `error.type`.
     type = "darkroom_error"
+    #: Extra response headers (WWW-Authenticate, Retry-After) and a structured detail.
+    headers: dict[str, str] | None = None
+    detail: object = None
     #: HTTP status the API answers with.
-    status_code = 500
 
 
 class ConfigError(DarkroomError):
@@ -24,7 +29,6 @@ class InvalidRequest(DarkroomError):
     """A request is well-formed JSON but asks for something darkroom refuses."""
 
     type = "invalid_request"
-    status_code = 422
 
     def __init__(self, message: str, field: str | None = None):
         super().__init__(message)
@@ -33,7 +37,6 @@ class InvalidRequest(DarkroomError):
 
 class JobNotFound(DarkroomError):
     type = "not_found"
-    status_code = 404
 
     def __init__(self, job_id: str):
         super().__init__(f"job {job_id!r} not found (unknown, expired or not yours)")
@@ -44,19 +47,16 @@ class InvalidTransition(DarkroomError):
     """A job was asked to move to a status it cannot reach from where it is."""
 
     type = "conflict"
-    status_code = 409
 
 
 class ServiceUnavailable(DarkroomError):
     """A backing service (Redis, the broker, storage) cannot be reached."""
 
     type = "service_unavailable"
-    status_code = 503
 
 
 class StorageError(DarkroomError):
     type = "storage_error"
-    status_code = 503
 
 
 class ModelLoadError(DarkroomError):
@@ -69,3 +69,40 @@ class GenerationError(DarkroomError):
     """The pipeline failed while generating."""
 
     type = "generation_error"
+
+
+class Unauthorized(DarkroomError):
+    """No API key, or one that is not accepted."""
+
+    type = "unauthorized"
+
+    def __init__(self, message: str, error: str | None = None):
+        super().__init__(message)
+        # RFC 6750: tell the client which scheme to use, and why a token was refused.
+        challenge = 'Bearer realm="darkroom"'
+        if error:
+            challenge += f', error="{error}"'
+        self.headers = {"WWW-Authenticate": challenge}
+
+
+class RateLimited(DarkroomError):
+    """The caller's API key is over one of its limits."""
+
+    type = "rate_limited"
+
+    def __init__(self, message: str, limit: str, maximum: int, retry_after_s: int):
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_s)}
+        self.detail = {"limit": limit, "max": maximum, "retry_after_s": retry_after_s}
+
+
+class FileNotFound(DarkroomError):
+    """A stored file that does not exist, or is not the caller's to read."""
+
+    type = "not_found"
+
+
+class IdempotencyConflict(DarkroomError):
+    """An Idempotency-Key reused with a different request body."""
+
+    type = "idempotency_conflict"

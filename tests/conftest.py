@@ -16,10 +16,10 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from shared import commands
+from darkroom import commands
+from darkroom.stack import free_port, redis_server_binary
 from shared.registry import Registry, load_registry
 from shared.settings import Settings
-from shared.stack import free_port, redis_server_binary
 from worker.tiny import ensure_tiny_sd
 
 S3_BUCKET = "darkroom-test"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from shared.connections import redis_client
-from shared.constants import DEFAULT_QUEUE, model_queue
+from shared.constants import DEFAULT_QUEUE, NO_MODEL_QUEUE_PREFIX, model_queue
 from shared.events import WebhookEmitter
 from shared.jobs import utcnow
 from shared.queue import make_celery
@@ -27,8 +27,6 @@ from worker.prompts import PromptOptimizer
 from worker.runner import JobRunner, TimeLimits
 
 log = logging.getLogger(__name__)
-
-NO_MODEL_QUEUE_PREFIX = "darkroom.idle."
 
 
 @dataclass

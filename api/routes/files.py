@@ -5,7 +5,7 @@ from fastapi.responses import FileResponse
 
 from api.auth import OwnerDep
 from api.deps import StateDep
-from shared.errors import DarkroomError, JobNotFound, StorageError
+from shared.errors import FileNotFound, JobNotFound, StorageError
 from shared.storage import LocalStorage
 
 router = APIRouter(tags=["files"])
@@ -14,9 +14,6 @@ router = APIRouter(tags=["files"])
 JOBS_DIR = "jobs"
 
 
-class FileNotFound(DarkroomError):
-    type = "not_found"
-    status_code = 404
 
 
 @router.get("/files/{key:path}")

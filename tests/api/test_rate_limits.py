@@ -14,6 +14,7 @@ from api import ratelimit
 from api.main import create_app
 from shared.apikeys import ANONYMOUS, hash_key, owner_id
 from shared.constants import broker_lists, model_queue
+from shared.errors import RateLimited
 from shared.settings import Settings
 
 KEY_A = "key-a-0123456789abcdefghij"
@@ -198,7 +199,7 @@ def test_the_queued_limit_holds_under_concurrency(
         try:
             ratelimit.admit(api_redis, settings, "someone", f"job-{index}")
             admitted.append(f"job-{index}")
-        except ratelimit.RateLimited:
+        except RateLimited:
             refused.append(f"job-{index}")
 
     threads = [threading.Thread(target=attempt, args=(i,)) for i in range(20)]

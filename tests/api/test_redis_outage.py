@@ -12,8 +12,8 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from darkroom.stack import free_port, redis_server_binary
 from shared.settings import Settings
-from shared.stack import free_port, redis_server_binary
 
 BODY = {"prompt": "a lighthouse", "model": "tiny-sd"}
 

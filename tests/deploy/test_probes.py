@@ -180,7 +180,7 @@ def test_real_worker_becomes_ready_for_both_checks(
     compose_code = COMPOSE["worker"]["healthcheck"]["test"][3]
     pod = socket.gethostname()
     model_at = command.index("--model") + 1
-    argv = [sys.executable, "-m", "shared.cli", *command[1:model_at], "tiny-sd"]
+    argv = [sys.executable, "-m", "darkroom.cli", *command[1:model_at], "tiny-sd"]
     argv += [arg.replace("$(POD_NAME)", pod) for arg in command[model_at + 1 :]]
     name = node_name(option_value(command, "--name") or "", {"POD_NAME": pod})
     env = {
@@ -212,7 +212,7 @@ def test_real_webhook_worker_answers_its_check(redis_url: str, tmp_path: Path) -
     hooks = find(base_manifests(), "Deployment", "darkroom-webhooks")
     (container,) = containers(hooks)
     assert exec_probe_code(container["readinessProbe"]) == code
-    argv = [sys.executable, "-m", "shared.cli", *container["command"][1:]]
+    argv = [sys.executable, "-m", "darkroom.cli", *container["command"][1:]]
     proc = start(argv, {"REDIS_URL": redis_url}, tmp_path)
     try:
         wait_for(

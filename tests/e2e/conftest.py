@@ -15,7 +15,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from shared import commands
+from darkroom import commands
 from shared.settings import Settings
 from tests.conftest import E2E_DB, S3_BUCKET
 from tests.support.processes import REPO_ROOT, WorkerProcess, start_worker

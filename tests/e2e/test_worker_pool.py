@@ -55,7 +55,7 @@ def start_pool(
     """`darkroom worker ARGS`, returned once `workers` workers are ready."""
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "worker", *args],
+            [sys.executable, "-m", "darkroom.cli", "worker", *args],
             env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **env},
             cwd=REPO_ROOT,
             stdout=log,

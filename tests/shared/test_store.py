@@ -80,7 +80,7 @@ def test_get_unknown_raises_not_found(store: JobStore) -> None:
     with pytest.raises(JobNotFound) as info:
         store.get("does-not-exist")
     assert info.value.job_id == "does-not-exist"
-    assert info.value.status_code == 404
+    assert info.value.type == "not_found"
 
 
 def test_init_image_stored_apart(store: JobStore, client: fakeredis.FakeRedis) -> None:
@@ -186,7 +186,7 @@ def test_terminal_status_is_final(store: JobStore, terminal: JobStatus, target: 
     before = store.get(record.id)
     with pytest.raises(InvalidTransition) as info:
         store.transition(record.id, target, progress=0.5)
-    assert info.value.status_code == 409
+    assert info.value.type == "conflict"
     assert store.get(record.id) == before  # nothing was written
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import redis
 
-from shared import commands
+from darkroom import commands
 from shared.workers import live_workers, worker_key
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -54,7 +54,7 @@ def spawn_darkroom_worker(
     """`darkroom worker ARGS...` as an operator types it."""
     with log_path.open("wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "worker", "--loglevel=INFO", *args],
+            [sys.executable, "-m", "darkroom.cli", "worker", "--loglevel=INFO", *args],
             env=worker_env(env),
             cwd=REPO_ROOT,
             stdout=log,

@@ -16,10 +16,10 @@ import pytest
 import redis
 from PIL import Image
 
+from api.params import resolve_params
 from shared.cancel import request_cancel
 from shared.constants import DEFAULT_QUEUE, model_queue
 from shared.jobs import GenerationParams, JobCreate, JobRecord, JobStatus, utcnow
-from shared.params import resolve_params
 from shared.registry import Registry
 from shared.storage import LocalStorage
 from shared.store import JobStore

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from api.params import resolve_params
 from shared.constants import model_queue
 from shared.jobs import JobCreate, JobRecord, JobStatus, utcnow
-from shared.params import resolve_params
 from shared.registry import PromptOptimization, registry_for
 from shared.settings import Settings
 from shared.storage import LocalStorage

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
+from api.images import DecodedImage
+from api.params import resolve_params
 from shared.errors import InvalidRequest
-from shared.images import DecodedImage
 from shared.jobs import MAX_SEED, JobCreate
-from shared.params import resolve_params
 from shared.registry import ModelEntry, ModelParams
 
 SD = ModelEntry(

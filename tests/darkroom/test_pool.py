@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from worker import pool
+from darkroom import pool
 
 
 def test_gpu_lists_are_parsed_and_checked() -> None:

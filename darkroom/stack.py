@@ -22,10 +22,10 @@ from pathlib import Path
 
 import httpx
 
-from shared import commands
+from darkroom import commands
+from darkroom.client import DarkroomClient
+from darkroom.commands import threads_per_worker
 from shared.apikeys import split_api_keys
-from shared.client import DarkroomClient
-from shared.commands import threads_per_worker
 from shared.workers import unique_name
 
 log = logging.getLogger("darkroom.up")

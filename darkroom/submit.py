@@ -7,7 +7,7 @@ import base64
 from pathlib import Path
 from typing import Any
 
-from shared.client import DarkroomClient
+from darkroom.client import DarkroomClient
 
 
 def build_body(args: argparse.Namespace) -> dict[str, Any]:

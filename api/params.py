@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import secrets
 
+from api.images import DecodedImage
 from shared.errors import InvalidRequest
-from shared.images import DecodedImage
 from shared.jobs import MAX_SEED, GenerationParams, JobCreate
 from shared.registry import ModelEntry
 

@@ -15,8 +15,8 @@ import subprocess
 import time
 from types import FrameType
 
-from shared import commands
-from shared.commands import threads_per_worker
+from darkroom import commands
+from darkroom.commands import threads_per_worker
 from shared.workers import unique_name
 
 log = logging.getLogger("darkroom.worker")

@@ -8,13 +8,8 @@ import json
 import redis
 
 from shared.constants import IDEMPOTENCY_KEY_PREFIX, IDEMPOTENCY_TTL_S
-from shared.errors import DarkroomError
+from shared.errors import IdempotencyConflict
 from shared.jobs import JobCreate
-
-
-class IdempotencyConflict(DarkroomError):
-    type = "idempotency_conflict"
-    status_code = 409
 
 
 def fingerprint(body: JobCreate) -> str:

@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from shared.stack import LocalStack
+    from darkroom.stack import LocalStack
 
     return LocalStack(
         port=args.port, workers=args.workers, model=args.model, demo=not args.no_demo
@@ -100,13 +100,13 @@ def _worker(args: argparse.Namespace) -> int:
             raise SystemExit("darkroom worker --threads: expected a number of threads >= 1")
         os.environ["TORCH_THREADS"] = str(args.threads)
     if args.gpus or (args.workers and args.workers > 1):
-        from worker.pool import resolve_gpus, run_pool
+        from darkroom.pool import resolve_gpus, run_pool
 
         gpus: list[str | None] = (
             list(resolve_gpus(args.gpus)) if args.gpus else [None] * args.workers
         )
         return run_pool(gpus, args.name, args.loglevel)
-    from shared import commands
+    from darkroom import commands
     from shared.workers import unique_name
 
     # The same command line the pool and `darkroom up` start, in this process
@@ -133,8 +133,8 @@ def _webhooks(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from shared.client import ApiError, DarkroomClient
-    from shared.submit import build_body, save_first_image
+    from darkroom.client import ApiError, DarkroomClient
+    from darkroom.submit import build_body, save_first_image
 
     client = DarkroomClient(args.url, api_key=args.api_key)
     try:

@@ -8,8 +8,8 @@ import io
 import pytest
 from PIL import Image
 
+from api.images import MAX_INIT_BYTES, MAX_INIT_CHARS, decode_init_image
 from shared.errors import InvalidRequest
-from shared.images import MAX_INIT_BYTES, MAX_INIT_CHARS, decode_init_image
 
 
 def encode(img: Image.Image, fmt: str, **save: object) -> bytes:
