@@ -25,8 +25,6 @@ log = logging.getLogger(__name__)
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
 
 
-
-
 def log_auth_mode(keys: KeyRing) -> None:
     """Say at start whether the API is protected; never which keys it accepts."""
     if keys.enabled:

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from api.auth import OwnerDep
+from api.reads import fetch_record
 from api.state import AppState
 from shared.errors import JobNotFound
 from shared.jobs import JobRecord
@@ -20,15 +21,16 @@ async def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_job(job_id: str, state: StateDep, owner: OwnerDep) -> JobRecord:
+async def get_owned_job(job_id: str, state: StateDep, owner: OwnerDep) -> JobRecord:
     """The job named in the path; 404 (JobNotFound) when unknown, expired or not the caller's.
 
     Another key's job answers exactly like an unknown id: its existence is not revealed.
+    Async Redis on the event loop: the check costs polling clients no thread-pool hop.
     """
-    record = state.store.get(job_id)
-    if record.owner != owner:
+    record = await fetch_record(state, job_id)
+    if record is None or record.owner != owner:
         raise JobNotFound(job_id)
     return record
 
 
-JobDep = Annotated[JobRecord, Depends(get_job)]
+JobDep = Annotated[JobRecord, Depends(get_owned_job)]

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-from api.reads import fetch_record, public_view
+from api.reads import fetch_record, public_jobs
 from api.state import AppState
 
 POLL_INTERVAL_S = 0.1
@@ -26,7 +26,7 @@ async def job_events(state: AppState, job_id: str) -> AsyncIterator[str]:
         current = (record.status.value, record.progress)
         if current != last:
             kind = "status" if last is None or last[0] != current[0] else "progress"
-            job = await public_view(state, record)
+            [job] = await public_jobs(state, [record])
             yield _frame(kind, job.model_dump_json())
             last, last_sent = current, time.monotonic()
         if record.status.is_terminal():

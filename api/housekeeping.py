@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import redis
+from kombu.exceptions import OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from api.state import AppState
@@ -25,8 +27,12 @@ async def reap_forever(state: AppState) -> None:
             await run_in_threadpool(
                 reap_lost_jobs, state.store, state.celery, settings.job_max_attempts
             )
-        except Exception as exc:  # Redis away: the next round tries again
-            log.warning("reaper: %s", exc)
+        except (redis.RedisError, OperationalError) as exc:  # Redis or the broker away
+            log.warning("reaper: %s", exc)  # the next round tries again
+        except Exception:
+            # A bug, not an outage: logged with its traceback, and the loop outlives it,
+            # or jobs of dead workers would stay lost for the process's lifetime.
+            log.exception("reaper: a round failed")
 
 
 async def prune_local_images(state: AppState) -> None:

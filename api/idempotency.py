@@ -35,7 +35,7 @@ def reserve(client: redis.Redis, owner: str, key: str, body: JobCreate, job_id: 
         if existing is not None:
             break
         # It expired between the two calls: claim it again.
-    stored = json.loads(existing)  # type: ignore[arg-type]
+    stored = json.loads(existing)
     if stored["fingerprint"] != body_print:
         raise IdempotencyConflict("Idempotency-Key was already used with a different request body")
     return str(stored["job_id"])

@@ -55,7 +55,7 @@ def decode_init_image(value: str) -> DecodedImage:
         raise InvalidRequest(
             f"init_image is not a valid PNG, JPEG or WebP image ({type(exc).__name__})",
             "init_image",
-        ) from None
+        ) from exc
     return DecodedImage(data=data, width=width, height=height, format=str(image.format))
 
 

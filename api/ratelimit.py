@@ -69,8 +69,6 @@ return {0, 0}
 _ADMIT_SCRIPT = Script(None, _ADMIT.encode())  # type: ignore[arg-type]
 
 
-
-
 def submits_key(owner: str) -> str:
     return SUBMITS_KEY_PREFIX + owner
 

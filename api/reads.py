@@ -1,6 +1,6 @@
 """Reads of jobs served on the event loop with async Redis, no thread hop: the paths
 every polling, waiting or streaming client keeps hitting (GET /jobs/{id},
-Prefer: wait, the SSE stream).
+Prefer: wait, the SSE stream), and the public view of every job the API answers with.
 
 Only a queued job found past its deadline (rare) goes through the synchronous
 store to be canceled.
@@ -32,26 +32,16 @@ async def fetch_record(state: AppState, job_id: str) -> JobRecord | None:
     return record
 
 
-async def owned_record(state: AppState, job_id: str, owner: str) -> JobRecord:
-    """The caller's job; JobNotFound when unknown, expired or another key's (alike)."""
-    record = await fetch_record(state, job_id)
-    if record is None or record.owner != owner:
-        raise JobNotFound(job_id)
-    return record
-
-
-async def public_view(state: AppState, record: JobRecord) -> Job:
-    """The job as clients see it: its extra reads (webhook log, queue position) in one
-    round trip, and none when it has neither."""
+async def public_jobs(state: AppState, records: list[JobRecord]) -> list[Job]:
+    """The jobs as clients see them: every route that answers with stored jobs goes
+    through here. Their extra reads (webhook logs, queue positions) take one round
+    trip together, and none when no job has any."""
     async with state.aredis.pipeline(transaction=False) as pipe:
-        add_view_reads(pipe, record)
-        answers = await pipe.execute()
-    return public_from_reads(record, iter(answers), state.storage, state.settings.public_base_url)
-
-
-async def read_public_job(state: AppState, job_id: str, owner: str) -> Job:
-    """GET /jobs/{id}: the caller's job as it stands."""
-    return await public_view(state, await owned_record(state, job_id, owner))
+        for record in records:
+            add_view_reads(pipe, record)
+        answers = iter(await pipe.execute())
+    storage, base_url = state.storage, state.settings.public_base_url
+    return [public_from_reads(record, answers, storage, base_url) for record in records]
 
 
 async def wait_until_terminal(state: AppState, job_id: str, timeout_s: float) -> JobRecord:

@@ -16,19 +16,17 @@ from api.params import resolve_params
 from api.state import AppState
 from shared.apikeys import ANONYMOUS
 from shared.constants import DEFAULT_QUEUE, model_queue
-from shared.errors import InvalidRequest, JobNotFound, ServiceUnavailable
+from shared.errors import InvalidRequest, InvalidTransition, JobNotFound, ServiceUnavailable
 from shared.jobs import (
     GenerationParams,
-    Job,
     JobCreate,
     JobErrorInfo,
     JobRecord,
     JobStatus,
     utcnow,
 )
-from shared.public import build_public, to_public
 from shared.queue import publish_job
-from shared.webhooks import check_webhook_url, webhook_info
+from shared.webhooks import check_webhook_url
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +155,8 @@ def _abandon(state: AppState, job_id: str) -> None:
             JobStatus.FAILED,
             error=JobErrorInfo(type="service_unavailable", message="could not be queued"),
         )
-    except Exception:  # Redis is likely away too; the record then expires unseen
+    except (redis.RedisError, JobNotFound, InvalidTransition):
+        # Redis is likely away too (or the record was never written): it then expires unseen.
         log.warning("could not mark unqueued job %s as failed", job_id)
 
 
@@ -177,19 +176,3 @@ def _refund(state: AppState, owner: str, job_id: str) -> None:
         ratelimit.refund(state.redis, owner, job_id)
     except redis.RedisError as exc:  # the slot frees itself once the record is gone
         log.warning("could not refund job %s to %s's rate limits: %s", job_id, owner, exc)
-
-
-def public_job(state: AppState, record: JobRecord) -> Job:
-    return to_public(record, state.store, state.storage, state.settings.public_base_url)
-
-
-def public_new_job(state: AppState, submission: Submission) -> Job:
-    """A job just created, as it was stored: no Redis read (no webhook attempt yet)."""
-    record = submission.record
-    return build_public(
-        record,
-        submission.queue_position,
-        webhook_info(record, []),
-        state.storage,
-        state.settings.public_base_url,
-    )

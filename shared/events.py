@@ -12,7 +12,7 @@ from celery import Celery
 
 from shared.constants import WEBHOOK_PROGRESS_INTERVAL_S, WEBHOOK_QUEUE, WEBHOOK_TASK
 from shared.jobs import JobRecord, utcnow
-from shared.public import to_public
+from shared.public import read_public
 from shared.settings import Settings
 from shared.storage import Storage
 from shared.store import JobStore
@@ -47,7 +47,7 @@ class WebhookEmitter:
             self.celery.send_task(
                 WEBHOOK_TASK, args=[self._delivery(store, record, event)], queue=WEBHOOK_QUEUE
             )
-        except Exception as exc:  # a webhook must never fail the job it reports on
+        except Exception as exc:  # noqa: BLE001 - a webhook must never fail the job it reports on
             log.error("could not queue %s webhook for job %s: %s", event, record.id, exc)
 
     def _progress_due(self, job_id: str) -> bool:
@@ -58,7 +58,7 @@ class WebhookEmitter:
         return True
 
     def _delivery(self, store: JobStore, record: JobRecord, event: str) -> dict[str, Any]:
-        job = to_public(record, store, self.storage, self.settings.public_base_url)
+        [job] = read_public(store.redis, [record], self.storage, self.settings.public_base_url)
         payload = {
             "type": EVENT_TYPES[event],
             "timestamp": utcnow().isoformat(),

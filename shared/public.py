@@ -18,7 +18,7 @@ from shared.jobs import (
     utcnow,
 )
 from shared.storage import Storage
-from shared.store import JobStore, waiting_key
+from shared.store import waiting_key
 from shared.webhooks import log_key, webhook_info
 
 # The record's attributes a client sees as they are (the rest is built below).
@@ -55,20 +55,19 @@ def public_from_reads(
     return build_public(record, position, webhook_info(record, log), storage, base_url)
 
 
-def to_public_many(
-    records: list[JobRecord], client: redis.Redis, storage: Storage, base_url: str
+def read_public(
+    client: redis.Redis, records: list[JobRecord], storage: Storage, base_url: str
 ) -> list[Job]:
-    """Public views of several jobs, their extra reads in one round trip (none if none)."""
+    """Public views of `records`, their extra reads in one round trip (none if none).
+
+    Synchronous, for the worker side (webhook payloads); the API reads with async
+    Redis through the same add_view_reads and public_from_reads.
+    """
     pipe = client.pipeline(transaction=False)
     for record in records:
         add_view_reads(pipe, record)
     answers = iter(pipe.execute())
     return [public_from_reads(record, answers, storage, base_url) for record in records]
-
-
-def to_public(record: JobRecord, store: JobStore, storage: Storage, base_url: str) -> Job:
-    """The public view, reading what it needs (queue position, webhook log) from Redis."""
-    return to_public_many([record], store.redis, storage, base_url)[0]
 
 
 def build_public(

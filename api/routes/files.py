@@ -10,10 +10,8 @@ from shared.storage import LocalStorage
 
 router = APIRouter(tags=["files"])
 
-# Workers store a job's images as jobs/<job id>/<index>.png (worker/runner.py).
+# Workers store a job's images as jobs/<job id>/<index>.png (worker/outcomes.py).
 JOBS_DIR = "jobs"
-
-
 
 
 @router.get("/files/{key:path}")

@@ -16,11 +16,12 @@ from api.control import (
 )
 from api.deps import JobDep, StateDep
 from api.events import job_events
-from api.reads import owned_record, public_view, read_public_job, wait_until_terminal
-from api.submission import public_job, public_new_job, submit_job
+from api.reads import public_jobs, wait_until_terminal
+from api.submission import submit_job
 from shared.errors import InvalidRequest
 from shared.jobs import MAX_DEADLINE_S, Job, JobCreate, JobList, JobStatus
-from shared.public import to_public_many
+from shared.public import build_public
+from shared.webhooks import webhook_info
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -65,16 +66,25 @@ async def create_job(
     if submission.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     elif not wait_s:
-        return public_new_job(state, submission)  # as stored: nothing to read back
+        # As stored, nothing read back: no webhook attempt yet, and the queue
+        # position came with the create.
+        return build_public(
+            record,
+            submission.queue_position,
+            webhook_info(record, []),
+            state.storage,
+            state.settings.public_base_url,
+        )
     if wait_s:
         record = await wait_until_terminal(state, record.id, wait_s)
     if record.status.is_terminal() and wait_s:
         response.status_code = status.HTTP_201_CREATED
-    return await public_view(state, record)
+    [job] = await public_jobs(state, [record])
+    return job
 
 
 @router.get("", response_model=JobList)
-def list_jobs(
+async def list_jobs(
     state: StateDep,
     owner: OwnerDep,
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
@@ -85,39 +95,42 @@ def list_jobs(
     ] = None,
 ) -> JobList:
     """The caller's recent jobs, newest first; follow `next_cursor` for older ones."""
-    records, next_cursor = state.store.list(limit, cursor, status_filter, owner)
+    records, next_cursor = await run_in_threadpool(
+        state.store.list, limit, cursor, status_filter, owner
+    )
     return JobList(
-        jobs=to_public_many(records, state.redis, state.storage, state.settings.public_base_url),
+        jobs=await public_jobs(state, records),
         next_cursor=str(next_cursor) if next_cursor is not None else None,
     )
 
 
 @router.get("/{job_id}", response_model=Job, responses={404: {"description": "No such job."}})
-async def get_job(job_id: str, state: StateDep, owner: OwnerDep) -> Response:
+async def get_job(job: JobDep, state: StateDep) -> Response:
     """The job as it stands: status, progress, queue position, images (fresh URLs) or error."""
-    job = await read_public_job(state, job_id, owner)
+    [public] = await public_jobs(state, [job])
     # Serialised once here: returning the model would have FastAPI validate it
     # against response_model again, the largest cost of this hot path after Redis.
-    return Response(job.model_dump_json(), media_type="application/json")
+    return Response(public.model_dump_json(), media_type="application/json")
 
 
 @router.post("/{job_id}/cancel", response_model=Job)
-def cancel(job: JobDep, state: StateDep, response: Response) -> Job:
+async def cancel(job: JobDep, state: StateDep, response: Response) -> Job:
     """Cancel a job. Queued: canceled at once (200). Running: stops at its next
     denoising step (202, `cancel_requested` true). Finished: 409."""
-    record = cancel_job(state, job)
+    record = await run_in_threadpool(cancel_job, state, job)
     if not record.status.is_terminal():
         response.status_code = status.HTTP_202_ACCEPTED
-    return public_job(state, record)
+    [public] = await public_jobs(state, [record])
+    return public
 
 
 @router.get("/{job_id}/events", response_class=StreamingResponse)
-async def events(job_id: str, state: StateDep, owner: OwnerDep) -> StreamingResponse:
+async def events(job: JobDep, state: StateDep) -> StreamingResponse:
     """Server-Sent Events: `status` on each status change, `progress` as steps advance;
     the stream ends after the terminal status."""
-    await owned_record(state, job_id, owner)  # 404 before the stream starts
+    # JobDep answers 404 before the stream starts.
     return StreamingResponse(
-        job_events(state, job_id),
+        job_events(state, job.id),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -1,9 +1,10 @@
 """The service's status: Redis, live workers and the models they serve, queue depths."""
 
-from typing import Any
+from typing import Literal
 
 import redis
 from fastapi import APIRouter
+from pydantic import BaseModel
 
 from api.deps import StateDep
 from shared.constants import DEFAULT_QUEUE, broker_lists, model_queue
@@ -13,25 +14,53 @@ from shared.workers import WorkerInfo, live_workers
 router = APIRouter(tags=["system"])
 
 
-@router.get("/status")
-def service_status(state: StateDep) -> dict[str, Any]:
+class RedisHealth(BaseModel):
+    reachable: bool
+    # Only when it is not: why.
+    error: str | None = None
+
+
+class ModelLoad(BaseModel):
+    # Live workers serving the model.
+    workers: int
+    # Its jobs waiting in its queue.
+    queued: int
+
+
+class ServiceStatus(BaseModel):
+    # ok: some worker serves a model; degraded: none does; down: Redis is unreachable.
+    status: Literal["ok", "degraded", "down"]
+    redis: RedisHealth
+    # The rest is left out when Redis is down: nothing could be read.
+    workers: list[WorkerInfo] = []
+    # Messages waiting in each broker queue.
+    queues: dict[str, int] = {}
+    models: dict[str, ModelLoad] = {}
+    # What an operator should look at, in words.
+    problems: list[str] = []
+
+
+# exclude_unset: what was not measured is left out of the answer, not sent as
+# null or empty (redis.error when Redis answers; all but redis when it does not).
+@router.get("/status", response_model=ServiceStatus, response_model_exclude_unset=True)
+def service_status(state: StateDep) -> ServiceStatus:
     """Redis reachability, live workers (with the model each serves) and queue depths."""
     try:
         workers = live_workers(state.redis)
         queues = _queue_depths(state)
         waiting = _waiting_jobs(state)
     except redis.RedisError as exc:
-        return {"status": "down", "redis": {"reachable": False, "error": str(exc)}}
+        return ServiceStatus(status="down", redis=RedisHealth(reachable=False, error=str(exc)))
     serving = [w for w in workers if w.model]
     models = _per_model(state, workers, waiting)
-    return {
-        "status": "ok" if serving else "degraded",
-        "redis": {"reachable": True},
-        "workers": [w.model_dump() for w in workers],
-        "queues": queues,
-        "models": models,
-        "problems": _problems(workers, models),
-    }
+    return ServiceStatus(
+        status="ok" if serving else "degraded",
+        redis=RedisHealth(reachable=True),
+        workers=workers,
+        queues=queues,
+        models=models,
+        problems=_problems(workers, models),
+    )
 
 
 def _queue_depths(state: StateDep) -> dict[str, int]:
@@ -57,22 +86,22 @@ def _waiting_jobs(state: StateDep) -> dict[str, int]:
 
 def _per_model(
     state: StateDep, workers: list[WorkerInfo], waiting: dict[str, int]
-) -> dict[str, dict[str, int]]:
+) -> dict[str, ModelLoad]:
     return {
-        name: {
-            "workers": sum(1 for w in workers if w.model == name),
-            "queued": waiting.get(model_queue(name), 0),
-        }
+        name: ModelLoad(
+            workers=sum(1 for w in workers if w.model == name),
+            queued=waiting.get(model_queue(name), 0),
+        )
         for name in state.registry.models
     }
 
 
-def _problems(workers: list[WorkerInfo], models: dict[str, dict[str, int]]) -> list[str]:
+def _problems(workers: list[WorkerInfo], models: dict[str, ModelLoad]) -> list[str]:
     problems = []
-    for name, counts in models.items():
-        if counts["queued"] and not counts["workers"]:
+    for name, load in models.items():
+        if load.queued and not load.workers:
             problems.append(
-                f"model {name}: {counts['queued']} queued job(s) and no live worker serves it "
+                f"model {name}: {load.queued} queued job(s) and no live worker serves it "
                 f"(they wait until one starts: `darkroom worker --model {name}` or an autoscaler)"
             )
     for worker in workers:

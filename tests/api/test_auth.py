@@ -359,7 +359,8 @@ def test_weak_or_odd_plain_keys_are_refused_without_echo(
 
 def test_key_ring() -> None:
     ring = KeyRing([hash_key(KEY_A), hash_key(KEY_B), hash_key(KEY_A)])
-    assert ring.enabled and len(ring) == 2
+    assert ring.enabled
+    assert len(ring) == 2
     assert ring.owner_of(KEY_A) == hash_key(KEY_A)[:16]
     assert ring.owner_of(KEY_B) == hash_key(KEY_B)[:16]
     assert ring.owner_of(KEY_C) is None
