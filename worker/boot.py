@@ -24,7 +24,8 @@ from worker.batching import BatchPolicy, CompanionFinder
 from worker.heartbeat import Heartbeat
 from worker.loader import LoadFailure, load_first_available
 from worker.prompts import PromptOptimizer
-from worker.runner import JobRunner, TimeLimits
+from worker.runner import JobRunner
+from worker.stopping import TimeLimits
 
 log = logging.getLogger(__name__)
 

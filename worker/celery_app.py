@@ -7,4 +7,7 @@ from worker import tasks
 
 configure_logging(get_settings().log_level)
 app = make_celery(get_settings())
-tasks.register(app)
+# Filled by the celeryd_after_setup signal once the model is loaded; the task runs with it.
+runtime = tasks.WorkerRuntime()
+tasks.register(app, runtime)
+tasks.connect_signals(runtime)

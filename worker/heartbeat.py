@@ -78,5 +78,5 @@ class Heartbeat:
             if self.on_beat is not None:
                 try:
                     self.on_beat()
-                except Exception as exc:  # the heartbeat must outlive any reaper failure
+                except Exception as exc:  # noqa: BLE001 -- the heartbeat must outlive any reaper failure
                     log.warning("heartbeat task failed: %s", exc)

@@ -111,7 +111,7 @@ def load_first_available(
             loaded = load_model(
                 name, registry.models[name], registry.runtime.memory, device, cache_dir
             )
-        except Exception as exc:  # any failure moves on down the chain, with its cause logged
+        except Exception as exc:  # noqa: BLE001 -- any failure moves on down the chain, cause logged
             reason = describe_failure(exc, registry.models[name])
             log.error("model %s failed to load: %s", name, reason)
             failures.append(LoadFailure(name, reason))

@@ -20,7 +20,7 @@ def quantization_config(
     if not plan.is_cuda:
         notes.append("use_8bit ignored: bitsandbytes 8-bit quantisation needs CUDA")
         return None
-    from diffusers.quantizers import PipelineQuantizationConfig
+    from diffusers.quantizers.pipe_quant_config import PipelineQuantizationConfig
 
     notes.append("use_8bit: denoiser and large text encoders quantised to 8-bit (bitsandbytes)")
     return PipelineQuantizationConfig(

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 import re
+from concurrent.futures import ThreadPoolExecutor
 
+from shared.jobs import GenerationParams, JobRecord
 from shared.registry import PromptOptimization
 from shared.settings import Settings
+from shared.store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -85,3 +88,33 @@ class PromptOptimizer:
             return None
         text = (response.choices[0].message.content or "").strip()
         return text if text and text != prompt else None
+
+
+def optimized_params(
+    optimizer: PromptOptimizer | None, store: JobStore, record: JobRecord, max_tokens: int
+) -> GenerationParams:
+    """The job's parameters with its optimised prompt (recorded on the job); as given if none."""
+    if optimizer is None:
+        return record.params
+    optimized = optimizer.optimize(record.params.prompt, max_tokens)
+    if optimized is None:
+        return record.params
+    params = record.params.model_copy(update={"optimized_prompt": optimized})
+    store.update(record.id, params=params)
+    log.info("job %s: prompt optimised to %r", record.id, optimized)
+    return params
+
+
+def optimized_batch_params(
+    optimizer: PromptOptimizer | None, store: JobStore, batch: list[JobRecord], max_tokens: int
+) -> list[GenerationParams]:
+    """Each job's parameters with its optimised prompt; the API calls run at once,
+    so a batch waits for the slowest answer, not for the sum of them."""
+    if optimizer is None or not optimizer.active:
+        return [r.params for r in batch]
+
+    def optimize(record: JobRecord) -> GenerationParams:
+        return optimized_params(optimizer, store, record, max_tokens)
+
+    with ThreadPoolExecutor(max_workers=len(batch), thread_name_prefix="prompt") as pool:
+        return list(pool.map(optimize, batch))

@@ -1,9 +1,16 @@
-"""Celery glue: the generate task and the worker's lifecycle signals. Nothing of torch here."""
+"""Celery glue: the generate task and the worker's lifecycle signals. Nothing of torch here.
+
+The task runs jobs with the runner of a `WorkerRuntime` it is handed, which
+the celeryd_after_setup handler fills once the model is loaded (worker.boot,
+and torch with it, are imported only then). A test hands it a stand-in.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from celery import Celery
 from celery.signals import celeryd_after_setup, worker_ready, worker_shutdown
@@ -11,47 +18,78 @@ from celery.signals import celeryd_after_setup, worker_ready, worker_shutdown
 from shared.constants import GENERATE_TASK
 from shared.jobs import utcnow
 from shared.settings import get_settings
-from worker import boot
+from worker.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
 
-_context: boot.WorkerContext | None = None
+
+class Runner(Protocol):
+    """What the task needs of a runner: worker.runner.JobRunner, or a stand-in."""
+
+    @property
+    def jobs_done(self) -> int: ...
+
+    def run(self, job_id: str) -> object: ...
 
 
-def register(app: Celery) -> None:
-    @app.task(name=GENERATE_TASK, ignore_result=True)
+@dataclass
+class WorkerRuntime:
+    """The worker's loaded parts; empty until the worker has started, no runner without a model."""
+
+    heartbeat: Heartbeat | None = None
+    runner: Runner | None = None
+
+
+def register(app: Celery, runtime: WorkerRuntime) -> None:
+    """Register the generate task on `app`, running jobs with `runtime`'s runner."""
+
     def generate(job_id: str) -> None:
-        if _context is None or _context.runner is None:
-            # Should not happen: a worker with no model consumes no job queue.
-            raise RuntimeError("this worker has no model loaded")
-        heartbeat = _context.heartbeat
-        runner = _context.runner
-        try:
-            runner.run(job_id)  # marks the worker busy once it claimed something (on_start)
-        finally:
-            # A dropped message (a batched companion's, a canceled job's) wrote nothing.
-            if heartbeat.info.state == "busy":
-                heartbeat.update(
-                    state="ready", current_job=None, current_batch=[], jobs_done=runner.jobs_done
-                )
+        run_job(runtime, job_id)
+
+    # Not shared: the task belongs to this app and runtime, not to every app made later
+    # in the process (a test's app; the one boot.py makes to send webhook tasks).
+    app.task(name=GENERATE_TASK, ignore_result=True, shared=False)(generate)
 
 
-@celeryd_after_setup.connect
-def _load_model(sender: str, instance: Any, **_: Any) -> None:
+def run_job(runtime: WorkerRuntime, job_id: str) -> None:
+    """Run one job's message, then show the worker ready again if the job ran."""
+    heartbeat, runner = runtime.heartbeat, runtime.runner
+    if heartbeat is None or runner is None:
+        # Should not happen: a worker with no model consumes no job queue.
+        raise RuntimeError("this worker has no model loaded")
+    try:
+        runner.run(job_id)  # marks the worker busy once it claimed something (on_start)
+    finally:
+        # A dropped message (a batched companion's, a canceled job's) wrote nothing.
+        if heartbeat.info.state == "busy":
+            heartbeat.update(
+                state="ready", current_job=None, current_batch=[], jobs_done=runner.jobs_done
+            )
+
+
+def connect_signals(runtime: WorkerRuntime) -> None:
+    """Fill `runtime` as the worker starts, announce it ready, take its record down at exit."""
+    celeryd_after_setup.connect(functools.partial(_load_model, runtime), weak=False)
+    worker_ready.connect(functools.partial(_announce_ready, runtime), weak=False)
+    worker_shutdown.connect(functools.partial(_stop_heartbeat, runtime), weak=False)
+
+
+def _load_model(runtime: WorkerRuntime, sender: str, instance: Any, **_: Any) -> None:
     """Preload the model before the worker consumes anything, then subscribe to its queues."""
-    global _context
-    _context = boot.start_worker(sender, get_settings())
+    from worker import boot  # torch and diffusers: loaded by the worker process only
+
+    # SystemExit (the worker's name is taken) passes through: the worker exits with it.
+    context = boot.start_worker(sender, get_settings())
+    runtime.heartbeat, runtime.runner = context.heartbeat, context.runner
     queues = instance.app.amqp.queues
-    queues.select(_context.queues)
+    queues.select(context.queues)
 
 
-@worker_ready.connect
-def _announce_ready(**_: Any) -> None:
-    if _context is not None and _context.runner is not None:
-        _context.heartbeat.update(state="ready", ready_at=utcnow().isoformat())
+def _announce_ready(runtime: WorkerRuntime, **_: Any) -> None:
+    if runtime.heartbeat is not None and runtime.runner is not None:
+        runtime.heartbeat.update(state="ready", ready_at=utcnow().isoformat())
 
 
-@worker_shutdown.connect
-def _stop_heartbeat(**_: Any) -> None:
-    if _context is not None:
-        _context.heartbeat.stop()
+def _stop_heartbeat(runtime: WorkerRuntime, **_: Any) -> None:
+    if runtime.heartbeat is not None:
+        runtime.heartbeat.stop()

@@ -57,8 +57,9 @@ def build_tiny_sd(path: Path) -> None:
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+    # The type: ignores below: diffusers' @register_to_config leaves constructors untyped.
     torch.manual_seed(_WEIGHTS_SEED)
-    unet = UNet2DConditionModel(
+    unet = UNet2DConditionModel(  # type: ignore[no-untyped-call]
         sample_size=8,
         in_channels=4,
         out_channels=4,
@@ -72,7 +73,7 @@ def build_tiny_sd(path: Path) -> None:
     )
     # Four blocks give the VAE the same 8x down-scaling as real SD checkpoints,
     # so sizes, latents and "multiple of 8" limits behave as in production.
-    vae = AutoencoderKL(
+    vae = AutoencoderKL(  # type: ignore[no-untyped-call]
         in_channels=3,
         out_channels=3,
         block_out_channels=(8, 8, 16, 16),
@@ -98,14 +99,14 @@ def build_tiny_sd(path: Path) -> None:
     )
     with tempfile.TemporaryDirectory() as vocab_dir:
         tokenizer = CLIPTokenizer(*_write_byte_vocab(Path(vocab_dir)), model_max_length=77)
-    scheduler = EulerDiscreteScheduler(
+    scheduler = EulerDiscreteScheduler(  # type: ignore[no-untyped-call]
         beta_start=0.00085,
         beta_end=0.012,
         beta_schedule="scaled_linear",
         num_train_timesteps=1000,
         steps_offset=1,
     )
-    pipe = StableDiffusionPipeline(
+    pipe = StableDiffusionPipeline(  # type: ignore[no-untyped-call]
         unet=unet,
         vae=vae,
         text_encoder=text_encoder,

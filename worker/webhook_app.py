@@ -41,9 +41,11 @@ def _deliverer() -> Deliverer:
     return Deliverer(redis_client(get_settings()), get_settings())
 
 
-@app.task(name=WEBHOOK_TASK, ignore_result=True)
 def deliver_webhook(delivery: dict[str, Any]) -> None:
     _deliverer().deliver(delivery)
+
+
+app.task(name=WEBHOOK_TASK, ignore_result=True)(deliver_webhook)
 
 
 def _requeue_due_retries() -> None:
@@ -52,15 +54,17 @@ def _requeue_due_retries() -> None:
         try:
             for delivery in pop_due_retries(client):
                 app.send_task(WEBHOOK_TASK, args=[delivery], queue=WEBHOOK_QUEUE)
-        except Exception as exc:  # Redis away: try again next tick
+        except Exception as exc:  # noqa: BLE001 -- Redis away, or anything: try again next tick
             log.warning("webhook retry scheduler: %s", exc)
 
 
-@worker_ready.connect
 def _start_scheduler(**_: Any) -> None:
     threading.Thread(target=_requeue_due_retries, name="webhook-retries", daemon=True).start()
 
 
-@worker_shutdown.connect
 def _stop_scheduler(**_: Any) -> None:
     _stop.set()
+
+
+worker_ready.connect(_start_scheduler)
+worker_shutdown.connect(_stop_scheduler)

@@ -134,7 +134,7 @@ class Deliverer:
                 at=utcnow(),
                 status_code=response.status_code,
                 error=response.error,
-                outcome=outcome,  # type: ignore[arg-type]
+                outcome=outcome,
             ),
             self.settings.job_ttl_s,
         )

@@ -172,7 +172,8 @@ def test_a_burst_runs_in_one_call_with_the_images_each_job_gets_alone(
         batched, single = store.get(f"burst-{seed}"), store.get(f"alone-{seed}")
         assert batched.status is JobStatus.SUCCEEDED
         assert (batched.batch_size, single.batch_size) == (4, 1)
-        assert batched.images[0].seed == seed and batched.progress == 1.0
+        assert batched.images[0].seed == seed
+        assert batched.progress == 1.0
         difference = np.abs(image_of(storage, batched) - image_of(storage, single))
         assert difference.max() <= PIXEL_TOLERANCE, (seed, difference.max())
     # ...and the four jobs of the batch made four different images.
@@ -266,10 +267,13 @@ def test_a_failing_job_fails_alone_and_its_companions_succeed(
     ]
     bad = store.get("bad")
     assert bad.status is JobStatus.FAILED
-    assert bad.error is not None and "raised on purpose" in bad.error.message
+    assert bad.error is not None
+    assert "raised on purpose" in bad.error.message
     for job_id in ("good-1", "good-2"):
         good = store.get(job_id)
-        assert good.status is JobStatus.SUCCEEDED and good.images and good.batch_size == 1
+        assert good.status is JobStatus.SUCCEEDED
+        assert good.images
+        assert good.batch_size == 1
 
 
 def test_canceling_one_job_mid_batch_stops_only_that_job(
@@ -302,9 +306,11 @@ def test_canceling_one_job_mid_batch_stops_only_that_job(
     # not when the batch ended.
     assert seen_when_canceled == {"slow-a": JobStatus.RUNNING, "slow-c": JobStatus.RUNNING}
     canceled, survivors = store.get("slow-b"), [store.get("slow-a"), store.get("slow-c")]
-    assert canceled.status is JobStatus.CANCELED and canceled.images == []
+    assert canceled.status is JobStatus.CANCELED
+    assert canceled.images == []
     for survivor in survivors:
-        assert survivor.status is JobStatus.SUCCEEDED and len(survivor.images) == 1
+        assert survivor.status is JobStatus.SUCCEEDED
+        assert len(survivor.images) == 1
         assert survivor.batch_size == 3
 
 

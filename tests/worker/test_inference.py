@@ -131,7 +131,8 @@ def test_on_step_reports_increasing_progress_ending_at_the_total(tiny: LoadedMod
 
     assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
     done = [d for d, _ in calls]
-    assert done == sorted(done) and len(set(done)) == len(done)
+    assert done == sorted(done)
+    assert len(set(done)) == len(done)
     assert calls[-1][0] == calls[-1][1]
 
 

@@ -108,14 +108,16 @@ def test_failures_are_listed_in_the_order_tried(with_bad_classes: Registry) -> N
 
     loaded, failures = load_first_available(with_bad_classes, order, "cpu")
 
-    assert loaded is not None and loaded.name == "tiny-flaky"
+    assert loaded is not None
+    assert loaded.name == "tiny-flaky"
     assert [f.model for f in failures] == ["bad-module", "no-colon", "missing"]
 
 
 def test_primary_that_loads_reports_no_failures(missing_first: Registry) -> None:
     loaded, failures = load_first_available(missing_first, ["tiny-sd", "missing"], "cpu")
 
-    assert loaded is not None and loaded.name == "tiny-sd"
+    assert loaded is not None
+    assert loaded.name == "tiny-sd"
     assert failures == []
 
 
@@ -158,7 +160,8 @@ def test_custom_pipeline_class_from_yaml_alone(registry_dir: Path, tiny_model_di
     loaded, failures = load_first_available(reg, reg.load_order(pinned="tiny-custom"), "cpu")
 
     assert failures == []
-    assert loaded is not None and loaded.name == "tiny-custom"
+    assert loaded is not None
+    assert loaded.name == "tiny-custom"
     assert type(loaded.txt2img) is FlakyPipeline
     # A custom class names no img2img class, so there is none.
     assert loaded.img2img is None
@@ -234,7 +237,8 @@ def test_describe_cuda_out_of_memory() -> None:
     reason = describe_failure(torch.cuda.OutOfMemoryError("CUDA out of memory"), HUB_ENTRY)
 
     assert reason.startswith("out of memory")
-    assert "use_8bit" in reason and "enable_cpu_offload" in reason
+    assert "use_8bit" in reason
+    assert "enable_cpu_offload" in reason
     assert "OutOfMemoryError: CUDA out of memory" in reason
 
 

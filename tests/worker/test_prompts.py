@@ -69,7 +69,8 @@ def test_prompt_is_rewritten_within_the_model_token_limit(optimizer_for, fake_op
 
 
 def test_korean_prompt_is_translated(optimizer_for, fake_openai) -> None:
-    assert contains_korean("창가에 앉은 고양이") and not contains_korean("a cat")
+    assert contains_korean("창가에 앉은 고양이")
+    assert not contains_korean("a cat")
     assert optimizer_for().optimize("창가에 앉은 고양이", 77) == "a cat sitting on a windowsill"
     assert "translate it to English" in fake_openai.requests[0]["body"]["messages"][0]["content"]
 
@@ -79,7 +80,8 @@ def test_translation_and_length_limit_can_be_turned_off(optimizer_for, fake_open
         "창가에 앉은 고양이", 77
     )
     system = fake_openai.requests[0]["body"]["messages"][0]["content"]
-    assert "translate" not in system and "tokens" not in system
+    assert "translate" not in system
+    assert "tokens" not in system
 
 
 def test_a_failing_server_leaves_the_prompt_as_given(optimizer_for, fake_openai) -> None:
@@ -132,7 +134,8 @@ def test_a_batch_optimises_its_prompts_at_once_and_generates_from_them(
     assert sorted(call) == ["optimized: fox 0", "optimized: fox 1", "optimized: fox 2"]
     for index in range(3):
         stored = store.get(f"batch-prompt-{index}")
-        assert stored.status is JobStatus.SUCCEEDED and stored.batch_size == 3
+        assert stored.status is JobStatus.SUCCEEDED
+        assert stored.batch_size == 3
         assert stored.params.optimized_prompt == f"optimized: fox {index}"
 
 

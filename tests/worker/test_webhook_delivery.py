@@ -112,7 +112,8 @@ def test_delivery_time_guard_refuses_loopback_without_the_setting(
 ) -> None:
     settings = make_settings(webhook_allow_private_networks=False)
     response = post(receiver.url("/ok"), b"{}", {"content-type": "application/json"}, settings)
-    assert response.status_code is None and response.permanent
+    assert response.status_code is None
+    assert response.permanent
     assert "non-public" in (response.error or "")
     assert receiver.at("/ok") == []
 

@@ -1,0 +1,132 @@
+"""The Celery glue without a GPU: the generate task driven with a stand-in runner."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+from celery import Celery
+
+from shared.constants import GENERATE_TASK
+from shared.workers import WorkerInfo, read_worker, worker_key
+from worker.heartbeat import Heartbeat
+from worker.tasks import WorkerRuntime, register
+
+REPO = Path(__file__).resolve().parents[2]
+WORKER = "tasks-test@host"
+
+
+class StandInRunner:
+    """Runs nothing: records the job ids and, like JobRunner's on_start, marks the worker busy."""
+
+    def __init__(self, heartbeat: Heartbeat, claims: bool = True, fails: bool = False):
+        self.heartbeat = heartbeat
+        self.claims = claims
+        self.fails = fails
+        self.job_ids: list[str] = []
+        self.states_seen: list[str] = []
+        self.jobs_done = 0
+
+    def run(self, job_id: str) -> None:
+        self.job_ids.append(job_id)
+        if not self.claims:
+            return  # a dropped message: not ours to run, nothing written
+        self.heartbeat.update(state="busy", current_job=job_id)
+        self.states_seen.append(self.heartbeat.info.state)
+        self.jobs_done += 1
+        if self.fails:
+            raise RuntimeError("the runner broke")
+
+
+@pytest.fixture
+def heartbeat(api_redis: redis.Redis) -> Heartbeat:
+    beat = Heartbeat(api_redis, WorkerInfo(name=WORKER, state="ready"), ttl_s=60)
+    beat.beat()
+    return beat
+
+
+@pytest.fixture
+def eager_app() -> Celery:
+    app = Celery("tasks-test", set_as_current=False)
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    return app
+
+
+Drive = Callable[[WorkerRuntime, str], None]
+
+
+@pytest.fixture
+def drive(eager_app: Celery) -> Drive:
+    """Register the task for `runtime` on the eager app and send it one job id."""
+
+    def send(runtime: WorkerRuntime, job_id: str) -> None:
+        register(eager_app, runtime)
+        eager_app.tasks[GENERATE_TASK].delay(job_id)
+
+    return send
+
+
+@pytest.mark.parametrize("module", ["worker.tasks", "worker.celery_app"])
+def test_the_celery_glue_imports_without_torch(module: str) -> None:
+    blocked = "import sys; sys.modules['torch'] = sys.modules['diffusers'] = None"
+    result = subprocess.run(
+        [sys.executable, "-c", f"{blocked}; import {module}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_task_runs_the_job_and_shows_the_worker_ready_again(
+    drive: Drive, heartbeat: Heartbeat, api_redis: redis.Redis
+) -> None:
+    runner = StandInRunner(heartbeat)
+
+    drive(WorkerRuntime(heartbeat, runner), "job-1")
+
+    assert runner.job_ids == ["job-1"]
+    assert runner.states_seen == ["busy"]
+    record = read_worker(api_redis, WORKER)
+    assert record is not None
+    assert record.state == "ready"
+    assert record.current_job is None
+    assert record.jobs_done == 1
+
+
+def test_a_dropped_message_leaves_the_worker_record_untouched(
+    drive: Drive, heartbeat: Heartbeat, api_redis: redis.Redis
+) -> None:
+    runner = StandInRunner(heartbeat, claims=False)
+    before = heartbeat.info
+    api_redis.delete(worker_key(WORKER))  # any write would bring it back
+
+    drive(WorkerRuntime(heartbeat, runner), "someone-elses")
+
+    assert runner.job_ids == ["someone-elses"]
+    assert heartbeat.info is before
+    assert read_worker(api_redis, WORKER) is None
+
+
+def test_a_runner_that_raises_still_leaves_the_worker_ready(
+    drive: Drive, heartbeat: Heartbeat
+) -> None:
+    runner = StandInRunner(heartbeat, fails=True)
+
+    with pytest.raises(RuntimeError, match="the runner broke"):
+        drive(WorkerRuntime(heartbeat, runner), "job-2")
+
+    assert heartbeat.info.state == "ready"
+    assert heartbeat.info.jobs_done == 1
+
+
+def test_a_worker_without_a_runner_refuses_the_job(drive: Drive, heartbeat: Heartbeat) -> None:
+    with pytest.raises(RuntimeError, match="no model loaded"):
+        drive(WorkerRuntime(heartbeat, runner=None), "job-3")

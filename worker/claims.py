@@ -1,0 +1,55 @@
+"""Claiming a job for this worker: queued -> running, or the reason not to run it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from shared.errors import InvalidTransition, JobNotFound
+from shared.jobs import DEADLINE_ERROR, JobRecord, JobStatus
+from shared.store import JobStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Claimer:
+    """Moves jobs to running under `worker_name`, serving `model_name`."""
+
+    store: JobStore
+    model_name: str
+    worker_name: str
+
+    def claim(self, job_id: str) -> JobRecord | None:
+        """The job, now running here; None when its message is not ours to run."""
+        current = self.store.get_or_none(job_id)
+        if current is None:
+            log.warning("job %s has no record (expired or deleted); dropping it", job_id)
+            return None
+        if current.status is not JobStatus.QUEUED:
+            # Run already (batched with another job, or by a worker that then
+            # died and was replaced), canceled while queued, or finished.
+            log.info("job %s is %s; dropping its message", job_id, current.status)
+            return None
+        return self.claim_queued(current)
+
+    def claim_queued(self, current: JobRecord) -> JobRecord | None:
+        """queued -> running for this worker; None if someone else moved it first."""
+        try:
+            if current.past_deadline():
+                self.store.transition(current.id, JobStatus.CANCELED, error=DEADLINE_ERROR)
+                log.info("job %s reached its deadline in the queue; not running it", current.id)
+                return None
+            return self.store.transition(
+                current.id,
+                JobStatus.RUNNING,
+                model_used=self.model_name,
+                worker=self.worker_name,
+                attempts=current.attempts + 1,
+                progress=0.0,
+            )
+        except JobNotFound:
+            log.warning("job %s has no record (expired or deleted); dropping it", current.id)
+        except InvalidTransition as exc:
+            log.info("not running job %s: %s", current.id, exc)
+        return None

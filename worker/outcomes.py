@@ -1,0 +1,126 @@
+"""How a job ended, recorded: its images stored and success written, a stop, or a failure.
+
+A failed job is data (status failed, error type and message), never a crashed
+worker. A job whose record moved on meanwhile (canceled at the last step,
+handed to another worker) is logged and left as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from PIL import Image
+
+from shared.errors import DarkroomError, InvalidTransition, JobNotFound
+from shared.jobs import JobErrorInfo, JobRecord, JobStatus, StoredImage
+from shared.storage import Storage
+from shared.store import JobStore
+from worker import inference
+from worker.devices import free_memory
+from worker.stopping import JobStopped
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcomes:
+    """Writes a job's terminal status for the worker serving `model_name`."""
+
+    store: JobStore
+    storage: Storage
+    model_name: str
+
+    def succeed(
+        self, record: JobRecord, images: list[Image.Image], started: float, batch_size: int
+    ) -> JobStatus:
+        """Store the images and record success; the status the job ends with."""
+        try:
+            stored = store_images(self.storage, record, images)
+        except Exception as exc:  # noqa: BLE001 -- storage failing fails this job, as data
+            return self.fail(record, exc)
+        if not self._record_success(record, stored, batch_size):
+            return self._current_status(record.id)
+        log.info(
+            "job %s succeeded: %d image(s) in %.2fs on %s%s",
+            record.id,
+            len(stored),
+            time.monotonic() - started,
+            self.model_name,
+            f" (batch of {batch_size})" if batch_size > 1 else "",
+        )
+        return JobStatus.SUCCEEDED
+
+    def stop(self, record: JobRecord, stop: JobStopped) -> JobStatus:
+        """Record a job stopped mid-generation (canceled, deadline, soft time limit)."""
+        why = stop.error.message if stop.error else "canceled by the client"
+        log.info("job %s stopped mid-generation (%s): %s", record.id, stop.status, why)
+        try:
+            self.store.transition(record.id, stop.status, error=stop.error)
+        except (InvalidTransition, JobNotFound) as lost:
+            log.warning("could not record the stop of job %s: %s", record.id, lost)
+        return stop.status
+
+    def fail(self, record: JobRecord, exc: Exception) -> JobStatus:
+        """Record a job failed by `exc`, classified into an error type and message."""
+        error = error_info(exc)
+        log.error("job %s failed: %s: %s", record.id, error.type, error.message, exc_info=exc)
+        try:
+            self.store.transition(record.id, JobStatus.FAILED, error=error)
+        except (InvalidTransition, JobNotFound) as lost:
+            log.warning("could not record failure of job %s: %s", record.id, lost)
+        return JobStatus.FAILED
+
+    def _record_success(self, record: JobRecord, stored: list[StoredImage], size: int) -> bool:
+        try:
+            self.store.transition(
+                record.id, JobStatus.SUCCEEDED, images=stored, progress=1.0, batch_size=size
+            )
+        except (InvalidTransition, JobNotFound) as exc:
+            # Canceled at the last step, or handed to another worker meanwhile.
+            log.warning("job %s finished but was not recorded as succeeded: %s", record.id, exc)
+            return False
+        return True
+
+    def _current_status(self, job_id: str) -> JobStatus:
+        record = self.store.get_or_none(job_id)
+        return record.status if record is not None else JobStatus.CANCELED
+
+
+def store_images(
+    storage: Storage, record: JobRecord, images: list[Image.Image]
+) -> list[StoredImage]:
+    """Write a job's images as PNGs under jobs/<job id>/<index>.png."""
+    stored = []
+    for index, image in enumerate(images):
+        # Keyed by job and index: a re-run overwrites, never duplicates.
+        key = f"jobs/{record.id}/{index}.png"
+        storage.put(key, inference.encode_png(image), "image/png")
+        width, height = image.size
+        stored.append(
+            StoredImage(key=key, width=width, height=height, seed=record.params.seed + index)
+        )
+    return stored
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is torch.cuda.OutOfMemoryError (matched by name)."""
+    return type(exc).__name__ == "OutOfMemoryError"
+
+
+def error_info(exc: Exception) -> JobErrorInfo:
+    """A job's error as the client sees it; frees GPU memory after an out-of-memory error."""
+    if isinstance(exc, DarkroomError):
+        return JobErrorInfo(type=exc.type, message=str(exc))
+    if is_out_of_memory(exc):
+        free_memory()
+        return JobErrorInfo(
+            type="out_of_memory",
+            message=(
+                f"the GPU ran out of memory: {str(exc).splitlines()[0][:300]} "
+                "(try a smaller size or num_images, or set runtime.memory.use_8bit / "
+                "enable_cpu_offload in model_config.yaml)"
+            ),
+        )
+    return JobErrorInfo(type="generation_error", message=f"{type(exc).__name__}: {exc}"[:1000])
