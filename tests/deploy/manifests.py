@@ -18,6 +18,24 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 MODEL_CONFIG = ROOT / "model_config.yaml"
 KUSTOMIZATION = "kustomization.yaml"
 
+# The two images (docs/deploy.md, "Images") and the Dockerfiles that build them:
+# the slim one (darkroom[api], no torch) for the API and the webhook worker, the
+# CUDA one (darkroom[worker]) for the GPU workers.
+API_IMAGE = "darkroom-api"
+WORKER_IMAGE = "darkroom-worker"
+DOCKERFILES = {
+    API_IMAGE: "deploy/api.Dockerfile",
+    WORKER_IMAGE: "deploy/worker.Dockerfile",
+}
+# darkroom's commands (`darkroom <command>`) and the image each one runs in.
+IMAGE_FOR_COMMAND = {"api": API_IMAGE, "webhooks": API_IMAGE, "worker": WORKER_IMAGE}
+
+
+def image_name(image: str) -> str:
+    """`darkroom-api:latest` -> `darkroom-api` (a registry prefix stays)."""
+    name, _, tag = image.rpartition(":")
+    return name if name and "/" not in tag else image
+
 # Environment variables darkroom's containers may be given that are not
 # darkroom settings: the AWS SDK's, Hugging Face's, the KEDA triggers' own.
 EXTERNAL_ENV = {
@@ -205,7 +223,8 @@ def parse_duration_s(value: str | int | float) -> float:
         return float(value)
     units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6}
     parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|us|m|s)", value)
-    assert parts and "".join(n + u for n, u in parts) == value, f"bad duration {value!r}"
+    assert parts, f"bad duration {value!r}"
+    assert "".join(n + u for n, u in parts) == value, f"bad duration {value!r}"
     return sum(float(n) * units[u] for n, u in parts)
 
 

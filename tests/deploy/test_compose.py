@@ -13,9 +13,12 @@ from shared.constants import WORKER_KEY_PREFIX
 from shared.settings import Settings
 from tests.deploy.manifests import (
     COMPOSE_FILE,
+    DOCKERFILES,
     EXTERNAL_ENV,
+    IMAGE_FOR_COMMAND,
     ROOT,
     compose_variables,
+    image_name,
     interpolate,
     iter_strings,
     load_compose,
@@ -53,7 +56,7 @@ def test_compose_spec_schema(env: dict[str, str] | None) -> None:
 def test_interpolation() -> None:
     assert interpolate("${A:-x}-${B-y}-$$C-${A}", {}) == "x-y-$C-"
     assert interpolate("${A:-x}/${A-y}", {"A": ""}) == "x/"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="set A"):
         interpolate("${A:?set A}", {})
 
 
@@ -124,7 +127,7 @@ def test_s3_is_seaweedfs() -> None:
 
 def test_api() -> None:
     api = SERVICES["api"]
-    assert api["build"]["dockerfile"] == "deploy/Dockerfile"
+    assert api["build"]["dockerfile"] == "deploy/api.Dockerfile"
     assert api["command"][:2] == ["darkroom", "api"]
     assert "/readyz" in " ".join(api["healthcheck"]["test"])
 
@@ -140,7 +143,8 @@ def test_gpu_worker_replicas_and_devices(env: dict[str, str]) -> None:
     assert gpus[0]["driver"] == "nvidia"
     assert gpus[0]["count"] == 1
     # Replicas cannot share a fixed host port or container name.
-    assert "ports" not in worker and "container_name" not in worker
+    assert "ports" not in worker
+    assert "container_name" not in worker
 
 
 def test_gpu_worker() -> None:
@@ -165,11 +169,21 @@ def test_webhook_worker() -> None:
     assert "webhooks-0@" in hooks["healthcheck"]["test"][3]
 
 
-def test_darkroom_services_share_the_image_and_settings() -> None:
+@pytest.mark.parametrize("name", sorted(DARKROOM))
+def test_each_darkroom_service_builds_its_image(name: str) -> None:
+    """The API and the webhook worker: the slim image; GPU workers: the CUDA one."""
+    service = SERVICES[name]
+    image = image_name(service["image"])
+    assert image == IMAGE_FOR_COMMAND[service["command"][1]], name
+    # Built here (`docker compose up --build`), from that image's Dockerfile.
+    assert service["build"] == {"context": ".", "dockerfile": DOCKERFILES[image]}
+    assert (ROOT / DOCKERFILES[image]).is_file()
+
+
+def test_darkroom_services_share_settings() -> None:
     env = SERVICES["api"]["environment"]
     for name in DARKROOM:
         service = SERVICES[name]
-        assert service["image"] == SERVICES["api"]["image"]
         assert service["env_file"] == [{"path": ".env", "required": False}]
         for key, value in env.items():
             assert service["environment"][key] == value, f"{name}: {key}"

@@ -1,6 +1,11 @@
-"""requirements/lock.txt pins every dependency of pyproject.toml, and this environment
-was installed from it: the test toolchain changes only when someone re-locks
-(scripts/lock.sh), never because a new release appeared on PyPI."""
+"""requirements/lock.txt pins every dependency of pyproject.toml (the base and every
+extra: api, worker, embedded, test), and this environment was installed from it: the
+test toolchain changes only when someone re-locks (scripts/lock.sh), never because a
+new release appeared on PyPI.
+
+Offline, from the lock's own `# via` annotations. The exact check, a fresh
+resolution compared with the lock, is `bash scripts/lock.sh --check` (.ci/run), which
+needs the package index."""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ UNLOCKED = {"torch"}
 
 
 def locked_versions() -> dict[str, str]:
-    pins = {}
+    pins: dict[str, str] = {}
     for line in (ROOT / "requirements" / "lock.txt").read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if not line:
@@ -34,6 +39,59 @@ def declared_requirements() -> list[Requirement]:
     for extra in project["optional-dependencies"].values():
         declared += [Requirement(r) for r in extra]
     return [r for r in declared if r.marker is None or r.marker.evaluate()]
+
+
+def lock_sources() -> dict[str, set[str]]:
+    """Each pinned package -> what pip-compile said required it (its `# via` lines)."""
+    sources: dict[str, set[str]] = {}
+    current = None
+    for line in (ROOT / "requirements" / "lock.txt").read_text().splitlines():
+        if line.startswith("#"):
+            current = None  # the header, or the footer naming the unsafe packages
+        elif line and not line.startswith(" "):
+            current = canonicalize_name(line.split("==", 1)[0])
+            sources[current] = set()
+        elif current and line.strip().startswith("#") and line.strip() != "# via":
+            text = line.strip().lstrip("#").strip()
+            text = text.removeprefix("via ").strip()
+            if text and not text.startswith("-"):
+                sources[current].add(text)
+    return sources
+
+
+PROJECT_SOURCE = "darkroom (pyproject.toml)"
+
+
+def test_lock_has_no_stale_direct_dependency() -> None:
+    """A dependency dropped from pyproject.toml leaves the lock too (re-lock)."""
+    declared = {canonicalize_name(r.name) for r in declared_requirements()}
+    stale = sorted(
+        name
+        for name, sources in lock_sources().items()
+        if PROJECT_SOURCE in sources and name not in declared
+    )
+    assert not stale, f"run bash scripts/lock.sh: no longer in pyproject.toml: {stale}"
+
+
+def test_every_locked_package_is_needed() -> None:
+    """Everything in the lock is required by pyproject.toml, directly or through
+    other locked packages: no leftovers of a removed dependency."""
+    sources = lock_sources()
+    needed = {name for name, via in sources.items() if PROJECT_SOURCE in via}
+    while True:
+        more = {
+            name
+            for name, via in sources.items()
+            if name not in needed and {canonicalize_name(v) for v in via} & needed
+        }
+        if not more:
+            break
+        needed |= more
+    assert set(sources) == needed, f"run bash scripts/lock.sh: {set(sources) - needed}"
+
+
+def test_lock_leaves_torch_to_requirements_torch_txt() -> None:
+    assert not UNLOCKED & set(locked_versions())
 
 
 def test_every_declared_dependency_is_locked_within_its_range() -> None:

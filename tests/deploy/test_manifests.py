@@ -23,6 +23,7 @@ from shared.constants import DEFAULT_QUEUE, broker_lists, model_queue
 from shared.settings import Settings
 from tests.deploy.manifests import (
     EXTERNAL_ENV,
+    IMAGE_FOR_COMMAND,
     K8S,
     KUSTOMIZATION,
     MODEL_CONFIG,
@@ -33,6 +34,7 @@ from tests.deploy.manifests import (
     exec_probe_code,
     find,
     gpu_workers,
+    image_name,
     kustomization_files,
     kustomizations,
     load_manifests,
@@ -77,18 +79,22 @@ def test_there_is_something_to_check() -> None:
     assert {"Deployment", "Service", "ConfigMap", "Secret", "ScaledObject"} <= {
         m.kind for m in BASE
     }
-    assert GPU_WORKERS and SCALED_OBJECTS
+    assert GPU_WORKERS
+    assert SCALED_OBJECTS
 
 
 @pytest.mark.parametrize("manifest", ALL, ids=ids(ALL))
 def test_object_is_well_formed(manifest: Manifest) -> None:
     obj = manifest.obj
     assert isinstance(obj, dict)
-    assert isinstance(obj.get("apiVersion"), str) and obj["apiVersion"]
-    assert isinstance(obj.get("kind"), str) and obj["kind"]
+    assert isinstance(obj.get("apiVersion"), str)
+    assert obj["apiVersion"]
+    assert isinstance(obj.get("kind"), str)
+    assert obj["kind"]
     name = obj.get("metadata", {}).get("name")
     assert isinstance(name, str)
-    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name) and len(name) <= 63, name
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name), name
+    assert len(name) <= 63, name
     # Namespace-agnostic: the namespace is chosen at apply time.
     assert "namespace" not in obj["metadata"]
     assert labels(obj).get("app.kubernetes.io/part-of") == "darkroom"
@@ -234,8 +240,33 @@ def darkroom_workloads() -> list[Manifest]:
     return [
         m
         for m in by_kind(BASE, "Deployment")
-        if any(c["image"].split(":")[0] == "darkroom" for c in containers(m))
+        if any(image_name(c["image"]) in set(IMAGE_FOR_COMMAND.values()) for c in containers(m))
     ]
+
+
+def test_each_darkroom_container_runs_its_image() -> None:
+    """API and webhook worker: the slim image (no torch); GPU workers: the CUDA one."""
+    commands = set()
+    for workload in by_kind(ALL, "Deployment") + by_kind(ALL, "StatefulSet"):
+        for container in containers(workload):
+            command = container.get("command") or []
+            if command[:1] != ["darkroom"]:
+                assert not image_name(container["image"]).startswith("darkroom"), workload.label
+                continue
+            commands.add(command[1])
+            expected = IMAGE_FOR_COMMAND[command[1]]
+            assert image_name(container["image"]) == expected, workload.label
+    assert commands == set(IMAGE_FOR_COMMAND)
+    for worker in GPU_WORKERS:
+        assert [image_name(c["image"]) for c in containers(worker)] == [
+            IMAGE_FOR_COMMAND["worker"]
+        ]
+
+
+def test_kustomization_names_both_images() -> None:
+    """`images:` in the base lets an overlay point each image at a registry."""
+    spec = yaml.safe_load((K8S / KUSTOMIZATION).read_text(encoding="utf-8"))
+    assert {entry["name"] for entry in spec["images"]} == set(IMAGE_FOR_COMMAND.values())
 
 
 @pytest.mark.parametrize("workload", darkroom_workloads(), ids=ids(darkroom_workloads()))
@@ -312,7 +343,8 @@ def test_webhook_worker() -> None:
     (container,) = containers(hooks)
     assert container["command"] == ["darkroom", "webhooks"]
     code = exec_probe_code(container["readinessProbe"])
-    assert "webhooks-0@" in code and "ping" in code
+    assert "webhooks-0@" in code
+    assert "ping" in code
     assert "nvidia.com/gpu" not in str(container["resources"])
 
 
@@ -357,7 +389,8 @@ def test_gpu_worker_is_named_after_its_pod(worker: Manifest) -> None:
     assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     probe = container["readinessProbe"]
     code = exec_probe_code(probe)
-    assert "os.environ['POD_NAME']" in code and "'darkroom:worker:gpu@'" in code
+    assert "os.environ['POD_NAME']" in code
+    assert "'darkroom:worker:gpu@'" in code
     assert probe["timeoutSeconds"] >= 3
     assert "livenessProbe" not in container  # it would restart workers on a Redis outage
 
