@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(name: str, stack: Stack, cfg: Settings) -> Result:
     try:
         return MEASUREMENTS[name](stack, cfg)
-    except Exception as exc:  # one broken measurement must not lose the others
+    except Exception as exc:  # noqa: BLE001 - one broken measurement must not lose the others
         stack.stop_workers()
         with contextlib.suppress(Exception):
             stack.flush()

@@ -525,7 +525,7 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace, device: str) -> lis
     for batch in args.batches:
         try:
             flops[batch] = count_flops(pipe, spec, batch, args.size, steps)
-        except Exception as exc:  # a counting failure must not cost the timings
+        except Exception as exc:  # noqa: BLE001 - a counting failure must not cost the timings
             print(f"  FLOP count failed at batch {batch}: {exc}", flush=True)
     rows = []
     for variant in args.variants:
@@ -537,7 +537,7 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace, device: str) -> lis
                 _measure(row, pipe, spec, args, device, flops.get(batch), peak)
             except torch.cuda.OutOfMemoryError as exc:
                 row.error = f"out of memory: {str(exc).splitlines()[0]}"
-            except Exception as exc:  # report the row as failed, measure the others
+            except Exception as exc:  # noqa: BLE001 - report the row as failed, measure the others
                 row.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
             print("  " + _line(row), flush=True)
             rows.append(row)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -26,15 +27,13 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "gpu": "none (the CPU benchmarks never use one)",
     }
-    try:
-        import importlib.metadata as md
+    import importlib.metadata as md
 
+    with contextlib.suppress(md.PackageNotFoundError):  # informative only
         info["packages"] = {
             name: md.version(name)
             for name in ("torch", "diffusers", "celery", "fastapi", "uvicorn", "redis")
         }
-    except Exception:  # informative only
-        pass
     info["git"] = _git()
     return info
 

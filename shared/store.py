@@ -124,7 +124,7 @@ class JobStore:
         with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
-                    pipe.watch(key)
+                    pipe.watch(key)  # type: ignore[no-untyped-call]  # untyped in redis-py
                     raw = pipe.hgetall(key)
                     if not raw:
                         raise JobNotFound(job_id)

@@ -57,7 +57,7 @@ def claim_worker(client: redis.Redis, info: WorkerInfo, ttl_s: float) -> bool:
 
 def read_worker(client: redis.Redis, name: str) -> WorkerInfo | None:
     raw = client.get(worker_key(name))
-    return None if raw is None else WorkerInfo.model_validate_json(raw)  # type: ignore[arg-type]
+    return None if raw is None else WorkerInfo.model_validate_json(raw)
 
 
 def write_worker(client: redis.Redis, info: WorkerInfo, ttl_s: float = 15.0) -> None:

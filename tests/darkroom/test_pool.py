@@ -32,7 +32,8 @@ def test_each_gpu_child_sees_only_its_device() -> None:
         "TORCH_THREADS": "4",
     }
     cpu = pool.child_env({"PATH": "/bin"}, None, threads=1)
-    assert "CUDA_VISIBLE_DEVICES" not in cpu and cpu["TORCH_THREADS"] == "1"
+    assert "CUDA_VISIBLE_DEVICES" not in cpu
+    assert cpu["TORCH_THREADS"] == "1"
 
 
 def test_threads_split_the_cores_unless_configured(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -74,7 +74,8 @@ def test_a_burst_shares_pipeline_calls_and_each_job_keeps_its_own_result(
     for seed in SEEDS:
         batched = done[seed]
         assert batched["status"] == "succeeded", batched["error"]
-        assert batched["worker"] == "e2e-batch@test" and batched["model_used"] == "tiny-batch"
+        assert batched["worker"] == "e2e-batch@test"
+        assert batched["model_used"] == "tiny-batch"
         assert batched["batch_size"] > 1
         [image] = batched["images"]
         assert image["seed"] == seed
@@ -84,7 +85,8 @@ def test_a_burst_shares_pipeline_calls_and_each_job_keeps_its_own_result(
         [call] = receiver.wait_for(f"/batch-{seed}", 1)
         event = json.loads(call.body)
         assert event["type"] == "job.completed"
-        assert event["data"]["id"] == batched["id"] and event["data"]["status"] == "succeeded"
+        assert event["data"]["id"] == batched["id"]
+        assert event["data"]["status"] == "succeeded"
 
     # The companions' own broker messages came up later and were dropped, not re-run.
     assert "dropping its message" in batch_worker.log_tail(200)
@@ -122,11 +124,14 @@ def test_the_worker_record_lists_the_batch_it_is_running(
         assert time.monotonic() < deadline, "the batch never showed up on the worker record"
         time.sleep(0.05)
     # All three, unless the first job's window closed before the others arrived.
-    assert set(record["current_batch"]) <= set(ids) and len(record["current_batch"]) >= 2
-    assert record["current_job"] in record["current_batch"] and record["state"] == "busy"
+    assert set(record["current_batch"]) <= set(ids)
+    assert len(record["current_batch"]) >= 2
+    assert record["current_job"] in record["current_batch"]
+    assert record["state"] == "busy"
 
     assert all(wait_for(client, job_id)["status"] == "succeeded" for job_id in ids)
     [record] = [
         w for w in client.get("/status").json()["workers"] if w["name"] == batch_worker.name
     ]
-    assert record["current_batch"] == [] and record["state"] == "ready"
+    assert record["current_batch"] == []
+    assert record["state"] == "ready"

@@ -207,7 +207,8 @@ def test_a_job_for_the_unloadable_model_stays_queued(
     assert wait_for(client, later["id"])["status"] == "succeeded"
     polled = client.get(f"/jobs/{job['id']}").json()
     assert polled["status"] == "queued", polled
-    assert polled["model_used"] is None and polled["attempts"] == 0, polled
+    assert polled["model_used"] is None, polled
+    assert polled["attempts"] == 0, polled
 
     status = client.get("/status").json()
     assert status["models"]["missing"]["queued"] >= 1

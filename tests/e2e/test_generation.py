@@ -27,11 +27,13 @@ def test_txt2img_job_succeeds_with_png_of_requested_size(client: TestClient) -> 
     assert done["model_used"] == "tiny-sd"
     assert done["progress"] == 1.0
     assert done["attempts"] == 1
-    assert done["started_at"] and done["finished_at"]
+    assert done["started_at"]
+    assert done["finished_at"]
     [image] = done["images"]
     assert (image["width"], image["height"], image["seed"]) == (64, 48, 7)
     data, png = download_png(image["url"])
-    assert data.startswith(b"\x89PNG") and png.format == "PNG"
+    assert data.startswith(b"\x89PNG")
+    assert png.format == "PNG"
     assert png.size == (64, 48)
 
 

@@ -100,7 +100,8 @@ def test_queued_job_canceled_never_runs(client: TestClient) -> None:
     assert wait_for(client, busy["id"])["status"] == "succeeded"
     final = client.get(f"/jobs/{queued['id']}").json()
     assert final["status"] == "canceled"
-    assert final["started_at"] is None and final["attempts"] == 0
+    assert final["started_at"] is None
+    assert final["attempts"] == 0
 
 
 def test_deadline_cancels_a_running_job(client: TestClient) -> None:
@@ -149,4 +150,5 @@ def test_sse_streams_status_and_ends_with_the_terminal_event(client: TestClient)
     assert statuses[-1] == "succeeded"
     assert "running" in statuses
     assert "progress" in kinds
-    assert events[-1][0] == "status" and events[-1][1]["progress"] == 1.0
+    assert events[-1][0] == "status"
+    assert events[-1][1]["progress"] == 1.0

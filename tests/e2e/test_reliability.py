@@ -135,7 +135,8 @@ def test_poison_job_fails_after_the_attempt_limit(client: TestClient, workers) -
     assert done["status"] == "failed"
     assert done["error"]["type"] == "worker_lost"
     assert done["attempts"] == 2
-    assert first.proc.wait(timeout=60) != 0 and second.proc.wait(timeout=60) != 0
+    assert first.proc.wait(timeout=60) != 0
+    assert second.proc.wait(timeout=60) != 0
 
 
 def test_warm_shutdown_finishes_the_running_job_and_takes_no_new_one(
@@ -224,7 +225,8 @@ def test_a_worker_refuses_the_name_of_a_live_one(
     assert f"pid {holder.proc.pid}" in log
     assert holder.proc.poll() is None
     record = redis.Redis.from_url(env["REDIS_URL"]).get(worker_key("taken@reliability"))
-    assert record is not None and json.loads(record)["pid"] == holder.proc.pid
+    assert record is not None
+    assert json.loads(record)["pid"] == holder.proc.pid
 
 
 def test_a_restart_under_the_same_name_hands_back_the_dead_ones_job(

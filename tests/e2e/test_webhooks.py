@@ -71,7 +71,8 @@ def test_receiver_gets_the_events_it_asked_for_signed(
 
     payloads = [_verified(call) for call in receiver.at("/all")]
     types = [p["type"] for p in payloads]
-    assert types[0] == "job.started" and types[-1] == "job.completed"
+    assert types[0] == "job.started"
+    assert types[-1] == "job.completed"
     assert "job.progress" in types
     progress_times = [
         datetime.fromisoformat(p["timestamp"]) for p in payloads if p["type"] == "job.progress"
@@ -79,8 +80,10 @@ def test_receiver_gets_the_events_it_asked_for_signed(
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(progress_times)]
     assert all(gap >= 0.9 for gap in gaps)  # at most one progress call per second
     final = payloads[-1]["data"]
-    assert final["id"] == job["id"] and final["status"] == "succeeded"
-    assert final["images"] and final["images"][0]["url"].startswith("http")
+    assert final["id"] == job["id"]
+    assert final["status"] == "succeeded"
+    assert final["images"]
+    assert final["images"][0]["url"].startswith("http")
     assert len({c.headers["webhook-id"] for c in calls}) == len(calls)
 
 

@@ -343,7 +343,9 @@ def test_relative_ids_resolve_against_the_yaml_folder(
     assert models["up"].id == str(tmp_path / "shared" / "up")
     assert models["absolute"].id == "/opt/models/abs"
     assert models["hub"].id == "org/model"
-    assert models["here"].is_local and models["up"].is_local and models["absolute"].is_local
+    assert models["here"].is_local
+    assert models["up"].is_local
+    assert models["absolute"].is_local
     assert not models["hub"].is_local
 
 

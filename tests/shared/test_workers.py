@@ -24,14 +24,16 @@ def test_a_held_name_cannot_be_claimed(client: fakeredis.FakeRedis) -> None:
     assert claim_worker(client, WorkerInfo(name="w@h", state="loading", pid=1), ttl_s=15)
     assert not claim_worker(client, WorkerInfo(name="w@h", state="loading", pid=2), ttl_s=15)
     holder = read_worker(client, "w@h")
-    assert holder is not None and holder.pid == 1
+    assert holder is not None
+    assert holder.pid == 1
 
 
 def test_heartbeat_claim_names_the_live_holder(client: fakeredis.FakeRedis) -> None:
     write_worker(client, WorkerInfo(name="w@h", state="ready", pid=7), ttl_s=60)
     beat = Heartbeat(client, WorkerInfo(name="w@h", state="loading", pid=8), ttl_s=60)
     holder = beat.claim(wait_s=0.2, poll_s=0.05)
-    assert holder is not None and holder.pid == 7
+    assert holder is not None
+    assert holder.pid == 7
 
 
 def test_heartbeat_claim_waits_out_a_dead_predecessors_record(
@@ -42,4 +44,5 @@ def test_heartbeat_claim_waits_out_a_dead_predecessors_record(
     beat = Heartbeat(client, WorkerInfo(name="w@h", state="loading", pid=8), ttl_s=60)
     assert beat.claim(wait_s=30, poll_s=0.05) is None
     holder = read_worker(client, "w@h")
-    assert holder is not None and holder.pid == 8
+    assert holder is not None
+    assert holder.pid == 8
