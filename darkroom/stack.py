@@ -72,6 +72,10 @@ class LocalStack:
             if once:
                 return 0
             log.info("darkroom is running at http://127.0.0.1:%d (Ctrl-C stops it)", self.port)
+            # The command lives in the virtual environment the scripts made, which
+            # a new terminal has not activated.
+            command = Path(sys.executable).parent / "darkroom"
+            log.info('from another terminal: %s submit "a red fox" --wait -o fox.png', command)
             return self._watch()
         except KeyboardInterrupt:
             return 0
