@@ -68,10 +68,8 @@ def env(
     }
 
 
-@pytest.fixture(scope="module")
-def client(env: dict[str, str]) -> Iterator[TestClient]:
-    """The API: besides serving, it runs the reaper that re-queues jobs of dead workers."""
-    settings = Settings(
+def api_settings(env: dict[str, str]) -> Settings:
+    return Settings(
         _env_file=None,  # type: ignore[call-arg]
         redis_url=env["REDIS_URL"],
         registry_path=Path(env["MODEL_CONFIG"]),
@@ -79,7 +77,12 @@ def client(env: dict[str, str]) -> Iterator[TestClient]:
         worker_ttl_s=TTL_S,
         job_max_attempts=2,
     )
-    with TestClient(create_app(settings)) as test_client:
+
+
+@pytest.fixture(scope="module")
+def client(env: dict[str, str]) -> Iterator[TestClient]:
+    """The API: besides serving, it runs the reaper that re-queues jobs of dead workers."""
+    with TestClient(create_app(api_settings(env))) as test_client:
         yield test_client
 
 
@@ -237,13 +240,7 @@ def test_a_restart_under_the_same_name_hands_back_the_dead_ones_job(
     runs here, so only the new worker itself can hand the job back."""
     env = {**env, "REDIS_URL": f"{redis_base_url}/{RESTART_DB}"}
     redis.Redis.from_url(env["REDIS_URL"]).flushdb()
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        redis_url=env["REDIS_URL"],
-        registry_path=Path(env["MODEL_CONFIG"]),
-        storage_url=env["STORAGE_URL"],
-        worker_ttl_s=TTL_S,
-    )
+    settings = api_settings(env)
     first = start_darkroom_worker(env, tmp_path, env["REDIS_URL"], "--name", "fixed@reliability")
     restarted = None
     try:
