@@ -1,12 +1,13 @@
-"""The `darkroom` command: run the stack, one of its parts, or submit a job."""
+"""The `darkroom` command: run the stack or one of its parts, or use a running API."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from pathlib import Path
+
+from darkroom.client_commands import add_client_commands
+from darkroom.options import add_api_options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--model", default=None, help="model the workers serve (default tiny-sd)")
     up.add_argument("--no-demo", action="store_true", help="do not submit the demo job")
     up.add_argument("--once", action="store_true", help="stop after the demo job finished")
+    up.add_argument("--ui-port", type=int, default=8501, help="port of the web page (default 8501)")
+    up.add_argument("--no-ui", action="store_true", help="do not start the web page")
     up.set_defaults(run=_up)
 
     api = commands.add_parser("api", help="run the HTTP API (same as uvicorn api.main:app)")
@@ -50,25 +53,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(run=_worker)
 
+    ui = commands.add_parser("ui", help="serve the web page (Streamlit) for a running API")
+    ui.add_argument("--port", type=int, default=8501)
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
+    add_api_options(ui)
+    ui.set_defaults(run=_ui)
+
     hooks = commands.add_parser("webhooks", help="run the light webhook delivery worker")
     hooks.add_argument("--concurrency", type=int, default=16)
     hooks.add_argument("--loglevel", default="INFO")
     hooks.set_defaults(run=_webhooks)
 
-    submit = commands.add_parser("submit", help="submit a job to a running API")
-    submit.add_argument("prompt")
-    submit.add_argument("--model", default=None)
-    submit.add_argument("--seed", type=int, default=None)
-    submit.add_argument("--steps", type=int, default=None)
-    submit.add_argument("--width", type=int, default=None)
-    submit.add_argument("--height", type=int, default=None)
-    submit.add_argument("--init-image", type=Path, default=None, help="image file: img2img")
-    submit.add_argument("--strength", type=float, default=None)
-    submit.add_argument("--wait", action="store_true", help="wait until the job is finished")
-    submit.add_argument("-o", "--output", type=Path, default=None, help="save the first image")
-    submit.add_argument("--url", default=os.environ.get("DARKROOM_URL", "http://127.0.0.1:8000"))
-    submit.add_argument("--api-key", default=os.environ.get("DARKROOM_API_KEY"))
-    submit.set_defaults(run=_submit)
+    add_client_commands(commands)
 
     models = commands.add_parser("models", help="show the effective model registry")
     models.add_argument("--json", action="store_true")
@@ -80,7 +76,11 @@ def _up(args: argparse.Namespace) -> int:
     from darkroom.stack import LocalStack
 
     return LocalStack(
-        port=args.port, workers=args.workers, model=args.model, demo=not args.no_demo
+        port=args.port,
+        workers=args.workers,
+        model=args.model,
+        demo=not args.no_demo,
+        ui_port=None if args.no_ui else args.ui_port,
     ).run(once=args.once)
 
 
@@ -116,6 +116,20 @@ def _worker(args: argparse.Namespace) -> int:
     return 1  # not reached
 
 
+def _ui(args: argparse.Namespace) -> int:
+    from darkroom.commands import streamlit_ui
+
+    # The page reads the API's address and key from its environment (not argv,
+    # which `ps` shows to every user of the machine).
+    env = {**os.environ, "DARKROOM_API_URL": args.api_url}
+    if args.api_key:
+        env["DARKROOM_API_KEY"] = args.api_key
+    argv = streamlit_ui(args.port, args.host)
+    print(f"darkroom ui: http://{args.host}:{args.port} (API {args.api_url})", flush=True)
+    os.execve(argv[0], argv, env)
+    return 1  # not reached
+
+
 def _webhooks(args: argparse.Namespace) -> int:
     from shared.constants import WEBHOOK_QUEUE
     from worker.webhook_app import app
@@ -130,24 +144,6 @@ def _webhooks(args: argparse.Namespace) -> int:
         ]
     )
     return 0
-
-
-def _submit(args: argparse.Namespace) -> int:
-    from darkroom.client import ApiError, DarkroomClient
-    from darkroom.submit import build_body, save_first_image
-
-    client = DarkroomClient(args.url, api_key=args.api_key)
-    try:
-        job = client.submit(build_body(args))
-        if args.wait or args.output:
-            job = client.wait(job["id"])
-        if args.output and job["status"] == "succeeded":
-            save_first_image(client, job, args.output)
-    except ApiError as exc:
-        print(f"darkroom: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(job, indent=2))
-    return 0 if job["status"] in {"queued", "running", "succeeded"} else 1
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -85,3 +85,29 @@ def threads_per_worker(workers: int, configured: str | None = None) -> int:
     if configured:
         return int(configured)
     return max(1, (os.cpu_count() or 1) // workers)
+
+
+UI_SCRIPT = Path(__file__).resolve().parent / "ui" / "app.py"
+
+
+def streamlit_ui(port: int, host: str = "127.0.0.1") -> list[str]:
+    """The web page: `streamlit run darkroom/ui/app.py`, headless (no browser opened,
+    no usage statistics sent). The API's URL and key reach it through the
+    environment (DARKROOM_API_URL, DARKROOM_API_KEY), never argv: `ps` shows argv."""
+    return [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(UI_SCRIPT),
+        "--server.port",
+        str(port),
+        "--server.address",
+        host,
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--global.developmentMode",
+        "false",
+    ]

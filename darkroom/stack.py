@@ -1,13 +1,14 @@
 """`darkroom up`: the whole stack on one machine, in the foreground.
 
-Starts Redis (embedded, unless REDIS_URL is set), the API and N CPU workers
-as child processes, waits until they are ready, submits a demo job through the
+Starts Redis (embedded, unless REDIS_URL is set), the API, the web page and N
+CPU workers as child processes, waits until they are ready, submits a demo job through the
 queue, and keeps everything running until Ctrl-C, which stops all it started.
 """
 
 from __future__ import annotations
 
 import base64
+import importlib.util
 import logging
 import os
 import secrets
@@ -53,8 +54,11 @@ def redis_server_binary() -> str | None:
 
 
 class LocalStack:
-    def __init__(self, port: int, workers: int, model: str | None, demo: bool):
+    def __init__(
+        self, port: int, workers: int, model: str | None, demo: bool, ui_port: int | None = None
+    ):
         self.port = port
+        self.ui_port = ui_port
         self.workers = workers
         self.model = model
         self.demo = demo
@@ -72,6 +76,8 @@ class LocalStack:
             if once:
                 return 0
             log.info("darkroom is running at http://127.0.0.1:%d (Ctrl-C stops it)", self.port)
+            if self.ui_port:
+                log.info("the web page: http://127.0.0.1:%d", self.ui_port)
             # The command lives in the virtual environment the scripts made, which
             # a new terminal has not activated.
             command = Path(sys.executable).parent / "darkroom"
@@ -95,6 +101,8 @@ class LocalStack:
         self.env["PUBLIC_BASE_URL"] = f"http://127.0.0.1:{self.port}"
         self.env["PYTHONUNBUFFERED"] = "1"
         self._spawn("api", commands.uvicorn("api.main:app", self.port))
+        if self.ui_port:
+            self._start_ui(self.ui_port)
         self._spawn("webhooks", commands.webhook_worker("webhooks@%h", loglevel="WARNING"))
         threads = threads_per_worker(self.workers)
         for index in range(self.workers):
@@ -107,6 +115,18 @@ class LocalStack:
                 extra_env=env,
             )
         self._wait_ready(timeout_s=180)
+
+    def _start_ui(self, port: int) -> None:
+        if importlib.util.find_spec("streamlit") is None:
+            log.warning("no web page: it needs pip install 'darkroom[ui]' (Streamlit)")
+            self.ui_port = None
+            return
+        env = {"DARKROOM_API_URL": f"http://127.0.0.1:{self.port}"}
+        key = self._api_key()
+        if key:
+            env["DARKROOM_API_KEY"] = key
+        self._spawn("ui", commands.streamlit_ui(port), extra_env=env)
+        log.info("starting the web page at http://127.0.0.1:%d (--no-ui leaves it out)", port)
 
     def _start_redis(self) -> str:
         binary = redis_server_binary()
@@ -139,7 +159,7 @@ class LocalStack:
             except httpx.HTTPError:
                 ready, status = False, {}
             serving = [w for w in status.get("workers", []) if w.get("state") == "ready"]
-            if len(serving) >= self.workers:
+            if len(serving) >= self.workers and self._ui_ready():
                 log.info(
                     "API ready at %s; workers: %s",
                     base,
@@ -151,6 +171,15 @@ class LocalStack:
                     raise SystemExit(f"darkroom up: {problem}")
             time.sleep(0.5)
         raise SystemExit(f"darkroom up: the stack was not ready after {timeout_s:.0f}s")
+
+    def _ui_ready(self) -> bool:
+        if not self.ui_port:
+            return True
+        try:
+            url = f"http://127.0.0.1:{self.ui_port}/_stcore/health"
+            return httpx.get(url, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def _api_key(self) -> str | None:
         """The key the stack's own calls use when API keys are on: DARKROOM_API_KEY,

@@ -1,25 +1,37 @@
-"""Helpers of `darkroom submit`: build a request body from CLI flags, save an image."""
+"""`darkroom submit`'s flags as a `POST /jobs` body."""
 
 from __future__ import annotations
 
 import argparse
 import base64
-from pathlib import Path
 from typing import Any
 
-from darkroom.client import DarkroomClient
+# Flags passed on as they are, when given (flag dest == body field).
+_FIELDS = (
+    "negative_prompt",
+    "model",
+    "seed",
+    "steps",
+    "width",
+    "height",
+    "guidance_scale",
+    "num_images",
+    "priority",
+    "strength",
+)
 
 
 def build_body(args: argparse.Namespace) -> dict[str, Any]:
     body: dict[str, Any] = {"prompt": args.prompt}
-    for name in ("model", "seed", "steps", "width", "height", "strength"):
-        value = getattr(args, name)
+    for name in _FIELDS:
+        value = getattr(args, name, None)
         if value is not None:
             body[name] = value
     if args.init_image is not None:
-        body["init_image"] = base64.b64encode(args.init_image.read_bytes()).decode()
+        try:
+            data = args.init_image.read_bytes()
+        except OSError as exc:
+            message = f"darkroom submit: cannot read --init-image {args.init_image}: {exc}"
+            raise SystemExit(message) from None
+        body["init_image"] = base64.b64encode(data).decode()
     return body
-
-
-def save_first_image(client: DarkroomClient, job: dict[str, Any], path: Path) -> None:
-    path.write_bytes(client.download(job["images"][0]["url"]))

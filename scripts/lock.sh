@@ -7,7 +7,7 @@
 #   bash scripts/lock.sh --check    # CI (.ci/run): fail if the lock is not what
 #                                   # pyproject.toml resolves to; changes nothing
 #
-# One lock for every extra (api, worker, embedded, test): each install takes it as
+# One lock for every extra (api, worker, ui, embedded, test): each install takes it as
 # constraints (`pip install -c requirements/lock.txt '.[api]'`), so any subset of
 # the extras gets the same versions. torch stays out of the lock: the scripts
 # install it from requirements/torch.txt (the CPU build here), the worker image

@@ -4,7 +4,7 @@
 # Extra arguments go to pytest (e.g. `bash scripts/test.sh tests/api -x`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/venv.sh '.[api,worker,test,embedded]'
+source scripts/venv.sh '.[api,worker,ui,test,embedded]'
 
 python -m ruff check .
 python -m mypy

@@ -6,6 +6,6 @@
 # Afterwards the command is .venv/bin/darkroom (or `source .venv/bin/activate`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/venv.sh '.[api,worker,embedded]'
+source scripts/venv.sh '.[api,worker,ui,embedded]'
 
 exec darkroom up "$@"

@@ -2,7 +2,7 @@
 # use (or reuse it), install darkroom into it with versions pinned by
 # requirements/lock.txt, and put it first on PATH.
 #
-#   source scripts/venv.sh '.[api,worker,test,embedded]'
+#   source scripts/venv.sh '.[api,worker,ui,test,embedded]'
 #
 # A virtual environment, not pip into the system Python: distributions' own
 # python3 refuses that (PEP 668, "externally-managed-environment").

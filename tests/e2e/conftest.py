@@ -16,9 +16,10 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from darkroom import commands
+from darkroom.stack import free_port
 from shared.settings import Settings
 from tests.conftest import E2E_DB, S3_BUCKET
-from tests.support.processes import REPO_ROOT, WorkerProcess, start_worker
+from tests.support.processes import REPO_ROOT, ApiProcess, WorkerProcess, start_api, start_worker
 from tests.support.receiver import Receiver
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"darkroom-e2e-webhook-secret-32by").decode()
@@ -115,3 +116,16 @@ def e2e_settings(e2e_env: dict[str, str]) -> Settings:
 def client(e2e_settings: Settings, workers: dict[str, WorkerProcess]) -> Iterator[TestClient]:
     with TestClient(create_app(e2e_settings)) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="session")
+def api_server(
+    e2e_env: dict[str, str],
+    workers: dict[str, WorkerProcess],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ApiProcess]:
+    """The API over real HTTP (uvicorn) in front of the e2e workers: what the
+    command line and the web page talk to."""
+    server = start_api(e2e_env, tmp_path_factory.mktemp("api-logs") / "api.log", free_port())
+    yield server
+    server.stop()

@@ -1,4 +1,4 @@
-"""Start and stop real darkroom processes (Celery workers) for tests."""
+"""Start and stop real darkroom processes (Celery workers, the API) for tests."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import redis
 
 from darkroom import commands
@@ -110,3 +111,44 @@ def start_worker(
         time.sleep(0.2)
     worker.stop(signal.SIGKILL)
     raise RuntimeError(f"worker {name} not {wait_state} in time:\n{worker.log_tail()}")
+
+
+@dataclass
+class ApiProcess:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_api(env: dict[str, str], log_path: Path, port: int) -> ApiProcess:
+    """The API in a uvicorn process on `port`, as `darkroom api` runs it; waits for /healthz."""
+    url = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            commands.uvicorn("api.main:app", port),
+            env=worker_env({"PUBLIC_BASE_URL": url, **env}),
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the API exited early:\n{log_path.read_text()}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return ApiProcess(url, proc, log_path)
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"the API did not answer in time:\n{log_path.read_text()}")
