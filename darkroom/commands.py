@@ -110,4 +110,7 @@ def streamlit_ui(port: int, host: str = "127.0.0.1") -> list[str]:
         "false",
         "--global.developmentMode",
         "false",
+        # No "Deploy" button: this page is served by darkroom, not Streamlit's cloud.
+        "--client.toolbarMode",
+        "minimal",
     ]

@@ -1,0 +1,144 @@
+"""What the Generate form may ask for, and the `POST /jobs` bodies the page sends.
+
+Pure functions of what `GET /models` and `GET /jobs` return: the page lays
+them out, a test calls them directly.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+# JobCreate's own bounds (the API refuses anything outside them).
+MIN_SIZE = 8
+MAX_IMAGES = 4
+MAX_GUIDANCE = 50.0
+MAX_SEED = 2**32 - 1
+# A slider up to 50 is too coarse to set 7.5 with; 20 covers what models use,
+# and a model whose default lies above it widens the range.
+USUAL_MAX_GUIDANCE = 20.0
+# diffusers' image-to-image default, which the API applies when none is sent.
+DEFAULT_STRENGTH = 0.75
+PRIORITIES = ("normal", "high", "low")
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """One model of `GET /models`: its defaults and the limits the API enforces."""
+
+    name: str
+    description: str
+    default_steps: int
+    max_steps: int
+    default_size: tuple[int, int]
+    max_size: tuple[int, int]
+    guidance_scale: float
+    supports_i2i: bool
+    use_negative_prompt: bool
+    negative_prompt: str
+    workers: int
+
+    @classmethod
+    def from_api(cls, name: str, info: dict[str, Any]) -> ModelLimits:
+        default_w, default_h = info["default_size"]
+        max_w, max_h = info["max_size"]
+        return cls(
+            name=name,
+            description=info.get("description") or "",
+            default_steps=int(info["default_steps"]),
+            max_steps=int(info["max_steps"]),
+            default_size=(int(default_w), int(default_h)),
+            max_size=(int(max_w), int(max_h)),
+            guidance_scale=float(info["guidance_scale"]),
+            supports_i2i=bool(info["supports_i2i"]),
+            use_negative_prompt=bool(info.get("use_negative_prompt", True)),
+            negative_prompt=info.get("negative_prompt") or "",
+            workers=int(info.get("workers", 0)),
+        )
+
+    @property
+    def max_guidance(self) -> float:
+        return min(MAX_GUIDANCE, max(USUAL_MAX_GUIDANCE, self.guidance_scale))
+
+    def summary(self) -> str:
+        """One line of what the model allows, under its description in the sidebar."""
+        max_w, max_h = self.max_size
+        parts = [f"up to {max_w}x{max_h}", f"at most {self.max_steps} steps"]
+        parts.append("image-to-image" if self.supports_i2i else "text-to-image only")
+        if not self.workers:
+            parts.append("no worker serves it now: jobs wait until one starts")
+        return "; ".join(parts)
+
+
+def models_from_api(answer: dict[str, Any]) -> dict[str, ModelLimits]:
+    return {name: ModelLimits.from_api(name, info) for name, info in answer["models"].items()}
+
+
+def default_model(answer: dict[str, Any]) -> str:
+    """The model the API would pick: the one most workers serve, else the primary."""
+    return str(answer.get("current") or answer["primary"])
+
+
+@dataclass(frozen=True)
+class FormValues:
+    """What a person filled in; None leaves a field to the model's default."""
+
+    prompt: str
+    negative_prompt: str | None = None
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = None
+    guidance_scale: float | None = None
+    seed: int | None = None
+    num_images: int = 1
+    priority: str = "normal"
+    init_image: bytes | None = None
+    strength: float | None = None
+
+
+def request_body(model: ModelLimits, values: FormValues) -> dict[str, Any]:
+    """The POST /jobs body for the form's values on `model`.
+
+    A model that uses no negative prompt refuses one, and strength means
+    something only with an init image: those are left out rather than refused.
+    """
+    body: dict[str, Any] = {
+        "prompt": values.prompt,
+        "model": model.name,
+        "num_images": values.num_images,
+        "priority": values.priority,
+    }
+    for field in ("width", "height", "steps", "guidance_scale", "seed"):
+        value = getattr(values, field)
+        if value is not None:
+            body[field] = value
+    if model.use_negative_prompt and values.negative_prompt is not None:
+        body["negative_prompt"] = values.negative_prompt
+    if model.supports_i2i and values.init_image is not None:
+        body["init_image"] = base64.b64encode(values.init_image).decode()
+        body["strength"] = values.strength if values.strength is not None else DEFAULT_STRENGTH
+    return body
+
+
+def rerun_body(job: dict[str, Any]) -> dict[str, Any] | None:
+    """The body that runs `job` again with the same parameters and seed (the same image).
+
+    None for image-to-image jobs: the API does not keep their input image.
+    """
+    params = job["params"]
+    if params.get("mode") == "img2img":
+        return None
+    body: dict[str, Any] = {
+        "model": job["model"],
+        "priority": job.get("priority", "normal"),
+        **{
+            field: params[field]
+            for field in ("prompt", "width", "height", "steps", "guidance_scale", "seed")
+        },
+        "num_images": params["num_images"],
+    }
+    # None: the model uses no negative prompt (sending one would be refused).
+    if params.get("negative_prompt") is not None:
+        body["negative_prompt"] = params["negative_prompt"]
+    return body

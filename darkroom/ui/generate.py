@@ -1,0 +1,182 @@
+"""The Generate tab: the form, then the job it queued, live until it finishes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from darkroom.client import DarkroomClient
+from darkroom.ui import gallery, session
+from darkroom.ui.form import (
+    DEFAULT_STRENGTH,
+    MAX_IMAGES,
+    MAX_SEED,
+    MIN_SIZE,
+    PRIORITIES,
+    FormValues,
+    ModelLimits,
+    request_body,
+)
+from darkroom.ui.messages import escape_markdown, short_prompt
+from darkroom.ui.progress import is_terminal, queued_text, running_text
+from darkroom.ui.sidebar import Connected
+
+# How often the live panel asks the API about the job it follows: one small
+# GET per second per open page.
+POLL_EVERY_S = 1.0
+PLACE = "generate"
+
+
+def render(connected: Connected) -> None:
+    """The form on the left, the job it queued on the right (as A1111 and Replicate lay it out)."""
+    session.show_notice(PLACE)
+    form_column, result_column = st.columns([5, 6], gap="large")
+    with form_column:
+        values = _form(connected.model)
+    with result_column:
+        if values is not None:
+            _submit(connected, values)
+        job_id = session.get(session.CURRENT_JOB)
+        if job_id:
+            follow(connected.api, job_id)
+        else:
+            st.caption("Images show here once a job finishes.")
+
+
+def _form(model: ModelLimits) -> FormValues | None:
+    """The form; its values once Generate is pressed, else None.
+
+    A form sends everything at once on Generate: a prompt typed and not yet
+    "entered" is never lost, and no keystroke reruns the page.
+    """
+    with st.form("generate_form", border=False):
+        prompt = st.text_area(
+            "Prompt", key="prompt", placeholder="a lighthouse at dusk, oil painting"
+        )
+        negative_prompt = None
+        if model.use_negative_prompt:
+            negative_prompt = st.text_area(
+                "Negative prompt", value=model.negative_prompt, key="negative_prompt", height=68
+            )
+        sizes = _size_fields(model)
+        sampling = _sampling_fields()
+        init_image, strength = _image_to_image_fields(model)
+        pressed = st.form_submit_button("Generate", type="primary", key="generate")
+    if not pressed:
+        return None
+    return FormValues(
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        init_image=init_image,
+        strength=strength,
+        **sizes,
+        **sampling,
+    )
+
+
+def _size_fields(model: ModelLimits) -> dict[str, Any]:
+    (default_w, default_h), (max_w, max_h) = model.default_size, model.max_size
+    width_column, height_column = st.columns(2)
+    steps_column, guidance_column = st.columns(2)
+    return {
+        "width": width_column.number_input(
+            "Width", MIN_SIZE, max_w, default_w, step=8, key="width"
+        ),
+        "height": height_column.number_input(
+            "Height", MIN_SIZE, max_h, default_h, step=8, key="height"
+        ),
+        "steps": steps_column.number_input(
+            "Steps", 1, model.max_steps, model.default_steps, key="steps"
+        ),
+        "guidance_scale": guidance_column.slider(
+            "Guidance", 0.0, model.max_guidance, model.guidance_scale, step=0.5, key="guidance"
+        ),
+    }
+
+
+def _sampling_fields() -> dict[str, Any]:
+    seed_column, images_column, priority_column = st.columns(3)
+    return {
+        "seed": seed_column.number_input(
+            "Seed",
+            0,
+            MAX_SEED,
+            value=None,
+            placeholder="random",
+            key="seed",
+            help="Empty: a random seed (shown with the result). The same seed and "
+            "parameters make the same image.",
+        ),
+        "num_images": images_column.number_input("Images", 1, MAX_IMAGES, 1, key="num_images"),
+        "priority": priority_column.selectbox("Priority", PRIORITIES, key="priority"),
+    }
+
+
+def _image_to_image_fields(model: ModelLimits) -> tuple[bytes | None, float | None]:
+    if not model.supports_i2i:
+        return None, None
+    with st.expander("Image to image"):
+        upload = st.file_uploader(
+            "Init image", type=["png", "jpg", "jpeg", "webp"], key="init_image"
+        )
+        strength = st.slider(
+            "Strength",
+            0.05,
+            1.0,
+            DEFAULT_STRENGTH,
+            step=0.05,
+            key="strength",
+            help="How far from the init image: 0 keeps it, 1 ignores it.",
+        )
+    if upload is None:
+        return None, None
+    return upload.getvalue(), strength
+
+
+def _submit(connected: Connected, values: FormValues) -> None:
+    if not values.prompt.strip():
+        st.warning("Write a prompt first.")
+        return
+    job = session.ask(connected.api, lambda api: api.submit(request_body(connected.model, values)))
+    if job is None:
+        return
+    session.put(session.CURRENT_JOB, job["id"])
+
+
+def follow(api: DarkroomClient, job_id: str) -> None:
+    """The job as it stands: finished, or a panel that updates itself until it is."""
+    job = session.ask(api, lambda api: api.get(job_id))
+    if job is None:
+        return
+    if is_terminal(job):
+        gallery.show_job(api, job, PLACE)
+    else:
+        st.fragment(_live, run_every=POLL_EVERY_S)(api, job_id)
+
+
+def _live(api: DarkroomClient, job_id: str) -> None:
+    """Reruns on its own every POLL_EVERY_S; hands over to the whole page once the job ends."""
+    job = session.ask(api, lambda api: api.get(job_id))
+    if job is None:
+        return  # keeps polling: the panel picks up again when the API answers
+    if is_terminal(job):
+        st.rerun()
+    st.markdown(f"**Prompt:** {escape_markdown(short_prompt(job['params']['prompt']))}")
+    if job["status"] == "queued":
+        st.info(queued_text(job))
+        st.progress(0.0, text="waiting for a worker")
+    else:
+        st.progress(min(1.0, float(job["progress"])), text=running_text(job))
+    cancel = st.button("Cancel", key="cancel", disabled=bool(job.get("cancel_requested")))
+    if cancel:
+        _cancel(api, job_id)
+
+
+def _cancel(api: DarkroomClient, job_id: str) -> None:
+    job = session.ask(api, lambda api: api.cancel(job_id))
+    if job is None:
+        return  # 409: it finished meanwhile; the next poll shows how
+    if is_terminal(job):
+        st.rerun()
+    st.info("Cancel requested: the job stops after its current step.")

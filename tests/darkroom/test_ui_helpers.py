@@ -1,0 +1,90 @@
+"""The web page's plain helpers (no Streamlit, no server): request bodies, progress, errors."""
+
+from __future__ import annotations
+
+from darkroom.client import ApiError, ApiUnreachable
+from darkroom.ui import form, messages, progress
+
+SD_LIMITS = form.ModelLimits.from_api(
+    "sd",
+    {
+        "description": "d",
+        "default_steps": 30,
+        "max_steps": 50,
+        "default_size": [512, 512],
+        "max_size": [1024, 768],
+        "guidance_scale": 7.5,
+        "supports_i2i": True,
+        "use_negative_prompt": False,
+        "workers": 0,
+    },
+)
+
+
+def test_request_body_leaves_out_what_the_model_would_refuse() -> None:
+    values = form.FormValues(
+        prompt="p", negative_prompt="ugly", seed=None, init_image=None, strength=0.4
+    )
+    assert form.request_body(SD_LIMITS, values) == {
+        "prompt": "p",
+        "model": "sd",
+        "num_images": 1,
+        "priority": "normal",
+    }
+    with_image = form.FormValues(prompt="p", init_image=b"\x89PNG", seed=5)
+    body = form.request_body(SD_LIMITS, with_image)
+    assert (body["init_image"], body["strength"], body["seed"]) == ("iVBORw==", 0.75, 5)
+    assert SD_LIMITS.max_guidance == 20.0
+    assert "no worker serves it now" in SD_LIMITS.summary()
+
+
+def test_rerun_body_repeats_a_text_to_image_job_only() -> None:
+    params = {
+        "prompt": "p",
+        "negative_prompt": None,
+        "width": 64,
+        "height": 64,
+        "steps": 2,
+        "guidance_scale": 7.5,
+        "seed": 9,
+        "num_images": 2,
+        "mode": "txt2img",
+    }
+    job = {"model": "tiny-sd", "priority": "high", "params": params}
+    assert form.rerun_body(job) == {
+        "model": "tiny-sd",
+        "priority": "high",
+        "prompt": "p",
+        "width": 64,
+        "height": 64,
+        "steps": 2,
+        "guidance_scale": 7.5,
+        "seed": 9,
+        "num_images": 2,
+    }
+    assert form.rerun_body({**job, "params": {**params, "mode": "img2img"}}) is None
+
+
+def test_progress_counts_steps_and_estimates_the_time_left() -> None:
+    params = {"steps": 20, "mode": "txt2img"}
+    job = {"status": "running", "progress": 0.25, "params": params, "timings": {"running_s": 3.0}}
+    assert progress.running_text(job) == "step 5/20, about 9 s left"
+    assert progress.running_text({**job, "progress": 0.0}) == "step 0/20, estimating the time left"
+    assert progress.total_steps({"steps": 20, "mode": "img2img", "strength": 0.5}) == 10
+    assert progress.seconds_left(0.5, None) is None
+    assert progress.format_duration(125) == "2 min 5 s"
+    assert progress.status_text({"status": "queued", "queue_position": 2}) == "Queued: 2 jobs ahead"
+
+
+def test_api_errors_read_as_what_to_do() -> None:
+    url = "http://api:8000"
+    assert messages.describe_api_error(ApiError(429, "slow down", 4.2), url).startswith(
+        "rate limited; retry in 5 s"
+    )
+    assert messages.describe_api_error(ApiUnreachable(url, "refused"), url).startswith(
+        f"cannot reach the darkroom API at {url}; is it running?"
+    )
+    assert messages.describe_api_error(ApiError(404, "no such job"), url) == (
+        "the API refused the request (HTTP 404): no such job"
+    )
+    assert messages.escape_markdown("*bold* [x]") == r"\*bold\* \[x\]"
