@@ -30,11 +30,16 @@ class DecodedImage:
 
 def decode_init_image(value: str) -> DecodedImage:
     """Decode a base64 (or data: URL) image, refusing anything but a sane PNG/JPEG/WebP."""
+    return decode_image(value, "init_image")
+
+
+def decode_image(value: str, field: str) -> DecodedImage:
+    """decode_init_image for any image field (errors name `field`)."""
     if len(value) > MAX_INIT_CHARS:
-        raise InvalidRequest(f"init_image is larger than {MAX_INIT_BYTES} bytes", "init_image")
-    data = _b64decode(value)
+        raise InvalidRequest(f"{field} is larger than {MAX_INIT_BYTES} bytes", field)
+    data = _b64decode(value, field)
     if len(data) > MAX_INIT_BYTES:
-        raise InvalidRequest(f"init_image is larger than {MAX_INIT_BYTES} bytes", "init_image")
+        raise InvalidRequest(f"{field} is larger than {MAX_INIT_BYTES} bytes", field)
     try:
         with warnings.catch_warnings():
             # Pillow warns, then raises, on decompression bombs: make both errors.
@@ -43,28 +48,26 @@ def decode_init_image(value: str) -> DecodedImage:
             width, height = image.size
             if width * height > MAX_INIT_PIXELS:
                 raise InvalidRequest(
-                    f"init_image is {width}x{height}; at most {MAX_INIT_PIXELS} pixels",
-                    "init_image",
+                    f"{field} is {width}x{height}; at most {MAX_INIT_PIXELS} pixels", field
                 )
             image.load()
     except InvalidRequest:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InvalidRequest(f"init_image refused: {exc}", "init_image") from None
+        raise InvalidRequest(f"{field} refused: {exc}", field) from None
     except Exception as exc:  # Pillow raises many types for corrupt files
         raise InvalidRequest(
-            f"init_image is not a valid PNG, JPEG or WebP image ({type(exc).__name__})",
-            "init_image",
+            f"{field} is not a valid PNG, JPEG or WebP image ({type(exc).__name__})", field
         ) from exc
     return DecodedImage(data=data, width=width, height=height, format=str(image.format))
 
 
-def _b64decode(value: str) -> bytes:
+def _b64decode(value: str, field: str) -> bytes:
     if value.startswith("data:"):
         header, _, value = value.partition(",")
         if ";base64" not in header:
-            raise InvalidRequest("init_image data URL must be base64-encoded", "init_image")
+            raise InvalidRequest(f"{field} data URL must be base64-encoded", field)
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidRequest("init_image is not valid base64", "init_image") from None
+        raise InvalidRequest(f"{field} is not valid base64", field) from None

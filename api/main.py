@@ -10,18 +10,22 @@ from api.auth import UNAUTHORIZED, log_auth_mode, require_owner
 from api.errors import install_error_handlers
 from api.housekeeping import prune_local_images, reap_forever
 from api.limits import BodySizeLimit
+from api.metrics import ApiMetrics, MetricsMiddleware
 from api.routes import files, jobs, models, status, system
+from api.routes import metrics as metrics_route
 from api.state import AppState
 from shared.logs import configure_logging
 from shared.settings import Settings, get_settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    metrics = ApiMetrics()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         resolved = settings or get_settings()
-        configure_logging(resolved.log_level)
-        app.state.darkroom = AppState.build(resolved)
+        configure_logging(resolved.log_level, resolved.log_format)
+        app.state.darkroom = AppState.build(resolved, metrics)
         log_auth_mode(app.state.darkroom.keys)
         chores = [
             asyncio.create_task(prune_local_images(app.state.darkroom)),
@@ -39,6 +43,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.add_middleware(BodySizeLimit, max_bytes=(settings or get_settings()).max_request_bytes)
+    if (settings or get_settings()).metrics_enabled:
+        # Outermost: counts every answer, the body-size limit's 413s included.
+        app.add_middleware(MetricsMiddleware, metrics=metrics)
     install_error_handlers(app)
     # With API keys configured, everything but the health checks needs one. The
     # OpenAPI schema and /docs stay open: they describe the API, they hold no data.
@@ -47,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             module.router, dependencies=[Depends(require_owner)], responses=UNAUTHORIZED
         )
     app.include_router(system.router)
+    app.include_router(metrics_route.router)
     return app
 
 

@@ -8,14 +8,20 @@ from api.images import DecodedImage
 from shared.errors import InvalidRequest
 from shared.jobs import MAX_SEED, GenerationParams, JobCreate
 from shared.registry import ModelEntry
+from shared.samplers import find_sampler, sampler_names
 
 
 def resolve_params(
-    request: JobCreate, entry: ModelEntry, init_image: DecodedImage | None
+    request: JobCreate,
+    entry: ModelEntry,
+    init_image: DecodedImage | None,
+    mask: DecodedImage | None = None,
 ) -> GenerationParams:
     """Fill unset fields from the model's defaults and refuse what exceeds its limits."""
     limits = entry.params
-    if init_image is not None and not limits.supports_i2i:
+    if mask is not None:
+        _check_inpainting(entry, init_image, mask)
+    elif init_image is not None and not limits.supports_i2i:
         raise InvalidRequest(
             "this model does not support image-to-image (init_image)", "init_image"
         )
@@ -41,9 +47,55 @@ def resolve_params(
         ),
         seed=request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1),
         num_images=request.num_images,
-        strength=(request.strength or 0.75) if init_image is not None else None,
-        mode="img2img" if init_image is not None else "txt2img",
+        strength=_strength(request, init_image, mask),
+        mode="inpaint" if mask is not None else "img2img" if init_image is not None else "txt2img",
+        sampler=resolve_sampler(request.sampler, entry),
     )
+
+
+def resolve_sampler(name: str | None, entry: ModelEntry) -> str | None:
+    """The job's sampler by its canonical A1111 name (the model's default when unnamed)."""
+    wanted = name if name is not None else entry.params.default_sampler
+    if wanted is None:
+        return None
+    sampler = find_sampler(wanted, entry.type)
+    if sampler is None:
+        raise InvalidRequest(
+            f"unknown sampler {wanted!r} for {entry.type} models; known: "
+            + ", ".join(sampler_names(entry.type)),
+            "sampler",
+        )
+    return sampler.name
+
+
+def _strength(
+    request: JobCreate, init_image: DecodedImage | None, mask: DecodedImage | None
+) -> float | None:
+    if init_image is None:
+        return None
+    if request.strength is not None:
+        return request.strength
+    # Inpainting repaints the masked area from scratch by default, as A1111's
+    # "denoising strength" 1.0 for inpainting does; img2img keeps more of its input.
+    return 1.0 if mask is not None else 0.75
+
+
+def _check_inpainting(
+    entry: ModelEntry, init_image: DecodedImage | None, mask: DecodedImage
+) -> None:
+    if init_image is None:
+        raise InvalidRequest("mask_image needs the init_image it masks", "mask_image")
+    if not entry.params.supports_inpainting:
+        raise InvalidRequest(
+            "this model does not support inpainting (mask_image; registry: supports_inpainting)",
+            "mask_image",
+        )
+    if (mask.width, mask.height) != (init_image.width, init_image.height):
+        raise InvalidRequest(
+            f"mask_image is {mask.width}x{mask.height}; it must be the size of init_image "
+            f"({init_image.width}x{init_image.height})",
+            "mask_image",
+        )
 
 
 def _resolve_size(
@@ -51,6 +103,7 @@ def _resolve_size(
 ) -> tuple[int, int]:
     default_w, default_h = entry.params.default_size
     if init_image is not None:
+        # (An inpainted image comes back at the input's own size: see worker.inpaint.)
         # img2img keeps the input's size by default, rounded down to the 8-pixel grid.
         default_w, default_h = init_image.width // 8 * 8, init_image.height // 8 * 8
     width = request.width if request.width is not None else default_w

@@ -8,6 +8,7 @@ import redis
 from celery import Celery
 from redis.asyncio import Redis as AsyncRedis
 
+from api.metrics import ApiMetrics
 from shared.apikeys import KeyRing
 from shared.connections import async_redis_client, redis_client
 from shared.events import WebhookEmitter
@@ -30,9 +31,11 @@ class AppState:
     celery: Celery
     # The accepted API keys (digests); empty when authentication is off.
     keys: KeyRing
+    # This process's counters (the app's own registry; /metrics renders it).
+    metrics: ApiMetrics
 
     @classmethod
-    def build(cls, settings: Settings) -> AppState:
+    def build(cls, settings: Settings, metrics: ApiMetrics) -> AppState:
         client = redis_client(settings)
         storage = storage_from_settings(settings)
         celery = make_celery(settings)
@@ -46,6 +49,7 @@ class AppState:
             storage=storage,
             celery=celery,
             keys=KeyRing(settings.api_key_digests),
+            metrics=metrics,
         )
 
     async def close(self) -> None:

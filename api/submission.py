@@ -11,7 +11,7 @@ from datetime import timedelta
 import redis
 
 from api import idempotency, ratelimit
-from api.images import decode_init_image
+from api.images import decode_image, decode_init_image
 from api.params import resolve_params
 from api.state import AppState
 from shared.apikeys import ANONYMOUS
@@ -66,7 +66,10 @@ def submit_job(
         _check_webhook(state, request.webhook)
     # An empty init_image is a malformed image, not "no image".
     init_image = decode_init_image(request.init_image) if request.init_image is not None else None
-    params = resolve_params(request, registry.models[model], init_image)
+    mask = (
+        decode_image(request.mask_image, "mask_image") if request.mask_image is not None else None
+    )
+    params = resolve_params(request, registry.models[model], init_image, mask)
     # A job that names its model runs only where that model is loaded; one that
     # does not goes to the shared queue and runs on whichever worker is free.
     queue = model_queue(model) if request.model else DEFAULT_QUEUE
@@ -83,7 +86,9 @@ def submit_job(
         raise
     record = _new_record(job_id, request, model, queue, params, owner)
     try:
-        position = state.store.create(record, init_image.data if init_image else None)
+        position = state.store.create(
+            record, init_image.data if init_image else None, mask.data if mask else None
+        )
         publish_job(state.celery, record.id, queue, request.priority)
     except Exception as exc:  # redis and kombu raise several types for a broker that is away
         log.error("could not enqueue job %s: %s", record.id, exc)
@@ -101,6 +106,7 @@ def submit_job(
         params.height,
         params.steps,
     )
+    state.metrics.submitted.labels(record.model, record.priority).inc()
     return Submission(record, replayed=False, queue_position=position)
 
 

@@ -26,6 +26,7 @@ from bench.cold_start import measure_cold_start
 from bench.common import ERROR, Result, Settings, cpu_count
 from bench.cpuload import ForeignLoad
 from bench.latency import measure_latency
+from bench.metrics_cost import measure_metrics
 from bench.report import machine, notes, table, write_json
 from bench.stack import BenchError, Stack
 from bench.throughput import measure_queue, measure_scaling
@@ -41,6 +42,7 @@ MEASUREMENTS: dict[str, Measure] = {
     "api": measure_api,
     "latency": measure_latency,
     "cold_start": measure_cold_start,
+    "metrics": measure_metrics,
 }
 
 

@@ -170,11 +170,18 @@ class Stack:
                     raise BenchError(f"redis did not start:\n{child.log_tail()}") from exc
                 time.sleep(0.05)
 
-    def start_uvicorn(self, name: str, app: str, ready_path: str = "/healthz") -> tuple[str, Child]:
+    def start_uvicorn(
+        self,
+        name: str,
+        app: str,
+        ready_path: str = "/healthz",
+        extra_env: dict[str, str] | None = None,
+    ) -> tuple[str, Child]:
         """Serve `app` the way `darkroom up` serves the API: one uvicorn process."""
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        child = self.spawn(name, commands.uvicorn(app, port), extra_env={"PUBLIC_BASE_URL": url})
+        env = {"PUBLIC_BASE_URL": url, **(extra_env or {})}
+        child = self.spawn(name, commands.uvicorn(app, port), extra_env=env)
         self.children.append(child)
         deadline = time.monotonic() + 60
         while True:

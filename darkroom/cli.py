@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     pool.add_argument("--gpus", default=None, help="one worker per GPU: 'all' or indices like 0,2")
     pool.add_argument("--workers", type=int, default=None, help="start N CPU workers")
     worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on this port (WORKER_METRICS_PORT); a pool: all on one",
+    )
+    worker.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -62,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     hooks = commands.add_parser("webhooks", help="run the light webhook delivery worker")
     hooks.add_argument("--concurrency", type=int, default=16)
     hooks.add_argument("--loglevel", default="INFO")
+    hooks.add_argument(
+        "--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port"
+    )
     hooks.set_defaults(run=_webhooks)
 
     add_client_commands(commands)
@@ -95,6 +104,8 @@ def _worker(args: argparse.Namespace) -> int:
     if args.model:
         # Read by the worker's settings (WORKER_MODEL), before the app is imported.
         os.environ["WORKER_MODEL"] = args.model
+    if args.metrics_port is not None:
+        os.environ["WORKER_METRICS_PORT"] = str(args.metrics_port)
     if args.threads is not None:
         if args.threads < 1:
             raise SystemExit("darkroom worker --threads: expected a number of threads >= 1")
@@ -131,6 +142,8 @@ def _ui(args: argparse.Namespace) -> int:
 
 
 def _webhooks(args: argparse.Namespace) -> int:
+    if args.metrics_port is not None:
+        os.environ["WORKER_METRICS_PORT"] = str(args.metrics_port)
     from shared.constants import WEBHOOK_QUEUE
     from worker.webhook_app import app
 

@@ -18,6 +18,7 @@ from types import FrameType
 from darkroom import commands
 from darkroom.commands import threads_per_worker
 from shared.workers import unique_name
+from worker import metrics_server
 
 log = logging.getLogger("darkroom.worker")
 
@@ -66,6 +67,12 @@ def child_name(label: str, name: str | None) -> str:
 def run_pool(gpus: list[str | None], name: str | None, loglevel: str) -> int:
     """Start one worker per entry of `gpus` (None: a CPU worker); stop them all together."""
     threads = threads_per_worker(len(gpus), os.environ.get("TORCH_THREADS"))
+    metrics_port = os.environ.pop("WORKER_METRICS_PORT", None)
+    if metrics_port:
+        # Before any child starts: each finds the directory in its environment and
+        # writes its metrics there; this process serves them all on one port.
+        os.environ[metrics_server.MULTIPROC_ENV] = str(metrics_server.fresh_multiprocess_dir())
+        metrics_server.serve_or_exit(int(metrics_port))
     children = []
     for index, gpu in enumerate(gpus):
         label = f"gpu{gpu}" if gpu is not None else f"cpu{index}"

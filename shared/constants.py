@@ -28,6 +28,10 @@ ACTIVE_KEY_PREFIX = KEY_PREFIX + "rate:active:"
 # Idempotency-Key -> the job it created (and a hash of the request), for 24 h.
 IDEMPOTENCY_KEY_PREFIX = KEY_PREFIX + "idempotency:"
 IDEMPOTENCY_TTL_S = 24 * 3600
+# The AUTOMATIC1111 API's options per API key (a hash: sd_model_checkpoint, the
+# model its txt2img/img2img calls use when they name none), as A1111 keeps them
+# per server; no expiry, like A1111's config.json.
+A1111_OPTIONS_KEY_PREFIX = KEY_PREFIX + "a1111-options:"
 # Webhooks: the log of delivery attempts per job (a list), the state of each
 # event's delivery (a hash), and deliveries waiting for their retry time (a
 # sorted set by due time; Celery ETAs on Redis would be redelivered after the

@@ -69,6 +69,21 @@ class JobCreate(BaseModel):
         None, description="Base64 PNG/JPEG/WebP, or a data: URL (image-to-image)."
     )
     strength: float | None = Field(None, gt=0, le=1)
+    mask_image: str | None = Field(
+        None,
+        description=(
+            "Inpainting, with init_image: base64 PNG (or data: URL) of the same size, "
+            "white where the image is repainted, black where it is kept."
+        ),
+    )
+    sampler: str | None = Field(
+        None,
+        max_length=64,
+        description=(
+            "Scheduler by its AUTOMATIC1111 name (GET /models lists each model's "
+            "samplers); default: the model's default_sampler, else its own scheduler."
+        ),
+    )
     webhook: str | None = Field(None, max_length=2048)
     # One entry per event kind at most (there are three).
     webhook_events_filter: list[WebhookEvent] | None = Field(None, max_length=3)
@@ -92,7 +107,7 @@ class JobCreate(BaseModel):
         # "" stays meaningful for negative_prompt (no negative prompt at all);
         # spaces alone are a mistake in any of these fields.
         if value and not value.strip():
-            raise ValueError("only whitespace; leave the field out (or \"\") instead")
+            raise ValueError('only whitespace; leave the field out (or "") instead')
         return value
 
 
@@ -108,7 +123,9 @@ class GenerationParams(BaseModel):
     seed: int
     num_images: int
     strength: float | None = None
-    mode: Literal["txt2img", "img2img"] = "txt2img"
+    mode: Literal["txt2img", "img2img", "inpaint"] = "txt2img"
+    # The scheduler, by its AUTOMATIC1111 name; None: the pipeline's own.
+    sampler: str | None = None
     # Set by the worker when prompt optimisation rewrote (or translated) the prompt.
     optimized_prompt: str | None = None
 

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shared.errors import ConfigError
+from shared.samplers import find_sampler, sampler_names
 from shared.settings import Settings, get_settings
 
 # Pipeline types darkroom knows how to load without a `pipeline_class`.
@@ -32,6 +33,12 @@ class ModelParams(_Strict):
     use_negative_prompt: bool = True
     guidance_scale: float = Field(7.5, ge=0, le=50)
     supports_i2i: bool = True
+    # Inpainting (init_image + mask_image): the inpainting pipeline of the
+    # model's type, made from the loaded weights (no second copy).
+    supports_inpainting: bool = False
+    # The sampler jobs get when they name none (an AUTOMATIC1111 name, see
+    # GET /samplers); unset: the scheduler the model ships with.
+    default_sampler: str | None = None
     max_tokens: int = Field(77, ge=1)
     default_size: Size = (1024, 1024)
     max_size: Size = (1024, 1024)
@@ -59,6 +66,7 @@ class ModelEntry(_Strict):
     # Custom pipelines with no code change: "package.module:Class".
     pipeline_class: str | None = None
     img2img_pipeline_class: str | None = None
+    inpaint_pipeline_class: str | None = None
     variant: str | None = Field(None, description="Weights variant to load, e.g. fp16.")
     torch_dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
     # Per-job time limits on this model (default: JOB_SOFT_TIME_LIMIT_S and
@@ -81,6 +89,12 @@ class ModelEntry(_Strict):
             raise ValueError(
                 f"type {self.type!r} is not one of {', '.join(KNOWN_TYPES)}; "
                 "name a pipeline_class for custom types"
+            )
+        sampler = self.params.default_sampler
+        if sampler is not None and find_sampler(sampler, self.type) is None:
+            raise ValueError(
+                f"default_sampler {sampler!r} is not a sampler of {self.type} models: "
+                + ", ".join(sampler_names(self.type))
             )
         return self
 

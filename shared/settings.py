@@ -110,6 +110,20 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(None, ge=1)
 
     log_level: str = "INFO"
+    # json: one JSON object a line (time, level, logger, message, job_id, model,
+    # worker), for log pipelines (Loki, Elasticsearch, CloudWatch) that parse it.
+    log_format: Literal["text", "json"] = "text"
+
+    # Observability. GET /metrics on the API (open, like /healthz: it holds
+    # counts, never a job id, prompt or key); each worker serves its own on
+    # WORKER_METRICS_PORT (unset: none).
+    metrics_enabled: bool = True
+
+    # The OpenAI (/v1) and AUTOMATIC1111 (/sdapi/v1) compatible APIs answer with
+    # the finished images, waiting for the job (without holding a thread) up to
+    # this long; then an error that names the job id, which keeps running.
+    compat_wait_s: float = Field(300.0, gt=0, le=3600)
+    worker_metrics_port: int | None = Field(None, ge=1, le=65535)
 
     @field_validator("redis_url")
     @classmethod

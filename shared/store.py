@@ -33,6 +33,11 @@ def input_key(job_id: str) -> str:
     return JOB_INPUT_KEY_PREFIX + job_id
 
 
+def mask_key(job_id: str) -> str:
+    # Beside the init image, under the same prefix (and the same TTL).
+    return JOB_INPUT_KEY_PREFIX + job_id + ":mask"
+
+
 def waiting_key(queue: str) -> str:
     return WAITING_KEY_PREFIX + queue
 
@@ -43,9 +48,14 @@ def owner_index_key(owner: str) -> str:
     return f"{JOBS_INDEX_KEY}:{owner}"
 
 
+# Scores of one priority's waiting jobs lie in [rank * PRIORITY_BAND, (rank + 1) *
+# PRIORITY_BAND): arrival times in ms stay below it until the year 2286.
+PRIORITY_BAND = 10**13
+
+
 def waiting_score(record: JobRecord) -> float:
     # Priority first, then arrival: a high job is ahead of every normal one.
-    return PRIORITIES[record.priority] * 1e13 + record.created_at.timestamp() * 1000
+    return PRIORITIES[record.priority] * PRIORITY_BAND + record.created_at.timestamp() * 1000
 
 
 def _encode(fields: Mapping[str, Any]) -> dict[Any, Any]:
@@ -70,8 +80,10 @@ class JobStore:
         # Registered once: EVALSHA per progress write instead of the script text.
         self._set_if_exists = client.register_script(_SET_IF_EXISTS)
 
-    def create(self, record: JobRecord, init_image: bytes | None = None) -> int:
-        """Store a new job (and its init image) with the retention TTL.
+    def create(
+        self, record: JobRecord, init_image: bytes | None = None, mask: bytes | None = None
+    ) -> int:
+        """Store a new job (and its init image and mask) with the retention TTL.
 
         Returns its queue position as it was stored (jobs ahead of it).
         """
@@ -80,6 +92,8 @@ class JobStore:
         pipe.expire(job_key(record.id), self.ttl_s)
         if init_image is not None:
             pipe.set(input_key(record.id), init_image, ex=self.ttl_s)
+        if mask is not None:
+            pipe.set(mask_key(record.id), mask, ex=self.ttl_s)
         created_ms = record.created_at.timestamp() * 1000
         for index in (JOBS_INDEX_KEY, owner_index_key(record.owner)):
             pipe.zadd(index, {record.id: created_ms})
@@ -110,8 +124,11 @@ class JobStore:
     def get_input(self, job_id: str) -> bytes | None:
         return self.redis.get(input_key(job_id))  # type: ignore[return-value]
 
+    def get_mask(self, job_id: str) -> bytes | None:
+        return self.redis.get(mask_key(job_id))  # type: ignore[return-value]
+
     def delete(self, job_id: str) -> None:
-        self.redis.delete(job_key(job_id), input_key(job_id))
+        self.redis.delete(job_key(job_id), input_key(job_id), mask_key(job_id))
 
     def transition(self, job_id: str, target: JobStatus, **fields: Any) -> JobRecord:
         """Move a job to `target`, setting `fields` with it, if the move is allowed.

@@ -86,6 +86,7 @@ def write_registry(path: Path, tiny_dir: Path, primary: str = "tiny-sd", extra: 
                   default_size: [64, 64]
                   max_size: [256, 256]
                   negative_prompt: "blurry"
+                  supports_inpainting: true
               tiny-flaky: &flaky
                 id: "{tiny_dir}"
                 type: custom

@@ -42,6 +42,8 @@ class BatchKey:
     # SDXL-style pipelines treat "no negative prompt" (zeros) differently from
     # an empty one, so jobs with and without one never share a call.
     negative: bool
+    # One scheduler per call.
+    sampler: str | None
 
     @classmethod
     def of(cls, params: GenerationParams) -> BatchKey:
@@ -53,6 +55,7 @@ class BatchKey:
             guidance_scale=params.guidance_scale,
             strength=params.strength if params.mode == "img2img" else None,
             negative=bool(params.negative_prompt),
+            sampler=params.sampler,
         )
 
 
@@ -69,7 +72,13 @@ class BatchPolicy:
 def may_lead(record: JobRecord, policy: BatchPolicy) -> bool:
     # A job on its second attempt may have killed its worker: it runs alone,
     # so a poison job never takes healthy companions down with it again.
-    return policy.enabled and record.attempts <= 1 and record.params.num_images < policy.max_images
+    # Inpainting jobs run alone: each has its own mask and composite.
+    return (
+        policy.enabled
+        and record.attempts <= 1
+        and record.params.num_images < policy.max_images
+        and record.params.mode != "inpaint"
+    )
 
 
 def may_join(record: JobRecord, key: BatchKey, room: int) -> bool:

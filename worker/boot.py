@@ -13,6 +13,7 @@ from shared.connections import redis_client
 from shared.constants import DEFAULT_QUEUE, NO_MODEL_QUEUE_PREFIX, model_queue
 from shared.events import WebhookEmitter
 from shared.jobs import utcnow
+from shared.logs import set_process_context
 from shared.queue import make_celery
 from shared.reaper import reap_lost_jobs, reap_predecessor_jobs
 from shared.registry import ModelEntry, registry_for
@@ -23,6 +24,7 @@ from shared.workers import ModelFailure, WorkerInfo
 from worker.batching import BatchPolicy, CompanionFinder
 from worker.heartbeat import Heartbeat
 from worker.loader import LoadFailure, load_first_available
+from worker.metrics import record_gpu_memory, start_counting
 from worker.prompts import PromptOptimizer
 from worker.runner import JobRunner
 from worker.stopping import TimeLimits
@@ -91,6 +93,9 @@ def start_worker(name: str, settings: Settings) -> WorkerContext:
         queues=queues,
         failures=failure_records,
     )
+    set_process_context(model=loaded.name)
+    start_counting(loaded.name)
+    record_gpu_memory(loaded.plan.device)
     log.info("worker %s ready: serving %s, consuming %s", name, loaded.name, ", ".join(queues))
     return WorkerContext(heartbeat=heartbeat, runner=runner, queues=queues)
 

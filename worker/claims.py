@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from shared.errors import InvalidTransition, JobNotFound
 from shared.jobs import DEADLINE_ERROR, JobRecord, JobStatus
 from shared.store import JobStore
+from worker.metrics import JOBS_FINISHED, QUEUE_WAIT
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +39,10 @@ class Claimer:
         try:
             if current.past_deadline():
                 self.store.transition(current.id, JobStatus.CANCELED, error=DEADLINE_ERROR)
+                JOBS_FINISHED.labels(self.model_name, JobStatus.CANCELED.value).inc()
                 log.info("job %s reached its deadline in the queue; not running it", current.id)
                 return None
-            return self.store.transition(
+            running = self.store.transition(
                 current.id,
                 JobStatus.RUNNING,
                 model_used=self.model_name,
@@ -48,6 +50,10 @@ class Claimer:
                 attempts=current.attempts + 1,
                 progress=0.0,
             )
+            if running.started_at is not None:
+                waited = (running.started_at - running.created_at).total_seconds()
+                QUEUE_WAIT.labels(self.model_name).observe(max(0.0, waited))
+            return running
         except JobNotFound:
             log.warning("job %s has no record (expired or deleted); dropping it", current.id)
         except InvalidTransition as exc:

@@ -14,7 +14,9 @@ from PIL import Image
 
 from shared.errors import GenerationError
 from shared.jobs import GenerationParams
+from worker.inpaint import keep_unmasked, load_mask
 from worker.loader import LoadedModel
+from worker.samplers import sampler_in_use
 
 # Called after each denoising step with (steps done, steps in total). It may
 # raise to stop the generation (cancel, deadline); the exception propagates.
@@ -27,6 +29,7 @@ class Request:
 
     params: GenerationParams
     init_image: bytes | None = None
+    mask: bytes | None = None  # inpainting: white repaints, black keeps
 
 
 def generate(
@@ -34,9 +37,10 @@ def generate(
     params: GenerationParams,
     init_image: bytes | None = None,
     on_step: StepCallback | None = None,
+    mask: bytes | None = None,
 ) -> list[Image.Image]:
     """Generate `params.num_images` images; image i uses seed `params.seed + i`."""
-    return generate_batch(model, [Request(params, init_image)], on_step)[0]
+    return generate_batch(model, [Request(params, init_image, mask)], on_step)[0]
 
 
 def generate_batch(
@@ -62,6 +66,8 @@ def generate_batch(
     }
     if first.negative_prompt:
         kwargs["negative_prompt"] = _per_image([r.params.negative_prompt for r in requests], counts)
+    if first.mode == "inpaint":
+        return _inpaint(model, requests[0], kwargs, on_step)
     pipe = model.txt2img
     if first.mode == "img2img":
         if model.img2img is None or any(r.init_image is None for r in requests):
@@ -73,16 +79,50 @@ def generate_batch(
         kwargs.update(image=_per_image(sources, counts), strength=first.strength)
     else:
         kwargs.update(width=first.width, height=first.height)
-    if on_step is not None:
-        kwargs["callback_on_step_end"] = _step_callback(on_step)
-    with torch.inference_mode():
-        output = pipe(**_supported(pipe, kwargs))
-    images = list(output.images)
+    images = _call(pipe, kwargs, model, first.sampler, on_step)
     split, start = [], 0
     for count in counts:
         split.append(images[start : start + count])
         start += count
     return split
+
+
+def _call(
+    pipe: Any,
+    kwargs: dict[str, Any],
+    model: LoadedModel,
+    sampler: str | None,
+    on_step: StepCallback | None,
+) -> list[Image.Image]:
+    """One pipeline call with the job's sampler; its images."""
+    if on_step is not None:
+        kwargs["callback_on_step_end"] = _step_callback(on_step)
+    with torch.inference_mode(), sampler_in_use(pipe, sampler, model.entry.type):
+        output = pipe(**_supported(pipe, kwargs))
+    return list(output.images)
+
+
+def _inpaint(
+    model: LoadedModel, request: Request, kwargs: dict[str, Any], on_step: StepCallback | None
+) -> list[list[Image.Image]]:
+    """One inpainting job (never batched): repaint the mask, keep the rest exactly."""
+    params = request.params
+    if model.inpaint is None or request.init_image is None or request.mask is None:
+        raise GenerationError(f"model {model.name} cannot inpaint")
+    source = Image.open(io.BytesIO(request.init_image)).convert("RGB")
+    mask = load_mask(request.mask, source.size)
+    size = (params.width, params.height)
+    work_source = source if source.size == size else source.resize(size, Image.Resampling.LANCZOS)
+    work_mask = mask if mask.size == size else mask.resize(size, Image.Resampling.NEAREST)
+    kwargs.update(
+        image=work_source,
+        mask_image=work_mask,
+        strength=params.strength,
+        width=params.width,
+        height=params.height,
+    )
+    images = _call(model.inpaint, kwargs, model, params.sampler, on_step)
+    return [[keep_unmasked(image, source, mask) for image in images]]
 
 
 def _per_image(values: list[Any], counts: list[int]) -> list[Any]:

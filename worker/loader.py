@@ -12,6 +12,7 @@ from shared.errors import ModelLoadError
 from shared.registry import MemoryConfig, ModelEntry, Registry
 from worker.devices import DevicePlan, free_memory, plan_device
 from worker.memory import apply_memory_options, quantization_config
+from worker.metrics import MODEL_LOAD
 from worker.tiny import ensure_tiny_sd
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,15 @@ PIPELINE_CLASSES: dict[str, tuple[str, str]] = {
     "flux": ("diffusers:FluxPipeline", "diffusers:FluxImg2ImgPipeline"),
     "auto": ("diffusers:AutoPipelineForText2Image", "diffusers:AutoPipelineForImage2Image"),
 }
+# Each type's inpainting pipeline. They take the base model's weights: with a
+# 4-channel UNet or transformer they repaint by blending latents under the mask.
+INPAINT_CLASSES: dict[str, str] = {
+    "sd": "diffusers:StableDiffusionInpaintPipeline",
+    "sdxl": "diffusers:StableDiffusionXLInpaintPipeline",
+    "sd3": "diffusers:StableDiffusion3InpaintPipeline",
+    "flux": "diffusers:FluxInpaintPipeline",
+    "auto": "diffusers:AutoPipelineForInpainting",
+}
 
 
 @dataclass
@@ -33,6 +43,7 @@ class LoadedModel:
     txt2img: Any
     img2img: Any | None
     plan: DevicePlan
+    inpaint: Any | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -90,11 +101,32 @@ def load_model(
         # Same modules, no second copy of the weights.
         img2img = i2i_class.from_pipe(pipe)  # type: ignore[attr-defined]
         img2img.set_progress_bar_config(disable=True)
+    inpaint = None
+    if entry.params.supports_inpainting:
+        # Same modules again: from_pipe shares them, no weights are copied.
+        inpaint = inpaint_class(entry).from_pipe(pipe)  # type: ignore[attr-defined]
+        inpaint.set_progress_bar_config(disable=True)
     for note in notes:
         log.info("model %s: %s", name, note)
     return LoadedModel(
-        name=name, entry=entry, txt2img=pipe, img2img=img2img, plan=plan, notes=notes
+        name=name,
+        entry=entry,
+        txt2img=pipe,
+        img2img=img2img,
+        plan=plan,
+        notes=notes,
+        inpaint=inpaint,
     )
+
+
+def inpaint_class(entry: ModelEntry) -> type:
+    path = entry.inpaint_pipeline_class or INPAINT_CLASSES.get(entry.type)
+    if path is None:
+        raise ModelLoadError(
+            f"no inpainting pipeline for type {entry.type!r}: set inpaint_pipeline_class "
+            "or supports_inpainting: false"
+        )
+    return import_class(path)
 
 
 def load_first_available(
@@ -108,9 +140,10 @@ def load_first_available(
     for name in order:
         log.info("loading model %s (%s)", name, registry.models[name].id)
         try:
-            loaded = load_model(
-                name, registry.models[name], registry.runtime.memory, device, cache_dir
-            )
+            with MODEL_LOAD.labels(name).time():
+                loaded = load_model(
+                    name, registry.models[name], registry.runtime.memory, device, cache_dir
+                )
         except Exception as exc:  # noqa: BLE001 -- any failure moves on down the chain, cause logged
             reason = describe_failure(exc, registry.models[name])
             log.error("model %s failed to load: %s", name, reason)

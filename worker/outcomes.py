@@ -19,6 +19,7 @@ from shared.storage import Storage
 from shared.store import JobStore
 from worker import inference
 from worker.devices import free_memory
+from worker.metrics import JOBS_FINISHED, RUN
 from worker.stopping import JobStopped
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class Outcomes:
         why = stop.error.message if stop.error else "canceled by the client"
         log.info("job %s stopped mid-generation (%s): %s", record.id, stop.status, why)
         try:
-            self.store.transition(record.id, stop.status, error=stop.error)
+            self._finished(self.store.transition(record.id, stop.status, error=stop.error))
         except (InvalidTransition, JobNotFound) as lost:
             log.warning("could not record the stop of job %s: %s", record.id, lost)
         return stop.status
@@ -67,21 +68,29 @@ class Outcomes:
         error = error_info(exc)
         log.error("job %s failed: %s: %s", record.id, error.type, error.message, exc_info=exc)
         try:
-            self.store.transition(record.id, JobStatus.FAILED, error=error)
+            self._finished(self.store.transition(record.id, JobStatus.FAILED, error=error))
         except (InvalidTransition, JobNotFound) as lost:
             log.warning("could not record failure of job %s: %s", record.id, lost)
         return JobStatus.FAILED
 
     def _record_success(self, record: JobRecord, stored: list[StoredImage], size: int) -> bool:
         try:
-            self.store.transition(
+            finished = self.store.transition(
                 record.id, JobStatus.SUCCEEDED, images=stored, progress=1.0, batch_size=size
             )
         except (InvalidTransition, JobNotFound) as exc:
             # Canceled at the last step, or handed to another worker meanwhile.
             log.warning("job %s finished but was not recorded as succeeded: %s", record.id, exc)
             return False
+        self._finished(finished)
         return True
+
+    def _finished(self, record: JobRecord) -> None:
+        """Count a terminal status this worker wrote, and how long the job ran."""
+        JOBS_FINISHED.labels(self.model_name, record.status.value).inc()
+        if record.started_at is not None and record.finished_at is not None:
+            ran = (record.finished_at - record.started_at).total_seconds()
+            RUN.labels(self.model_name).observe(max(0.0, ran))
 
     def _current_status(self, job_id: str) -> JobStatus:
         record = self.store.get_or_none(job_id)

@@ -7,14 +7,16 @@ job is data (status failed, error type and message), never a crashed worker.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from PIL import Image
 
 from shared.jobs import GenerationParams, JobRecord, JobStatus
+from shared.logs import log_context
 from shared.storage import Storage
 from shared.store import JobStore
 from worker import inference
@@ -22,6 +24,7 @@ from worker.batching import CompanionFinder, may_lead
 from worker.claims import Claimer
 from worker.devices import free_memory
 from worker.loader import LoadedModel
+from worker.metrics import BATCH_SIZE, INFERENCE, WORKER_BUSY, record_gpu_memory
 from worker.outcomes import Outcomes, is_out_of_memory
 from worker.prompts import PromptOptimizer, optimized_batch_params, optimized_params
 from worker.stopping import BatchMonitor, JobStopped, StepMonitor, TimeLimits, hard_limit
@@ -65,10 +68,16 @@ class JobRunner:
             batch += self.batching.gather(leader, self.claims.claim_queued)
         if self.on_start is not None:
             self.on_start([r.id for r in batch])
-        if len(batch) == 1:
-            statuses = {leader.id: self._run_alone(leader)}
-        else:
-            statuses = self._run_batch(batch)
+        WORKER_BUSY.set(1)
+        try:
+            with log_context(job_id=leader.id):
+                if len(batch) == 1:
+                    statuses = {leader.id: self._run_alone(leader)}
+                else:
+                    statuses = self._run_batch(batch)
+        finally:
+            WORKER_BUSY.set(0)
+            record_gpu_memory(self.model.plan.device)
         self.jobs_done += len(batch)
         return statuses[leader.id]
 
@@ -77,12 +86,17 @@ class JobRunner:
         started = time.monotonic()
         with hard_limit(record.id, self.time_limits.hard_s):
             try:
-                images = inference.generate(
-                    self.model,
-                    params or self._optimize_prompt(record),
-                    self._init_image(record),
-                    on_step=StepMonitor(self.store, record, self.time_limits.soft_s),
-                )
+                job_params = params or self._optimize_prompt(record)
+                init_image = self._init_image(record)
+                mask = self.store.get_mask(record.id) if record.params.mode == "inpaint" else None
+                with self._pipeline_call(1):
+                    images = inference.generate(
+                        self.model,
+                        job_params,
+                        init_image,
+                        on_step=StepMonitor(self.store, record, self.time_limits.soft_s),
+                        mask=mask,
+                    )
             except JobStopped as stop:
                 return self.outcomes.stop(record, stop)
             except Exception as exc:  # noqa: BLE001 -- a job's failure is data; the worker serves on
@@ -125,7 +139,8 @@ class JobRunner:
             try:
                 params.update(zip(ids, self._optimize_prompts(batch), strict=True))
                 requests = [inference.Request(params[r.id], self._init_image(r)) for r in batch]
-                return inference.generate_batch(self.model, requests, on_step=monitor)
+                with self._pipeline_call(len(batch)):
+                    return inference.generate_batch(self.model, requests, on_step=monitor)
             except JobStopped:
                 raise
             except Exception as exc:  # noqa: BLE001 -- any failure: the jobs are run alone
@@ -147,8 +162,15 @@ class JobRunner:
         alone = {r.id: self._run_alone(r, params.get(r.id)) for r in monitor.active}
         return {**monitor.stopped, **alone}
 
+    @contextlib.contextmanager
+    def _pipeline_call(self, jobs: int) -> Iterator[None]:
+        """Time one pipeline call (raised or not) and count the jobs that shared it."""
+        BATCH_SIZE.labels(self.model.name).observe(jobs)
+        with INFERENCE.labels(self.model.name).time():
+            yield
+
     def _init_image(self, record: JobRecord) -> bytes | None:
-        return self.store.get_input(record.id) if record.params.mode == "img2img" else None
+        return self.store.get_input(record.id) if record.params.mode != "txt2img" else None
 
     def _optimize_prompts(self, batch: list[JobRecord]) -> list[GenerationParams]:
         return optimized_batch_params(self.prompts, self.store, batch, self._max_tokens)

@@ -17,7 +17,9 @@ from celery.signals import celeryd_after_setup, worker_ready, worker_shutdown
 
 from shared.constants import GENERATE_TASK
 from shared.jobs import utcnow
+from shared.logs import set_process_context
 from shared.settings import get_settings
+from worker import metrics_server
 from worker.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
@@ -76,10 +78,20 @@ def connect_signals(runtime: WorkerRuntime) -> None:
 
 def _load_model(runtime: WorkerRuntime, sender: str, instance: Any, **_: Any) -> None:
     """Preload the model before the worker consumes anything, then subscribe to its queues."""
+    settings = get_settings()
+    if settings.log_format == "json":
+        from worker.library_logs import quiet_banner, route_library_logs
+
+        quiet_banner(instance)
+        route_library_logs()
+    set_process_context(worker=sender)
+    if settings.worker_metrics_port and not metrics_server.in_pool_child():
+        # Before the model loads: a worker that is loading (or failed to) is scraped too.
+        metrics_server.serve_or_exit(settings.worker_metrics_port)
     from worker import boot  # torch and diffusers: loaded by the worker process only
 
     # SystemExit (the worker's name is taken) passes through: the worker exits with it.
-    context = boot.start_worker(sender, get_settings())
+    context = boot.start_worker(sender, settings)
     runtime.heartbeat, runtime.runner = context.heartbeat, context.runner
     queues = instance.app.amqp.queues
     queues.select(context.queues)

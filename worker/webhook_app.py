@@ -12,19 +12,20 @@ import logging
 import threading
 from typing import Any
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import celeryd_after_setup, worker_ready, worker_shutdown
 
 from shared.connections import redis_client
 from shared.constants import WEBHOOK_QUEUE, WEBHOOK_TASK
 from shared.logs import configure_logging
 from shared.queue import make_celery
 from shared.settings import get_settings
+from worker import metrics_server
 from worker.webhook_delivery import Deliverer, pop_due_retries
 
 log = logging.getLogger(__name__)
 RETRY_POLL_S = 0.2
 
-configure_logging(get_settings().log_level)
+configure_logging(get_settings().log_level, get_settings().log_format)
 app = make_celery(get_settings())
 app.conf.update(
     worker_pool="threads",
@@ -58,7 +59,15 @@ def _requeue_due_retries() -> None:
             log.warning("webhook retry scheduler: %s", exc)
 
 
+def _quiet_banner(instance: Any, **_: Any) -> None:
+    if get_settings().log_format == "json":
+        instance.quiet = True  # the banner is text, not a JSON line
+
+
 def _start_scheduler(**_: Any) -> None:
+    port = get_settings().worker_metrics_port
+    if port:
+        metrics_server.serve_or_exit(port)
     threading.Thread(target=_requeue_due_retries, name="webhook-retries", daemon=True).start()
 
 
@@ -66,5 +75,6 @@ def _stop_scheduler(**_: Any) -> None:
     _stop.set()
 
 
+celeryd_after_setup.connect(_quiet_banner)
 worker_ready.connect(_start_scheduler)
 worker_shutdown.connect(_stop_scheduler)

@@ -28,6 +28,7 @@ from shared.webhooks import (
     resolve_allowed,
     signature_header,
 )
+from worker.webhook_metrics import WEBHOOK_DELIVERIES, WEBHOOK_DELIVERY_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +122,12 @@ class Deliverer:
             log.info(
                 "webhook %s for job %s skipped: receiver answered 410", delivery["event"], job_id
             )
+            WEBHOOK_DELIVERIES.labels("gone").inc()
             return "gone"
-        response = self._send(delivery)
+        with WEBHOOK_DELIVERY_SECONDS.time():
+            response = self._send(delivery)
         outcome = self._outcome(response, attempt)
+        WEBHOOK_DELIVERIES.labels(outcome).inc()
         record_attempt(
             self.redis,
             job_id,

@@ -7,6 +7,7 @@ from pydantic import BaseModel
 
 from api.deps import StateDep
 from shared.registry import ModelEntry
+from shared.samplers import sampler_names
 from shared.workers import ModelFailure, live_workers
 
 router = APIRouter(tags=["models"])
@@ -20,6 +21,9 @@ class ModelInfo(BaseModel):
     max_steps: int
     max_tokens: int
     supports_i2i: bool
+    supports_inpainting: bool
+    default_sampler: str | None
+    samplers: list[str]
     use_negative_prompt: bool
     guidance_scale: float
     default_size: tuple[int, int]
@@ -52,12 +56,15 @@ def _info(entry: ModelEntry, workers: int) -> ModelInfo:
         max_batch_size=entry.max_batch_size,
         batch_window=entry.batch_window,
         workers=workers,
+        samplers=sampler_names(entry.type),
         **entry.params.model_dump(
             include={
                 "default_steps",
                 "max_steps",
                 "max_tokens",
                 "supports_i2i",
+                "supports_inpainting",
+                "default_sampler",
                 "use_negative_prompt",
                 "guidance_scale",
                 "default_size",

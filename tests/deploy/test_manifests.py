@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
+from shared.cluster_stats import ANY_MODEL
 from shared.constants import DEFAULT_QUEUE, broker_lists, model_queue
 from shared.settings import Settings
 from tests.deploy.manifests import (
@@ -44,6 +45,7 @@ from tests.deploy.manifests import (
     pod_spec,
     setting_env_names,
 )
+from tests.deploy.promql import selectors
 
 ALL = load_manifests()
 BASE = base_manifests()
@@ -53,7 +55,7 @@ SCALED_OBJECTS = by_kind(BASE, "ScaledObject")
 REGISTRY = yaml.safe_load(MODEL_CONFIG.read_text(encoding="utf-8"))
 
 # Custom resources (CRDs): no Kubernetes schema for them; checked field by field below.
-CUSTOM_API_GROUPS = ("keda.sh/",)
+CUSTOM_API_GROUPS = ("keda.sh/", "monitoring.coreos.com/")
 
 
 def ids(manifests: list[Manifest]) -> list[str]:
@@ -176,17 +178,47 @@ def test_kubectl_kustomize_builds_optional_redis() -> None:
     assert {d["kind"] for d in built} == {"Service", "StatefulSet"}
 
 
-def test_models_pvc_component_swaps_every_gpu_worker_cache(tmp_path: Path) -> None:
-    """An overlay with optional/models-pvc: the PVC is added, no worker keeps an emptyDir."""
+def test_kubectl_kustomize_builds_optional_monitoring() -> None:
+    built = kustomize_build(K8S / "optional" / "monitoring")
+    assert sorted(d["kind"] for d in built) == ["PodMonitor"] * 3 + ["PrometheusRule"]
+
+
+def build_with_component(tmp_path: Path, component: str) -> list[dict[str, Any]]:
+    """`kubectl kustomize` of an overlay: the base plus optional/<component>."""
     overlay = tmp_path / "overlay"
     overlay.mkdir()
     # kustomize wants relative paths.
     base = os.path.relpath(K8S, overlay)
-    component = os.path.relpath(K8S / "optional" / "models-pvc", overlay)
+    path = os.path.relpath(K8S / "optional" / component, overlay)
     (overlay / KUSTOMIZATION).write_text(
-        yaml.safe_dump({"resources": [base], "components": [component]})
+        yaml.safe_dump({"resources": [base], "components": [path]})
     )
-    built = kustomize_build(overlay)
+    return kustomize_build(overlay)
+
+
+def test_keda_prometheus_component_swaps_only_the_triggers(tmp_path: Path) -> None:
+    """The patched ScaledObjects scale on one prometheus trigger (no formula left over
+    from the Redis triggers); every other object is the base's."""
+    built = build_with_component(tmp_path, "keda-prometheus")
+    patched = {target["name"] for _, target in keda_prometheus_patches()}
+    base = {(m.kind, m.name): m.obj for m in BASE}
+    assert {(d["kind"], d["metadata"]["name"]) for d in built} == set(base)
+    for doc in built:
+        original = base[(doc["kind"], doc["metadata"]["name"])]
+        if doc["kind"] != "ScaledObject" or doc["metadata"]["name"] not in patched:
+            assert doc == original
+            continue
+        spec = doc["spec"]
+        assert [t["type"] for t in spec["triggers"]] == ["prometheus"]
+        assert "scalingModifiers" not in spec["advanced"]
+        assert spec["scaleTargetRef"] == original["spec"]["scaleTargetRef"]
+        assert spec["minReplicaCount"] == 0
+        assert spec["fallback"]["replicas"] >= 1
+
+
+def test_models_pvc_component_swaps_every_gpu_worker_cache(tmp_path: Path) -> None:
+    """An overlay with optional/models-pvc: the PVC is added, no worker keeps an emptyDir."""
+    built = build_with_component(tmp_path, "models-pvc")
     claims = [d for d in built if d["kind"] == "PersistentVolumeClaim"]
     assert [c["metadata"]["name"] for c in claims] == ["darkroom-models"]
     assert claims[0]["spec"]["accessModes"] == ["ReadWriteMany"]
@@ -559,6 +591,153 @@ def test_configmap_settings_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.redis_url == config_data()["REDIS_URL"]
     assert str(settings.registry_path) == config_data()["MODEL_CONFIG"]
     assert settings.storage_url.startswith("s3://")
+
+
+# --- metrics ------------------------------------------------------------------
+
+# The scrape job of each kind of darkroom pod: the alert rules and the dashboard
+# select on these names (docs/observability.md).
+SCRAPE_JOBS = {
+    "api": "darkroom-api",
+    "gpu-worker": "darkroom-worker",
+    "webhooks": "darkroom-webhooks",
+}
+POD_MONITORS = by_kind(ALL, "PodMonitor")
+POD_MONITOR_KEYS = {"selector", "podMetricsEndpoints", "namespaceSelector", "jobLabel"}
+ENDPOINT_KEYS = {"port", "path", "interval", "scrapeTimeout", "relabelings", "metricRelabelings"}
+
+
+def pod_labels(workload: Manifest) -> dict[str, str]:
+    return dict(workload.obj["spec"]["template"]["metadata"]["labels"])
+
+
+def metrics_port(workload: Manifest) -> tuple[str, int]:
+    """(port name, number) the pod announces in its prometheus.io/port annotation."""
+    annotations = workload.obj["spec"]["template"]["metadata"]["annotations"]
+    (container,) = containers(workload)
+    number = int(annotations["prometheus.io/port"])
+    names = [p["name"] for p in container.get("ports", []) if p["containerPort"] == number]
+    assert len(names) == 1, f"{workload.label}: port {number} is not one named container port"
+    return names[0], number
+
+
+@pytest.mark.parametrize("workload", darkroom_workloads(), ids=ids(darkroom_workloads()))
+def test_darkroom_pods_announce_their_metrics(workload: Manifest) -> None:
+    """prometheus.io annotations on the pod template, naming the port that serves
+    /metrics: the API's HTTP port, a worker's WORKER_METRICS_PORT."""
+    annotations = workload.obj["spec"]["template"]["metadata"].get("annotations", {})
+    assert annotations.get("prometheus.io/scrape") == "true"
+    assert annotations.get("prometheus.io/path") == "/metrics"
+    name, number = metrics_port(workload)
+    (container,) = containers(workload)
+    if container["command"][1] == "api":
+        assert name == "http"
+        assert number == int(option_value(container["command"], "--port") or 0)
+        return
+    assert name == "metrics"
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    assert env.get("WORKER_METRICS_PORT") == str(number)
+
+
+@pytest.mark.parametrize("monitor", POD_MONITORS, ids=ids(POD_MONITORS))
+def test_pod_monitor_shape(monitor: Manifest) -> None:
+    assert monitor.obj["apiVersion"] == "monitoring.coreos.com/v1"
+    spec = monitor.obj["spec"]
+    assert set(spec) <= POD_MONITOR_KEYS
+    assert "namespaceSelector" not in spec, "its own namespace: the one darkroom is applied to"
+    for endpoint in spec["podMetricsEndpoints"]:
+        assert set(endpoint) <= ENDPOINT_KEYS
+
+
+@pytest.mark.parametrize("workload", darkroom_workloads(), ids=ids(darkroom_workloads()))
+def test_one_pod_monitor_scrapes_each_darkroom_pod(workload: Manifest) -> None:
+    """On the annotated port and path, under the component's scrape job name."""
+    selected = pod_labels(workload)
+    monitors = [
+        m for m in POD_MONITORS if selects(m.obj["spec"]["selector"]["matchLabels"], selected)
+    ]
+    assert len(monitors) == 1, f"{workload.label}: {len(monitors)} PodMonitors select it"
+    (endpoint,) = monitors[0].obj["spec"]["podMetricsEndpoints"]
+    annotations = workload.obj["spec"]["template"]["metadata"]["annotations"]
+    assert endpoint["port"] == metrics_port(workload)[0]
+    assert endpoint["path"] == annotations["prometheus.io/path"]
+    job = SCRAPE_JOBS[pod_labels(workload)["app.kubernetes.io/component"]]
+    assert {"action": "replace", "targetLabel": "job", "replacement": job} in endpoint[
+        "relabelings"
+    ]
+
+
+PROMETHEUS_TRIGGER_METADATA = {
+    "serverAddress",
+    "query",
+    "queryParameters",
+    "threshold",
+    "activationThreshold",
+    "namespace",
+    "customHeaders",
+    "ignoreNullValues",
+    "unsafeSsl",
+    "timeout",
+    "authModes",
+}
+
+
+def keda_prometheus_patches() -> list[tuple[list[dict[str, Any]], dict[str, str]]]:
+    """(JSON patch operations, target) of each patch in optional/keda-prometheus."""
+    spec = yaml.safe_load((K8S / "optional" / "keda-prometheus" / KUSTOMIZATION).read_text())
+    assert spec["kind"] == "Component"
+    base = K8S / "optional" / "keda-prometheus"
+    return [(yaml.safe_load((base / p["path"]).read_text()), p["target"]) for p in spec["patches"]]
+
+
+def test_keda_prometheus_patches_target_scaled_objects() -> None:
+    patches = keda_prometheus_patches()
+    assert patches
+    for ops, target in patches:
+        assert (target["group"], target["version"], target["kind"]) == (
+            "keda.sh",
+            "v1alpha1",
+            "ScaledObject",
+        )
+        scaled = find(SCALED_OBJECTS, "ScaledObject", target["name"])
+        paths = {op["path"]: op for op in ops}
+        assert paths["/spec/triggers"]["op"] == "replace"
+        # The Redis triggers' formula would name triggers that are gone.
+        assert "scalingModifiers" in scaled.obj["spec"]["advanced"]
+        assert paths["/spec/advanced/scalingModifiers"]["op"] == "remove"
+
+
+KEDA_PROMETHEUS_PATCHES = keda_prometheus_patches()
+
+
+@pytest.mark.parametrize(
+    ("ops", "target"), KEDA_PROMETHEUS_PATCHES, ids=[t["name"] for _, t in KEDA_PROMETHEUS_PATCHES]
+)
+def test_keda_prometheus_trigger(ops: list[dict[str, Any]], target: dict[str, str]) -> None:
+    """Known fields, string values; the query counts the target's model (and the
+    model-less jobs, for the primary model's workers only, as with the lists)."""
+    scaled = find(SCALED_OBJECTS, "ScaledObject", target["name"])
+    worker = find(GPU_WORKERS, "Deployment", scaled.obj["spec"]["scaleTargetRef"]["name"])
+    model = pinned_model(worker)
+    (triggers,) = [op["value"] for op in ops if op["path"] == "/spec/triggers"]
+    for trigger in triggers:
+        assert set(trigger) <= TRIGGER_KEYS
+        assert trigger["type"] == "prometheus"
+        metadata = trigger["metadata"]
+        assert set(metadata) <= PROMETHEUS_TRIGGER_METADATA
+        assert all(isinstance(v, str) for v in metadata.values()), metadata
+        assert float(metadata["threshold"]) >= 1
+        assert metadata["activationThreshold"] == "0", "wake from zero on the first job"
+        assert metadata["ignoreNullValues"] == "false", "no data must not read as an empty queue"
+        models = {
+            value
+            for selector in selectors(metadata["query"])
+            for matcher in selector.matchers
+            if matcher.label == "model"
+            for value in matcher.literal_values() or []
+        }
+        primary = REGISTRY["runtime"]["primary_model"]
+        assert models == {model} | ({ANY_MODEL} if model == primary else set())
 
 
 # --- optional -----------------------------------------------------------------

@@ -20,9 +20,11 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from darkroom.stack import free_port
 from shared.settings import Settings
 from shared.workers import live_workers
 from tests.e2e.helpers import submit, wait_for
+from tests.support.metrics import read_metrics
 from tests.support.processes import REPO_ROOT
 
 POOL_DB = 9
@@ -37,16 +39,48 @@ def pool_env(redis_base_url: str, registry_file: Path, tmp_path_factory) -> dict
         "MODEL_CONFIG": str(registry_file),
         "STORAGE_URL": f"file://{tmp_path_factory.mktemp('pool-images')}",
         "WORKER_MODEL": "tiny-flaky",
+        # Left over from an earlier run: the pool must start from empty files.
+        "PROMETHEUS_MULTIPROC_DIR": str(_stale_metrics_dir(tmp_path_factory.mktemp("prom"))),
     }
 
 
+def _stale_metrics_dir(path: Path) -> Path:
+    """A multiprocess directory holding a dead process's count of 100 jobs."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from worker.metrics import JOBS_FINISHED as f; "
+            "f.labels('tiny-flaky', 'succeeded').inc(100)",
+        ],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "PROMETHEUS_MULTIPROC_DIR": str(path)},
+        check=True,
+    )
+    assert list(path.glob("counter_*.db"))
+    return path
+
+
 @pytest.fixture(scope="module")
-def pool(pool_env: dict[str, str], tmp_path_factory) -> Iterator[subprocess.Popen[bytes]]:  # type: ignore[no-untyped-def]
+def metrics_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def pool(  # type: ignore[no-untyped-def]
+    pool_env: dict[str, str], metrics_port: int, tmp_path_factory
+) -> Iterator[subprocess.Popen[bytes]]:
     log_path = tmp_path_factory.mktemp("pool-logs") / "pool.log"
-    proc = start_pool(pool_env, ["--workers", "2", "--name", "pooltest"], 2, log_path)
+    args = ["--workers", "2", "--name", "pooltest", "--metrics-port", str(metrics_port)]
+    proc = start_pool(pool_env, args, 2, log_path)
     yield proc
     if proc.poll() is None:
-        proc.kill()
+        # SIGTERM, which the pool forwards to its workers: a SIGKILL would leave
+        # them running as orphans, taking later runs' jobs under the same names.
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def start_pool(
@@ -71,7 +105,7 @@ def start_pool(
 
 
 def test_two_workers_share_the_queue_and_stop_together(
-    pool: subprocess.Popen[bytes], pool_env: dict[str, str]
+    pool: subprocess.Popen[bytes], pool_env: dict[str, str], metrics_port: int
 ) -> None:
     client_redis = redis.Redis.from_url(pool_env["REDIS_URL"])
     names = sorted(w.name for w in live_workers(client_redis))
@@ -88,6 +122,16 @@ def test_two_workers_share_the_queue_and_stop_together(
 
     assert all(job["status"] == "succeeded" for job in done)
     assert {job["worker"] for job in done} == set(names)
+
+    # Both processes' metrics on the pool's one port, added up; none of the
+    # stale directory's; one busy gauge per live process.
+    metrics = read_metrics(f"http://127.0.0.1:{metrics_port}/metrics")
+    finished = metrics.value("darkroom_jobs_finished_total", status="succeeded")
+    assert finished == 6
+    assert metrics.value("darkroom_job_run_seconds_count", model="tiny-flaky") == 6
+    busy = [labels for name, labels, _ in metrics.all if name == "darkroom_worker_busy"]
+    assert len({labels["pid"] for labels in busy}) == 2
+    assert metrics.value("darkroom_model_load_seconds_count", model="tiny-flaky") == 2
 
     pool.send_signal(signal.SIGTERM)
     assert pool.wait(timeout=30) == 0
