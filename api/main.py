@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from api.auth import UNAUTHORIZED, log_auth_mode, require_owner
+from api.compat import a1111, openai_images
 from api.errors import install_error_handlers
 from api.housekeeping import prune_local_images, reap_forever
 from api.limits import BodySizeLimit
@@ -49,7 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     # With API keys configured, everything but the health checks needs one. The
     # OpenAPI schema and /docs stay open: they describe the API, they hold no data.
-    for module in (jobs, models, status, files):
+    # The OpenAI (/v1) and AUTOMATIC1111 (/sdapi/v1) dialects take the same keys.
+    for module in (jobs, models, status, files, openai_images, a1111):
         app.include_router(
             module.router, dependencies=[Depends(require_owner)], responses=UNAUTHORIZED
         )

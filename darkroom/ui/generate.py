@@ -6,7 +6,7 @@ from typing import Any
 
 import streamlit as st
 
-from darkroom.client import DarkroomClient
+from darkroom.client import ApiError, DarkroomClient
 from darkroom.ui import gallery, session
 from darkroom.ui.form import (
     DEFAULT_STRENGTH,
@@ -18,7 +18,7 @@ from darkroom.ui.form import (
     ModelLimits,
     request_body,
 )
-from darkroom.ui.messages import escape_markdown, short_prompt
+from darkroom.ui.messages import describe_api_error, escape_markdown, short_prompt
 from darkroom.ui.progress import is_terminal, queued_text, running_text
 from darkroom.ui.sidebar import Connected
 
@@ -26,6 +26,10 @@ from darkroom.ui.sidebar import Connected
 # GET per second per open page.
 POLL_EVERY_S = 1.0
 PLACE = "generate"
+# Why the last Generate was refused (a 429, a 422), in the session: shown on
+# every run until the next submit, so a rerun (the previous job finishing, a
+# poll tick) never wipes it before it was read.
+SUBMIT_REFUSED = "submit_refused"
 
 
 def render(connected: Connected) -> None:
@@ -37,6 +41,9 @@ def render(connected: Connected) -> None:
     with result_column:
         if values is not None:
             _submit(connected, values)
+        refused = session.get(SUBMIT_REFUSED)
+        if refused:
+            st.error(refused)
         job_id = session.get(session.CURRENT_JOB)
         if job_id:
             follow(connected.api, job_id)
@@ -138,9 +145,12 @@ def _submit(connected: Connected, values: FormValues) -> None:
     if not values.prompt.strip():
         st.warning("Write a prompt first.")
         return
-    job = session.ask(connected.api, lambda api: api.submit(request_body(connected.model, values)))
-    if job is None:
+    try:
+        job = connected.api.submit(request_body(connected.model, values))
+    except ApiError as exc:
+        session.put(SUBMIT_REFUSED, describe_api_error(exc, connected.api.base_url))
         return
+    session.put(SUBMIT_REFUSED, None)
     session.put(session.CURRENT_JOB, job["id"])
 
 

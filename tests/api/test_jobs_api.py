@@ -235,7 +235,7 @@ BAD_BODIES: dict[str, tuple[dict[str, Any], str]] = {
     "height over max": ({"prompt": "x", "model": "tiny-flaky", "height": 136}, "height"),
     "guidance negative": ({"prompt": "x", "guidance_scale": -1}, "guidance_scale"),
     "unknown model": ({"prompt": "x", "model": "dall-e-9"}, "model"),
-    "unknown field": ({"prompt": "x", "sampler": "euler"}, "sampler"),
+    "unknown field": ({"prompt": "x", "scheduler_magic": "euler"}, "scheduler_magic"),
     "wrong type": ({"prompt": "x", "steps": "many"}, "steps"),
     "bad base64 image": ({"prompt": "x", "init_image": "not base64!!"}, "init_image"),
     "garbage image": (

@@ -378,7 +378,7 @@ def test_a_rate_limited_submit_says_when_to_retry(
     at.text_area(key="prompt").input("one too many")
     at.button(key="generate").click().run()
     errors = [e.value for e in at.error]
-    assert any(re.match(r"rate limited; retry in \d+ s", e) for e in errors), errors
+    assert any(re.match(r"rate limited; retry in \d+ s", e) for e in errors), page_text(at)
 
 
 def _wait(condition: Callable[[], bool], what: str) -> None:

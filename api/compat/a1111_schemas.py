@@ -1,0 +1,205 @@
+"""AUTOMATIC1111's /sdapi/v1 as darkroom sees it: requests, answers, and their translation.
+
+Unknown fields are ignored, as A1111's own (pydantic) models ignore them, and so
+are the A1111 fields darkroom has no counterpart for (hires fix, styles,
+scripts, face restoration, tiling, ...: docs/compat.md lists them); the
+answer's `parameters` echoes them all back, as A1111 does.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.compat.a1111_models import CHECKPOINT_FIELD, Checkpoint
+from api.compat.jobs import MAX_IMAGES_PER_JOB
+from shared.jobs import MAX_SEED, JobRecord
+
+# batch_size x n_iter above this is refused (422): a call is at most this many
+# jobs of MAX_IMAGES_PER_JOB images, each queued and rate-limited on its own.
+MAX_IMAGES_PER_CALL = 16
+# darkroom's field names as A1111's clients know them, for the errors.
+A1111_NAMES = {
+    "guidance_scale": "cfg_scale",
+    "num_images": "batch_size",
+    "init_image": "init_images",
+    "mask_image": "mask",
+    "strength": "denoising_strength",
+    "sampler": "sampler_name",
+    "model": f"override_settings.{CHECKPOINT_FIELD}",
+}
+
+
+class Txt2ImgRequest(BaseModel):
+    """Body of POST /sdapi/v1/txt2img: the fields darkroom uses (any other is echoed only).
+
+    Unset steps, cfg_scale, width and height take the model's defaults (A1111's
+    own defaults, 50 steps at 512x512, suit few of darkroom's models).
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int = -1
+    steps: int | None = None
+    cfg_scale: float | None = None
+    width: int | None = None
+    height: int | None = None
+    batch_size: int = Field(1, ge=1)
+    n_iter: int = Field(1, ge=1)
+    sampler_name: str | None = None
+    sampler_index: str | None = None
+    scheduler: str | None = None
+    override_settings: dict[str, Any] | None = None
+    send_images: bool = True
+
+    @property
+    def image_count(self) -> int:
+        return self.batch_size * self.n_iter
+
+
+class Img2ImgRequest(Txt2ImgRequest):
+    """Body of POST /sdapi/v1/img2img: txt2img's fields, the image, strength and mask."""
+
+    init_images: list[str] | None = None
+    denoising_strength: float = 0.75
+    mask: str | None = None
+    inpainting_mask_invert: int = 0
+    include_init_images: bool = False
+
+
+class ImagesAnswer(BaseModel):
+    images: list[str]
+    parameters: dict[str, Any]
+    info: str  # a JSON document, as text (A1111's processed.js())
+
+
+class SDModelItem(BaseModel):
+    title: str
+    model_name: str
+    hash: str
+    sha256: str
+    filename: str
+    config: str | None = None
+
+
+class SamplerItem(BaseModel):
+    name: str
+    aliases: list[str]
+    options: dict[str, Any]
+
+
+class ProgressAnswer(BaseModel):
+    progress: float
+    eta_relative: float
+    state: dict[str, Any]
+    current_image: str | None = None
+    textinfo: str | None = None
+
+
+def job_fields(
+    request: Txt2ImgRequest, model: str | None, sampler: str | None
+) -> list[dict[str, Any]]:
+    """The JobCreate fields of each job of the call: batch_size x n_iter images, split
+    into jobs of at most MAX_IMAGES_PER_JOB whose seeds follow on, so that the
+    images' seeds are A1111's `seed, seed + 1, ...`."""
+    seed = request.seed if request.seed != -1 else secrets.randbelow(MAX_SEED + 1)
+    common = {
+        "prompt": request.prompt,
+        # A1111's clients send "" for "none given": the model's own negative prompt.
+        "negative_prompt": request.negative_prompt or None,
+        "model": model,
+        "width": request.width,
+        "height": request.height,
+        "steps": request.steps,
+        "guidance_scale": request.cfg_scale,
+        "sampler": sampler,
+    }
+    total = request.image_count
+    return [
+        {
+            **common,
+            "seed": (seed + start) % (MAX_SEED + 1) if seed >= 0 else seed,
+            "num_images": min(MAX_IMAGES_PER_JOB, total - start),
+        }
+        for start in range(0, total, MAX_IMAGES_PER_JOB)
+    ]
+
+
+def parameters(request: Txt2ImgRequest) -> dict[str, Any]:
+    """The request as A1111 echoes it: every field sent, the input images left out."""
+    echoed = request.model_dump()
+    if isinstance(request, Img2ImgRequest) and not request.include_init_images:
+        echoed.update(init_images=None, mask=None)
+    return echoed
+
+
+def info(
+    request: Txt2ImgRequest, records: list[JobRecord], checkpoint: Checkpoint, sampler: str
+) -> str:
+    """A1111's `info`: the generation's parameters as a JSON string (what webuiapi parses)."""
+    first = records[0].params
+    seeds = [r.params.seed + i for r in records for i in range(r.params.num_images)]
+    negative = first.negative_prompt or ""
+    document = {
+        "prompt": first.prompt,
+        "all_prompts": [first.prompt] * len(seeds),
+        "negative_prompt": negative,
+        "all_negative_prompts": [negative] * len(seeds),
+        "seed": seeds[0],
+        "all_seeds": seeds,
+        "subseed": seeds[0],
+        "all_subseeds": seeds,
+        "subseed_strength": 0,
+        "width": first.width,
+        "height": first.height,
+        "sampler_name": sampler,
+        "cfg_scale": first.guidance_scale,
+        "steps": first.steps,
+        "batch_size": request.batch_size,
+        "restore_faces": False,
+        "face_restoration_model": None,
+        "sd_model_name": checkpoint.name,
+        "sd_model_hash": checkpoint.short_hash,
+        "sd_vae_name": None,
+        "sd_vae_hash": None,
+        "seed_resize_from_w": -1,
+        "seed_resize_from_h": -1,
+        "denoising_strength": first.strength or 0,
+        "extra_generation_params": {},
+        "index_of_first_image": 0,
+        "infotexts": [_infotext(records[0], seed, checkpoint, sampler) for seed in seeds],
+        "styles": [],
+        "job_timestamp": records[0].created_at.strftime("%Y%m%d%H%M%S"),
+        "clip_skip": 1,
+        "is_using_inpainting_conditioning": first.mode == "inpaint",
+        "version": "darkroom",
+        # darkroom's own: the jobs that made the images (GET /jobs/{id}).
+        "job_ids": [record.id for record in records],
+    }
+    return json.dumps(document)
+
+
+def _infotext(record: JobRecord, seed: int, checkpoint: Checkpoint, sampler: str) -> str:
+    """One image's parameters in A1111's text form (what its PNG info holds)."""
+    params = record.params
+    lines = [params.prompt]
+    if params.negative_prompt:
+        lines.append(f"Negative prompt: {params.negative_prompt}")
+    settings = [
+        f"Steps: {params.steps}",
+        f"Sampler: {sampler}",
+        f"CFG scale: {params.guidance_scale:g}",
+        f"Seed: {seed}",
+        f"Size: {params.width}x{params.height}",
+        f"Model hash: {checkpoint.short_hash}",
+        f"Model: {checkpoint.name}",
+    ]
+    if params.strength is not None:
+        settings.append(f"Denoising strength: {params.strength:g}")
+    lines.append(", ".join(settings))
+    return "\n".join(lines)

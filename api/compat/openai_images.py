@@ -1,0 +1,184 @@
+"""OpenAI's Images API under /v1: generations, edits and the model list, as darkroom jobs.
+
+Each call is one ordinary job of the caller's API key (queued, prioritised,
+rate-limited, listed in GET /jobs, counted), answered once it finished; the
+wait holds no thread and ends after COMPAT_WAIT_S with a 504 naming the job.
+The routes stay out of darkroom's OpenAPI schema: OpenAI's own describes them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from api.auth import OwnerDep
+from api.compat import OPENAI_PREFIX
+from api.compat.errors import UnknownModel
+from api.compat.images import (
+    OutputFormat,
+    b64,
+    convert,
+    data_url,
+    image_size,
+    openai_mask,
+    read_stored,
+)
+from api.compat.jobs import check_succeeded, job_create, run_jobs
+from api.compat.openai_schemas import (
+    OPENAI_NAMES,
+    ImageData,
+    ImageEditRequest,
+    ImageGenerationRequest,
+    ImagesResponse,
+    ModelList,
+    ModelObject,
+    job_fields,
+    revised_prompt,
+)
+from api.deps import StateDep
+from api.state import AppState
+from shared.errors import InvalidRequest
+from shared.jobs import JobCreate, JobRecord
+from shared.storage import Storage
+
+router = APIRouter(prefix=OPENAI_PREFIX, tags=["openai"], include_in_schema=False)
+
+# The multipart parts that are files; every other part is a field.
+_FILE_PARTS = ("image", "image[]", "mask")
+
+
+@router.post("/images/generations", response_model_exclude_none=True)
+async def create_image(
+    body: ImageGenerationRequest, state: StateDep, owner: OwnerDep
+) -> ImagesResponse:
+    """Generate `n` images from a prompt (one job), answered once the job finished."""
+    job = _job(state, job_fields(body))
+    [record] = await run_jobs(state, owner, [job], OPENAI_NAMES)
+    check_succeeded([record])
+    return await _answer(state.storage, record, body)
+
+
+@router.post("/images/edits", response_model_exclude_none=True)
+async def edit_image(request: Request, state: StateDep, owner: OwnerDep) -> ImagesResponse:
+    """Edit an image (multipart: `image`, optional `mask`, `prompt`, options, `strength`).
+
+    Without a mask: image-to-image. With one: inpainting, where the mask's fully
+    transparent pixels are the ones repainted and every other pixel is kept.
+    """
+    body, image, mask = await _edit_form(request)
+    fields = await run_in_threadpool(_edit_fields, body, image, mask)
+    [record] = await run_jobs(state, owner, [_job(state, fields)], OPENAI_NAMES)
+    check_succeeded([record])
+    return await _answer(state.storage, record, body)
+
+
+@router.get("/models")
+def list_models(state: StateDep) -> ModelList:
+    """The registry's models, by the names the `model` parameter takes."""
+    created = _registry_time(state)
+    return ModelList(data=[ModelObject(id=name, created=created) for name in state.registry.models])
+
+
+@router.get("/models/{model_id}")
+def get_model(model_id: str, state: StateDep) -> ModelObject:
+    """One registry model; 404 for a name the registry does not have."""
+    _check_model(state, model_id)
+    return ModelObject(id=model_id, created=_registry_time(state))
+
+
+def _job(state: AppState, fields: dict[str, Any]) -> JobCreate:
+    if fields["model"] is not None:
+        _check_model(state, fields["model"])
+    return job_create(fields, OPENAI_NAMES)
+
+
+def _check_model(state: AppState, name: str) -> None:
+    # Before the core sees it: an unknown model is OpenAI's 404, not a bad parameter.
+    if name not in state.registry.models:
+        raise UnknownModel(name, sorted(state.registry.models))
+
+
+def _registry_time(state: AppState) -> int:
+    """`created` of the models: when the registry file last changed (0 if unreadable)."""
+    try:
+        return int(os.stat(state.settings.registry_path).st_mtime)
+    except OSError:
+        return 0
+
+
+async def _edit_form(request: Request) -> tuple[ImageEditRequest, bytes, bytes | None]:
+    """The edit's fields and files. Parsed here rather than by FastAPI: the SDKs name
+    the image `image` or `image[]`, and errors must keep OpenAI's shape."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidRequest("send the image edit as multipart/form-data", "image")
+    async with request.form() as form:
+        images = [*form.getlist("image"), *form.getlist("image[]")]
+        mask = form.get("mask")
+        if len(images) != 1 or not isinstance(images[0], UploadFile):
+            raise InvalidRequest("send exactly one image file (several are not supported)", "image")
+        if mask is not None and not isinstance(mask, UploadFile):
+            raise InvalidRequest("mask must be a PNG file", "mask")
+        fields = {k: v for k, v in form.multi_items() if k not in _FILE_PARTS}
+        try:
+            body = ImageEditRequest.model_validate(fields)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors()) from None
+        return body, await images[0].read(), await mask.read() if mask is not None else None
+
+
+def _edit_fields(body: ImageEditRequest, image: bytes, mask: bytes | None) -> dict[str, Any]:
+    """The JobCreate fields of an edit (CPU work: run in a thread)."""
+    init_image = b64(image)
+    size = image_size(init_image, "image")  # checked here, so that errors name `image`
+    fields = {**job_fields(body), "init_image": init_image, "strength": body.strength}
+    if mask is not None:
+        fields["mask_image"] = openai_mask(mask, size)
+    return fields
+
+
+async def _answer(
+    storage: Storage, record: JobRecord, body: ImageGenerationRequest | ImageEditRequest
+) -> ImagesResponse:
+    """The job's images as OpenAI answers them.
+
+    `url` of a PNG is the stored image's own link. Other formats are made here
+    from the stored PNG and exist nowhere else, so their `url` is a data: URL:
+    the SDKs take any string, browsers show it, and it needs no key and never
+    expires (a converted copy stored beside the PNG would be neither listed on
+    the job nor served).
+    """
+    output_format = body.output_format or "png"
+    as_b64 = body.response_format == "b64_json"
+    if not as_b64 and output_format == "png":
+        urls = [storage.url(image.key) for image in record.images]
+        return _response(record, [ImageData(url=url) for url in urls])
+    blobs = await run_in_threadpool(
+        _encoded, storage, [image.key for image in record.images], output_format, body
+    )
+    if as_b64:
+        return _response(record, [ImageData(b64_json=b64(blob)) for blob in blobs])
+    return _response(record, [ImageData(url=data_url(blob, output_format)) for blob in blobs])
+
+
+def _encoded(
+    storage: Storage,
+    keys: list[str],
+    output_format: OutputFormat,
+    body: ImageGenerationRequest | ImageEditRequest,
+) -> list[bytes]:
+    quality = body.output_compression
+    return [convert(read_stored(storage, key), output_format, quality) for key in keys]
+
+
+def _response(record: JobRecord, data: list[ImageData]) -> ImagesResponse:
+    revised = revised_prompt(record)
+    for item in data:
+        item.revised_prompt = revised
+    finished = record.finished_at or record.created_at
+    return ImagesResponse(created=int(finished.timestamp()), data=data)
