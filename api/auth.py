@@ -13,16 +13,12 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 
 from shared.apikeys import ANONYMOUS, KeyRing
 from shared.errors import Unauthorized
 
 log = logging.getLogger(__name__)
-
-# auto_error=False: a missing header is our 401 (with our error body), not FastAPI's.
-# The scheme also puts the "Authorize" button on the /docs page.
-_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
 
 
 def log_auth_mode(keys: KeyRing) -> None:
@@ -33,26 +29,52 @@ def log_auth_mode(keys: KeyRing) -> None:
         log.warning("no API keys configured: the API is open to anyone who can reach it")
 
 
-async def require_owner(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str:
-    """The caller's identity; 401 when keys are configured and none (or a wrong one) is sent.
+class _ApiKeyBearer(HTTPBearer):
+    """The caller's identity from `Authorization: Bearer <key>`, as one dependency.
 
-    Async: hashing one key takes microseconds, not worth a thread-pool hop per request.
+    A subclass, not a dependency on an HTTPBearer: every route runs it, and each
+    level of dependencies costs FastAPI more per request than the check itself.
+    Being the security scheme puts the "Authorize" button on the /docs page.
     """
-    keys: KeyRing = request.app.state.darkroom.keys
-    if not keys.enabled:
-        return ANONYMOUS
-    if credentials is None:
-        raise Unauthorized("an API key is required: send Authorization: Bearer <key>")
-    owner = keys.owner_of(credentials.credentials)
-    if owner is None:
-        raise Unauthorized("invalid API key", error="invalid_token")
-    return owner
+
+    async def __call__(self, request: Request) -> str:  # type: ignore[override]
+        """401 when keys are configured and none (or a wrong one) is sent.
+
+        Async: hashing one key takes microseconds, not worth a thread-pool hop.
+        """
+        keys: KeyRing = request.app.state.darkroom.keys
+        owner = await self._owner(request, keys) if keys.enabled else ANONYMOUS
+        request.state.owner = owner  # for caller()
+        return owner
+
+    async def _owner(self, request: Request, keys: KeyRing) -> str:
+        # auto_error=False: a missing header is our 401 (with our error body), not FastAPI's.
+        credentials = await super().__call__(request)
+        if credentials is None:
+            raise Unauthorized("an API key is required: send Authorization: Bearer <key>")
+        owner = keys.owner_of(credentials.credentials)
+        if owner is None:
+            raise Unauthorized("invalid API key", error="invalid_token")
+        return owner
 
 
+require_owner = _ApiKeyBearer(
+    auto_error=False,
+    scheme_name="HTTPBearer",
+    description="An API key: `Authorization: Bearer <key>`.",
+)
 OwnerDep = Annotated[str, Depends(require_owner)]
+
+
+def caller(request: Request) -> str:
+    """The identity require_owner established for this request, without OwnerDep.
+
+    For the hot routes (poll, submit), where each dependency FastAPI resolves
+    costs more than the check itself; every router behind require_owner runs it
+    first.
+    """
+    return request.state.owner  # type: ignore[no-any-return]
+
 
 # For the OpenAPI schema of the routes behind `require_owner`.
 UNAUTHORIZED: dict[int | str, dict[str, Any]] = {

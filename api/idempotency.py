@@ -1,13 +1,16 @@
-"""Idempotency-Key on POST /jobs: one key, one job, for 24 hours."""
+"""Idempotency-Key on POST /jobs: one key, one job, for 24 hours.
+
+The key is claimed in the submission script (api.enqueue), in the same atomic
+step that stores and enqueues the job: a retry finds either nothing (and makes
+the job) or the key with a job that exists.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 
-import redis
-
-from shared.constants import IDEMPOTENCY_KEY_PREFIX, IDEMPOTENCY_TTL_S
+from shared.constants import IDEMPOTENCY_KEY_PREFIX
 from shared.errors import IdempotencyConflict
 from shared.jobs import JobCreate
 
@@ -16,31 +19,21 @@ def fingerprint(body: JobCreate) -> str:
     return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
 
 
-def _key(owner: str, key: str) -> str:
+def redis_key(owner: str, key: str) -> str:
     return f"{IDEMPOTENCY_KEY_PREFIX}{owner}:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
-def reserve(client: redis.Redis, owner: str, key: str, body: JobCreate, job_id: str) -> str | None:
-    """Claim `key` for `job_id`. Returns None if claimed, or the id of the job it already made.
+def entry(body: JobCreate, job_id: str) -> str:
+    """What the key holds: the job it made and a hash of the request."""
+    return json.dumps({"fingerprint": fingerprint(body), "job_id": job_id})
 
-    Raises IdempotencyConflict when the key was used with a different body.
+
+def earlier_job(stored: bytes, body: JobCreate) -> str:
+    """The id of the job an earlier request with the key made.
+
+    Raises IdempotencyConflict when that request had a different body.
     """
-    body_print = fingerprint(body)
-    redis_key = _key(owner, key)
-    entry = json.dumps({"fingerprint": body_print, "job_id": job_id})
-    while True:
-        if client.set(redis_key, entry, nx=True, ex=IDEMPOTENCY_TTL_S):
-            return None
-        existing = client.get(redis_key)
-        if existing is not None:
-            break
-        # It expired between the two calls: claim it again.
-    stored = json.loads(existing)
-    if stored["fingerprint"] != body_print:
+    earlier = json.loads(stored)
+    if earlier["fingerprint"] != fingerprint(body):
         raise IdempotencyConflict("Idempotency-Key was already used with a different request body")
-    return str(stored["job_id"])
-
-
-def release(client: redis.Redis, owner: str, key: str) -> None:
-    """Forget a key whose job could not be queued, so a retry can succeed."""
-    client.delete(_key(owner, key))
+    return str(earlier["job_id"])

@@ -16,7 +16,11 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is None and _bodiless(scope, headers):
+            await self.app(scope, receive, send)
+            return
         if declared is not None and declared.isdigit():
             # The server holds the body to its declared length: the header suffices.
             if int(declared) > self.max_bytes:
@@ -47,6 +51,12 @@ class BodySizeLimit:
             413, "payload_too_large", f"request body exceeds {self.max_bytes} bytes"
         )
         await response(scope, receive, send)
+
+
+def _bodiless(scope: Scope, headers: dict[bytes, bytes]) -> bool:
+    """An HTTP/1.x request with neither Content-Length nor Transfer-Encoding has no
+    body (RFC 9112, 6.3): a poll need not go through the buffering below."""
+    return scope.get("http_version") in {"1.0", "1.1"} and b"transfer-encoding" not in headers
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -11,14 +11,16 @@ Two limits per caller (an API key, or "anonymous" when keys are off); 0 turns on
   checked again. The workers never touch it.
 
 One Lua script checks both limits and records the job, so concurrent requests
-cannot both take the last slot. Only new jobs are counted: an idempotent replay
-never reaches `admit`, and a job that could not be queued is refunded.
+cannot both take the last slot; the API runs it in the script that also stores
+and enqueues the job (api.enqueue), so a job is counted exactly when it is
+queued. Only new jobs are counted: an idempotent replay never is.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import redis
 from redis.commands.core import Script
@@ -32,41 +34,63 @@ from shared.store import job_key
 WINDOW_MS = 60_000
 # When a job will finish is unknown: the client is told to look again after this.
 ACTIVE_RETRY_AFTER_S = 5
-# A job is admitted just before its record is written: a missing record means
-# "expired" only for jobs admitted longer ago than this (JOB_TTL_S is longer).
+# A missing record means "expired" only for jobs admitted longer ago than this:
+# `admit` alone counts a job before anything stores it (JOB_TTL_S is longer).
 RECORD_GRACE_MS = 60_000
 
-_ADMITTED, _TOO_FAST, _TOO_MANY_ACTIVE = 0, 1, 2
+ADMITTED, TOO_FAST, TOO_MANY_ACTIVE = 0, 1, 2
 
-# KEYS: submits log, active set. ARGV: job id, per-minute limit, active limit,
-# window (ms), TTL of the active set (s). Returns {verdict, ms until a slot frees}.
-_ADMIT = """
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local per_minute, max_active = tonumber(ARGV[2]), tonumber(ARGV[3])
-local window = tonumber(ARGV[4])
-if per_minute > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms - window)
-  if redis.call('ZCARD', KEYS[1]) >= per_minute then
-    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-    return {1, tonumber(oldest[2]) + window - now_ms}
+# Lua: the limits as two functions of offsets into KEYS and ARGV, so that the
+# submission script (api.enqueue) checks them, stores and enqueues the job in one
+# atomic step; _ADMIT_SCRIPT below runs them alone.
+# KEYS[k+1], KEYS[k+2]: the caller's submits log and active set. ARGV[a+1..a+5]:
+# job id, per-minute limit, active limit, window (ms), TTL of the active set (s).
+# rate_check returns nil and the time (ms) when admitted, else {verdict, ms until
+# a slot frees}; it writes nothing but the trimming of expired entries.
+LUA = """
+local function rate_check(k, a)
+  local per_minute, max_active = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  if per_minute == 0 and max_active == 0 then return nil, 0 end
+  local now = redis.call('TIME')
+  local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  local window = tonumber(ARGV[a + 4])
+  if per_minute > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[k + 1], '-inf', now_ms - window)
+    if redis.call('ZCARD', KEYS[k + 1]) >= per_minute then
+      local oldest = redis.call('ZRANGE', KEYS[k + 1], 0, 0, 'WITHSCORES')
+      return {1, tonumber(oldest[2]) + window - now_ms}, now_ms
+    end
+  end
+  if max_active > 0 and redis.call('ZCARD', KEYS[k + 2]) >= max_active then
+    return {2, 0}, now_ms
+  end
+  return nil, now_ms
+end
+
+local function rate_record(k, a, now_ms)
+  if tonumber(ARGV[a + 2]) > 0 then
+    redis.call('ZADD', KEYS[k + 1], now_ms, ARGV[a + 1])
+    redis.call('PEXPIRE', KEYS[k + 1], ARGV[a + 4])
+  end
+  if tonumber(ARGV[a + 3]) > 0 then
+    redis.call('ZADD', KEYS[k + 2], now_ms, ARGV[a + 1])
+    redis.call('EXPIRE', KEYS[k + 2], ARGV[a + 5])
   end
 end
-if max_active > 0 and redis.call('ZCARD', KEYS[2]) >= max_active then
-  return {2, 0}
-end
-if per_minute > 0 then
-  redis.call('ZADD', KEYS[1], now_ms, ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], window)
-end
-if max_active > 0 then
-  redis.call('ZADD', KEYS[2], now_ms, ARGV[1])
-  redis.call('EXPIRE', KEYS[2], ARGV[5])
-end
-return {0, 0}
 """
 # Hashed once; run with EVALSHA on whichever client calls it.
-_ADMIT_SCRIPT = Script(None, _ADMIT.encode())  # type: ignore[arg-type]
+_ADMIT_SCRIPT = Script(
+    None,  # type: ignore[arg-type]
+    (
+        LUA
+        + """
+local refused, now_ms = rate_check(0, 0)
+if refused then return refused end
+rate_record(0, 0, now_ms)
+return {0, 0}
+"""
+    ).encode(),
+)
 
 
 def submits_key(owner: str) -> str:
@@ -77,19 +101,37 @@ def active_key(owner: str) -> str:
     return ACTIVE_KEY_PREFIX + owner
 
 
+def rate_call(settings: Settings, owner: str, job_id: str) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of LUA's functions for `owner`'s new job `job_id`."""
+    keys = [submits_key(owner), active_key(owner)]
+    args: list[Any] = [
+        job_id,
+        settings.rate_limit_submits_per_minute,
+        settings.rate_limit_max_queued,
+        WINDOW_MS,
+        settings.job_ttl_s,
+    ]
+    return keys, args
+
+
 def admit(client: redis.Redis, settings: Settings, owner: str, job_id: str) -> None:
     """Count the new job `job_id` against `owner`'s limits, or raise RateLimited.
 
     A refused job counts against nothing.
     """
-    per_minute = settings.rate_limit_submits_per_minute
-    max_active = settings.rate_limit_max_queued
-    if not per_minute and not max_active:
+    if not settings.rate_limit_submits_per_minute and not settings.rate_limit_max_queued:
         return
-    verdict, wait_ms = _try_admit(client, settings, owner, job_id)
-    if verdict == _TOO_MANY_ACTIVE and prune_finished(client, owner):
-        verdict, wait_ms = _try_admit(client, settings, owner, job_id)
-    if verdict == _TOO_FAST:
+    keys, args = rate_call(settings, owner, job_id)
+    verdict, wait_ms = _ADMIT_SCRIPT(keys=keys, args=args, client=client)
+    if verdict == TOO_MANY_ACTIVE and prune_finished(client, owner):
+        verdict, wait_ms = _ADMIT_SCRIPT(keys=keys, args=args, client=client)
+    check(int(verdict), int(wait_ms), settings)
+
+
+def check(verdict: int, wait_ms: int, settings: Settings) -> None:
+    """Raise RateLimited for a refusing verdict of rate_check."""
+    if verdict == TOO_FAST:
+        per_minute = settings.rate_limit_submits_per_minute
         retry_after = max(1, math.ceil(wait_ms / 1000))
         raise RateLimited(
             f"rate limit exceeded: at most {per_minute} jobs per minute per API key "
@@ -98,7 +140,8 @@ def admit(client: redis.Redis, settings: Settings, owner: str, job_id: str) -> N
             per_minute,
             retry_after,
         )
-    if verdict == _TOO_MANY_ACTIVE:
+    if verdict == TOO_MANY_ACTIVE:
+        max_active = settings.rate_limit_max_queued
         raise RateLimited(
             f"rate limit exceeded: at most {max_active} jobs queued or running at once per "
             "API key (RATE_LIMIT_MAX_QUEUED); retry when one of yours has finished",
@@ -106,21 +149,6 @@ def admit(client: redis.Redis, settings: Settings, owner: str, job_id: str) -> N
             max_active,
             ACTIVE_RETRY_AFTER_S,
         )
-
-
-def _try_admit(client: redis.Redis, settings: Settings, owner: str, job_id: str) -> tuple[int, int]:
-    verdict, wait_ms = _ADMIT_SCRIPT(
-        client=client,
-        keys=[submits_key(owner), active_key(owner)],
-        args=[
-            job_id,
-            settings.rate_limit_submits_per_minute,
-            settings.rate_limit_max_queued,
-            WINDOW_MS,
-            settings.job_ttl_s,
-        ],
-    )
-    return int(verdict), int(wait_ms)
 
 
 def prune_finished(client: redis.Redis, owner: str) -> int:
@@ -149,11 +177,3 @@ def _finished(raw_status: bytes | None, old_enough_to_expire: bool) -> bool:
     if raw_status is None:  # expired, or not written yet
         return old_enough_to_expire
     return JobStatus(json.loads(raw_status)).is_terminal()  # fields are JSON-encoded
-
-
-def refund(client: redis.Redis, owner: str, job_id: str) -> None:
-    """Uncount a job that was admitted but could not be queued."""
-    pipe = client.pipeline(transaction=False)
-    pipe.zrem(submits_key(owner), job_id)
-    pipe.zrem(active_key(owner), job_id)
-    pipe.execute()

@@ -17,19 +17,41 @@ from api.control import expire_if_past_deadline
 from api.state import AppState
 from shared.errors import JobNotFound
 from shared.jobs import Job, JobRecord, JobStatus
-from shared.public import add_view_reads, public_from_reads
-from shared.store import decode_record, job_key
+from shared.public import add_view_reads, build_public, public_from_reads
+from shared.snapshot import READ_SCRIPT, JobSnapshot, decode_snapshot, read_call
+from shared.webhooks import webhook_info
+
+
+async def fetch_snapshot(state: AppState, job_id: str) -> JobSnapshot | None:
+    """The job as it stands with its queue position and webhook log, in one round
+    trip (a queued job past its deadline is canceled first)."""
+    keys, args = read_call(job_id)
+    snapshot = decode_snapshot(await state.mux.run_script(READ_SCRIPT, keys, args))
+    if snapshot is None:
+        return None
+    record = snapshot.record
+    if record.status is JobStatus.QUEUED and record.past_deadline():
+        record = await run_in_threadpool(expire_if_past_deadline, state, record)
+        snapshot = JobSnapshot(record, None, snapshot.webhook_log)
+    return snapshot
 
 
 async def fetch_record(state: AppState, job_id: str) -> JobRecord | None:
     """The job's record as it stands (a queued job past its deadline is canceled first)."""
-    raw = await state.aredis.hgetall(job_key(job_id))
-    if not raw:
-        return None
-    record = decode_record(raw)
-    if record.status is JobStatus.QUEUED and record.past_deadline():
-        record = await run_in_threadpool(expire_if_past_deadline, state, record)
-    return record
+    snapshot = await fetch_snapshot(state, job_id)
+    return snapshot.record if snapshot is not None else None
+
+
+def public_job(state: AppState, snapshot: JobSnapshot) -> Job:
+    """The public view of a snapshot: nothing more to read."""
+    record = snapshot.record
+    return build_public(
+        record,
+        snapshot.queue_position,
+        webhook_info(record, snapshot.webhook_log),
+        state.storage,
+        state.settings.public_base_url,
+    )
 
 
 async def public_jobs(state: AppState, records: list[JobRecord]) -> list[Job]:

@@ -3,29 +3,24 @@
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import redis
+from anyio import from_thread
+from starlette.concurrency import run_in_threadpool
 
-from api import idempotency, ratelimit
+from api import enqueue, idempotency, ratelimit
 from api.images import decode_image, decode_init_image
 from api.params import resolve_params
+from api.reads import fetch_record
 from api.state import AppState
 from shared.apikeys import ANONYMOUS
 from shared.constants import DEFAULT_QUEUE, model_queue
-from shared.errors import InvalidRequest, InvalidTransition, JobNotFound, ServiceUnavailable
-from shared.jobs import (
-    GenerationParams,
-    JobCreate,
-    JobErrorInfo,
-    JobRecord,
-    JobStatus,
-    utcnow,
-)
-from shared.queue import publish_job
+from shared.errors import InvalidRequest, JobNotFound, ServiceUnavailable
+from shared.jobs import GenerationParams, JobCreate, JobRecord, utcnow
 from shared.webhooks import check_webhook_url
 
 log = logging.getLogger(__name__)
@@ -40,21 +35,65 @@ class Submission:
     queue_position: int | None = None
 
 
+@dataclass(frozen=True)
+class NewJob:
+    """A request resolved into a job, not yet stored."""
+
+    record: JobRecord
+    # The decoded init image and mask, stored beside the record.
+    init_image: bytes | None
+    mask: bytes | None
+
+
+async def submit(
+    state: AppState,
+    request: JobCreate,
+    idempotency_key: str | None = None,
+    owner: str = ANONYMOUS,
+) -> Submission:
+    """Validate against the registry, then store, count and queue the job in one step.
+
+    Returns the job, whether it is a replay of an earlier request with the
+    same Idempotency-Key, and a new job's queue position. The record and the
+    message are written together (api.enqueue): a worker never receives a job
+    it cannot read, and a client never gets a 202 for a job that will not run
+    (503 when Redis cannot be reached; nothing was stored). The job belongs to
+    `owner`; a new one (not a replay) counts against the owner's rate limits,
+    RateLimited (429) when over one.
+    """
+    if any(v is not None for v in (request.webhook, request.init_image, request.mask_image)):
+        # Resolving the webhook's host and decoding images would block the event loop.
+        job = await run_in_threadpool(prepare, state, request, owner)
+    else:
+        job = prepare(state, request, owner)
+    claim = None
+    if idempotency_key is not None:
+        key = idempotency.redis_key(owner, idempotency_key)
+        claim = (key, idempotency.entry(request, job.record.id))
+    verdict, value = await _enqueue(state, job, claim)
+    if verdict == enqueue.REPLAY:
+        earlier = await _replayed(state, idempotency.earlier_job(value, request))
+        return Submission(earlier, replayed=True)
+    ratelimit.check(verdict, value, state.settings)
+    _note_queued(state, job.record)
+    return Submission(job.record, replayed=False, queue_position=int(value))
+
+
 def submit_job(
     state: AppState,
     request: JobCreate,
     idempotency_key: str | None = None,
     owner: str = ANONYMOUS,
 ) -> Submission:
-    """Validate against the registry, store the job as queued, then publish it.
+    """`submit` for synchronous callers in a worker thread of the app's event loop
+    (`run_in_threadpool`, as the compatible APIs call it): runs it on that loop."""
+    return from_thread.run(submit, state, request, idempotency_key, owner)
 
-    Returns the job, whether it is a replay of an earlier request with the
-    same Idempotency-Key, and a new job's queue position. The record is
-    written before the message: a worker never receives a job it cannot
-    read. If publishing fails the record is marked failed and the client gets
-    a 503, never a 202 for a job that will not run. The job belongs to
-    `owner`; a new one (not a replay) counts against the owner's rate limits,
-    RateLimited (429) when over one.
+
+def prepare(state: AppState, request: JobCreate, owner: str) -> NewJob:
+    """Check `request` against the registry and resolve it into a new job's record.
+
+    Blocks (DNS, image decoding) only for a request with a webhook or images.
     """
     registry = state.registry
     model = request.model or registry.runtime.primary_model
@@ -73,41 +112,42 @@ def submit_job(
     # A job that names its model runs only where that model is loaded; one that
     # does not goes to the shared queue and runs on whichever worker is free.
     queue = model_queue(model) if request.model else DEFAULT_QUEUE
-    job_id = uuid.uuid4().hex
-    if idempotency_key is not None:
-        earlier = idempotency.reserve(state.redis, owner, idempotency_key, request, job_id)
-        if earlier is not None:
-            return Submission(_replayed(state, earlier), replayed=True)
+    record = _new_record(uuid.uuid4().hex, request, model, queue, params, owner)
+    return NewJob(record, init_image.data if init_image else None, mask.data if mask else None)
+
+
+async def _enqueue(state: AppState, job: NewJob, claim: tuple[str, str] | None) -> tuple[int, Any]:
+    """Run the submission script; once more after pruning a full active set."""
+    record = job.record
+    keys, args = enqueue.submit_call(record, job.init_image, job.mask, state.settings, claim)
     try:
-        # After the idempotency check: a replay is no new job and counts against nothing.
-        ratelimit.admit(state.redis, state.settings, owner, job_id)
-    except Exception:
-        _release_key(state, owner, idempotency_key)  # a later retry with it may succeed
-        raise
-    record = _new_record(job_id, request, model, queue, params, owner)
-    try:
-        position = state.store.create(
-            record, init_image.data if init_image else None, mask.data if mask else None
-        )
-        publish_job(state.celery, record.id, queue, request.priority)
-    except Exception as exc:  # redis and kombu raise several types for a broker that is away
+        verdict, value = await enqueue.run(state.mux, keys, args)
+        if verdict == ratelimit.TOO_MANY_ACTIVE:
+            # Rare: the set looks full. Prune what finished (a thread: sync Redis), retry.
+            pruned: int = await run_in_threadpool(
+                ratelimit.prune_finished, state.redis, record.owner
+            )
+            if pruned:
+                verdict, value = await enqueue.run(state.mux, keys, args)
+    except redis.RedisError as exc:
         log.error("could not enqueue job %s: %s", record.id, exc)
-        _abandon(state, record.id)
-        _release_key(state, owner, idempotency_key)
-        _refund(state, owner, record.id)
         raise ServiceUnavailable("the job queue is unreachable; the job was not accepted") from exc
+    return verdict, value
+
+
+def _note_queued(state: AppState, record: JobRecord) -> None:
+    params = record.params
     log.info(
         "job %s queued on %s for %s (%s, %dx%d, %d steps)",
         record.id,
-        queue,
-        owner,
+        record.queue,
+        record.owner,
         params.mode,
         params.width,
         params.height,
         params.steps,
     )
     state.metrics.submitted.labels(record.model, record.priority).inc()
-    return Submission(record, replayed=False, queue_position=position)
 
 
 def _new_record(
@@ -144,41 +184,9 @@ def _check_webhook(state: AppState, url: str) -> None:
     check_webhook_url(url, state.settings.webhook_allow_private_networks)
 
 
-def _replayed(state: AppState, job_id: str) -> JobRecord:
-    # The first request may still be writing its record: give it a moment.
-    for _ in range(20):
-        try:
-            return state.store.get(job_id)
-        except JobNotFound:
-            time.sleep(0.05)
-    return state.store.get(job_id)
-
-
-def _abandon(state: AppState, job_id: str) -> None:
-    try:
-        state.store.transition(
-            job_id,
-            JobStatus.FAILED,
-            error=JobErrorInfo(type="service_unavailable", message="could not be queued"),
-        )
-    except (redis.RedisError, JobNotFound, InvalidTransition):
-        # Redis is likely away too (or the record was never written): it then expires unseen.
-        log.warning("could not mark unqueued job %s as failed", job_id)
-
-
-def _release_key(state: AppState, owner: str, idempotency_key: str | None) -> None:
-    """Forget the Idempotency-Key of a request that made no job, so a retry can."""
-    if idempotency_key is None:
-        return
-    try:
-        idempotency.release(state.redis, owner, idempotency_key)
-    except redis.RedisError as exc:  # Redis is likely away; the key then expires in a day
-        log.warning("could not release an idempotency key of %s: %s", owner, exc)
-
-
-def _refund(state: AppState, owner: str, job_id: str) -> None:
-    """Uncount a job that was not queued from its caller's rate limits."""
-    try:
-        ratelimit.refund(state.redis, owner, job_id)
-    except redis.RedisError as exc:  # the slot frees itself once the record is gone
-        log.warning("could not refund job %s to %s's rate limits: %s", job_id, owner, exc)
+async def _replayed(state: AppState, job_id: str) -> JobRecord:
+    # Stored in the same step as the key: only an expired record is missing.
+    record = await fetch_record(state, job_id)
+    if record is None:
+        raise JobNotFound(job_id)
+    return record

@@ -1,9 +1,19 @@
 """The Celery app both sides share: broker settings and how a job is published.
 
 The API publishes by task name, so it never imports the worker (or torch).
+It builds a job's message itself (job_message) and pushes it in the same
+Redis script that stores the job: Celery's send_task would cost a producer,
+a broker connection checkout and a round trip of its own per job.
 """
 
 from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import uuid
+from dataclasses import dataclass
 
 from celery import Celery
 
@@ -51,7 +61,82 @@ def make_celery(settings: Settings) -> Celery:
 
 
 def publish_job(app: Celery, job_id: str, queue: str, priority: str = "normal") -> None:
-    """Send the job to its queue; the message carries only the id."""
+    """Send the job to its queue through Celery; the message carries only the id.
+
+    For the reaper's rare requeues; the API's submissions push job_message.
+    """
     app.send_task(
         GENERATE_TASK, args=[job_id], queue=queue, priority=PRIORITIES[priority], retry=False
     )
+
+
+@dataclass(frozen=True)
+class BrokerMessage:
+    # The Redis list kombu's consumers pop for the queue and priority (LPUSH onto it).
+    list_name: str
+    payload: bytes
+
+
+# Celery puts its app's id here, for result replies; darkroom ignores results.
+_REPLY_TO = str(uuid.uuid4())
+
+
+def job_message(job_id: str, queue: str, priority: str = "normal") -> BrokerMessage:
+    """The message Celery's send_task(GENERATE_TASK, args=[job_id]) puts on Redis.
+
+    Task protocol 2 in kombu's Redis envelope: the body (args, kwargs, embed) as
+    base64 JSON, Celery's headers, and properties with the delivery info and the
+    priority, which picks the list (kombu keeps one per priority step).
+    tests/shared/test_broker_message.py holds it to what Celery itself sends.
+    """
+    task_id = str(uuid.uuid4())
+    args = [job_id]
+    embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+    body = base64.b64encode(json.dumps([args, {}, embed]).encode()).decode()
+    level = PRIORITIES[priority]
+    message = {
+        "body": body,
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": _headers(task_id, args),
+        "properties": {
+            "correlation_id": task_id,
+            "reply_to": _REPLY_TO,
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": level,
+            "body_encoding": "base64",
+            "delivery_tag": str(uuid.uuid4()),
+        },
+    }
+    return BrokerMessage(_list_name(queue, level), json.dumps(message).encode())
+
+
+def _headers(task_id: str, args: list[str]) -> dict[str, object]:
+    return {
+        "lang": "py",
+        "task": GENERATE_TASK,
+        "id": task_id,
+        "shadow": None,
+        "eta": None,
+        "expires": None,
+        "group": None,
+        "group_index": None,
+        "retries": 0,
+        "timelimit": [None, None],
+        "root_id": task_id,
+        "parent_id": None,
+        "argsrepr": repr(args),
+        "kwargsrepr": "{}",
+        # Which process sent it, named as Celery names a process that is no worker.
+        "origin": f"gen{os.getpid()}@{socket.gethostname()}",
+        "ignore_result": None,
+        "replaced_task_nesting": 0,
+        "stamped_headers": None,
+        "stamps": {},
+    }
+
+
+def _list_name(queue: str, level: int) -> str:
+    # kombu's _q_for_pri: the queue's own name for step 0, "<queue>:<step>" after.
+    return queue if level == 0 else f"{queue}{PRIORITY_SEPARATOR}{level}"

@@ -6,12 +6,11 @@ progress write touches one small field instead of rewriting the whole job.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
-from pydantic import BaseModel
+from pydantic_core import to_json
 
 from shared.constants import (
     JOB_INPUT_KEY_PREFIX,
@@ -59,13 +58,66 @@ def waiting_score(record: JobRecord) -> float:
 
 
 def _encode(fields: Mapping[str, Any]) -> dict[Any, Any]:
-    return {name: _json(value) for name, value in fields.items()}
+    # pydantic's encoder: models, datetimes and plain values alike, and about three
+    # times as fast as json.dumps on a record's two dozen small values.
+    return {name: to_json(value) for name, value in fields.items()}
 
 
-def _json(value: Any) -> str:
-    if isinstance(value, BaseModel):
-        return value.model_dump_json()
-    return json.dumps(value)
+# Lua: store a new job (record, init image, mask, index entries, waiting-set
+# entry) and return its rank in its waiting set. A function of offsets into KEYS
+# and ARGV, so that a larger script (the API's submission, which also admits and
+# enqueues the job) stores a job exactly as JobStore.create does.
+# KEYS[k+1..k+6]: record, init image, mask, jobs index, owner's index, waiting set.
+# ARGV[a+1..]: job id, TTL (s), created (ms), waiting score, init image or '',
+# mask or '' (an empty image is refused before it gets here), then the record's
+# field names and JSON values.
+STORE_JOB_LUA = """
+local function store_job(k, a)
+  local id, ttl, created = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  redis.call('HSET', KEYS[k + 1], unpack(ARGV, a + 7))
+  redis.call('EXPIRE', KEYS[k + 1], ttl)
+  if ARGV[a + 5] ~= '' then redis.call('SET', KEYS[k + 2], ARGV[a + 5], 'EX', ttl) end
+  if ARGV[a + 6] ~= '' then redis.call('SET', KEYS[k + 3], ARGV[a + 6], 'EX', ttl) end
+  for i = k + 4, k + 5 do
+    redis.call('ZADD', KEYS[i], ARGV[a + 3], id)
+    -- Entries of expired records leave the index as new jobs arrive.
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', created - ttl * 1000)
+  end
+  redis.call('EXPIRE', KEYS[k + 5], ttl)
+  redis.call('ZADD', KEYS[k + 6], ARGV[a + 4], id)
+  return redis.call('ZRANK', KEYS[k + 6], id)
+end
+"""
+
+
+def store_job_call(
+    record: JobRecord, init_image: bytes | None, mask: bytes | None, ttl_s: int
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of STORE_JOB_LUA's store_job(0, 0) for a new job."""
+    keys = [
+        job_key(record.id),
+        input_key(record.id),
+        mask_key(record.id),
+        JOBS_INDEX_KEY,
+        owner_index_key(record.owner),
+        waiting_key(record.queue),
+    ]
+    fields = [item for pair in encode_record(record).items() for item in pair]
+    args: list[Any] = [
+        record.id,
+        ttl_s,
+        repr(record.created_at.timestamp() * 1000),
+        repr(waiting_score(record)),
+        init_image or b"",
+        mask or b"",
+        *fields,
+    ]
+    return keys, args
+
+
+def encode_record(record: JobRecord) -> dict[str, bytes]:
+    """The record as its hash: one JSON value per attribute."""
+    return _encode(record.model_dump(mode="json"))
 
 
 # Told of job events: "start", "progress" and "completed" (any terminal status).
@@ -77,8 +129,9 @@ class JobStore:
         self.redis = client
         self.ttl_s = ttl_s
         self.on_event = on_event
-        # Registered once: EVALSHA per progress write instead of the script text.
+        # Registered once: EVALSHA per write instead of the script text.
         self._set_if_exists = client.register_script(_SET_IF_EXISTS)
+        self._store_job = client.register_script(STORE_JOB_LUA + "return store_job(0, 0)")
 
     def create(
         self, record: JobRecord, init_image: bytes | None = None, mask: bytes | None = None
@@ -87,22 +140,8 @@ class JobStore:
 
         Returns its queue position as it was stored (jobs ahead of it).
         """
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(job_key(record.id), mapping=_encode(record.model_dump(mode="json")))
-        pipe.expire(job_key(record.id), self.ttl_s)
-        if init_image is not None:
-            pipe.set(input_key(record.id), init_image, ex=self.ttl_s)
-        if mask is not None:
-            pipe.set(mask_key(record.id), mask, ex=self.ttl_s)
-        created_ms = record.created_at.timestamp() * 1000
-        for index in (JOBS_INDEX_KEY, owner_index_key(record.owner)):
-            pipe.zadd(index, {record.id: created_ms})
-            # Entries of expired records leave the index as new jobs arrive.
-            pipe.zremrangebyscore(index, "-inf", created_ms - self.ttl_s * 1000)
-        pipe.expire(owner_index_key(record.owner), self.ttl_s)
-        pipe.zadd(waiting_key(record.queue), {record.id: waiting_score(record)})
-        pipe.zrank(waiting_key(record.queue), record.id)
-        return int(pipe.execute()[-1])
+        keys, args = store_job_call(record, init_image, mask, self.ttl_s)
+        return int(self._store_job(keys=keys, args=args))
 
     def get(self, job_id: str) -> JobRecord:
         record = self.get_or_none(job_id)

@@ -12,10 +12,12 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 from PIL import Image
+from starlette.concurrency import run_in_threadpool
 
 from api.main import create_app
+from api.submission import submit_job
 from shared.constants import DEFAULT_QUEUE, GENERATE_TASK, model_queue
-from shared.jobs import MAX_SEED
+from shared.jobs import MAX_SEED, JobCreate
 from shared.settings import Settings
 from shared.store import input_key, job_key
 
@@ -117,6 +119,17 @@ def test_post_job_with_model(api: TestClient, api_redis: redis.Redis) -> None:
     assert queue_length(api_redis, TINY_QUEUE) == 1
     assert queue_length(api_redis, DEFAULT_QUEUE) == 0
     assert queued_job_ids(api_redis, TINY_QUEUE) == [job["id"]]
+
+
+def test_the_synchronous_submit_queues_like_post(api: TestClient, api_redis: redis.Redis) -> None:
+    """submit_job: for callers in a worker thread of the app (the compatible APIs)."""
+    state = api.app.state.darkroom  # type: ignore[attr-defined]
+    request = JobCreate(prompt="a lighthouse", model="tiny-sd")
+    submission = api.portal.call(run_in_threadpool, submit_job, state, request)  # type: ignore[union-attr]
+    assert not submission.replayed
+    assert submission.queue_position == 0
+    assert queued_job_ids(api_redis, TINY_QUEUE) == [submission.record.id]
+    assert api.get(f"/jobs/{submission.record.id}").json()["status"] == "queued"
 
 
 def test_post_job_without_model_goes_to_default_queue(

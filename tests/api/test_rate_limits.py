@@ -220,10 +220,11 @@ def test_a_job_that_could_not_be_queued_is_refunded(
 ) -> None:
     client = limited(per_minute=1, max_queued=1)
 
-    def broker_down(*_: object, **__: object) -> None:
-        raise ConnectionError("broker away")
+    async def broker_down(*_: object, **__: object) -> None:
+        raise redis.ConnectionError("broker away")
 
-    monkeypatch.setattr("api.submission.publish_job", broker_down)
+    # The script that counts, stores and queues the job in one step fails as a whole.
+    monkeypatch.setattr("api.enqueue.run", broker_down)
     assert client.post("/jobs", json=BODY, headers=bearer(KEY_A)).status_code == 503
     assert api_redis.zcard(ratelimit.submits_key(OWNER_A)) == 0
     assert api_redis.zcard(ratelimit.active_key(OWNER_A)) == 0

@@ -1,0 +1,69 @@
+"""A new job in one Redis round trip: Idempotency-Key, rate limits, record and broker message.
+
+One Lua script claims the Idempotency-Key, checks and counts the caller's rate
+limits, stores the job (shared.store's store_job, as JobStore.create does) and
+pushes its Celery message (shared.queue.job_message) onto the broker list.
+Redis runs a script atomically: a 202 is answered only once the job is both
+stored and queued, a refusal (a 429, a replay) writes nothing, and a Redis that
+cannot be reached leaves nothing half-made to clean up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api import ratelimit
+from shared.constants import IDEMPOTENCY_TTL_S
+from shared.jobs import JobRecord
+from shared.multiplexed import LuaScript, MultiplexedRedis
+from shared.queue import job_message
+from shared.settings import Settings
+from shared.store import STORE_JOB_LUA, store_job_call
+
+# The script's verdicts beyond the rate limits' (ADMITTED, TOO_FAST, TOO_MANY_ACTIVE).
+REPLAY = 3
+
+# KEYS[1..6]: store_job's; KEYS[7..8]: the rate limits'; KEYS[9]: the Idempotency-Key
+# ('' without one); KEYS[10]: the broker list.
+# ARGV[1..5]: the rate limits'; ARGV[6]: the key's entry ('' without one); ARGV[7]:
+# its TTL (s); ARGV[8]: the broker message; ARGV[9..]: store_job's.
+# Returns {ADMITTED, queue position}, a refusal {verdict, ms until a slot frees},
+# or {REPLAY, the key's entry}: then the earlier request's job is the answer.
+_SUBMIT = """
+if ARGV[6] ~= '' then
+  local earlier = redis.call('GET', KEYS[9])
+  if earlier then return {3, earlier} end
+end
+local refused, now_ms = rate_check(6, 0)
+if refused then return refused end
+-- Admitted: only writes from here on, none of which can be refused.
+if ARGV[6] ~= '' then redis.call('SET', KEYS[9], ARGV[6], 'EX', ARGV[7]) end
+rate_record(6, 0, now_ms)
+local rank = store_job(0, 8)
+redis.call('LPUSH', KEYS[10], ARGV[8])
+return {0, rank}
+"""
+_SCRIPT = LuaScript.of(STORE_JOB_LUA + ratelimit.LUA + _SUBMIT)
+
+
+def submit_call(
+    record: JobRecord,
+    init_image: bytes | None,
+    mask: bytes | None,
+    settings: Settings,
+    idempotency: tuple[str, str] | None,
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of the script for a new job; `idempotency`: the key's name and entry."""
+    store_keys, store_args = store_job_call(record, init_image, mask, settings.job_ttl_s)
+    rate_keys, rate_args = ratelimit.rate_call(settings, record.owner, record.id)
+    message = job_message(record.id, record.queue, record.priority)
+    key_name, key_entry = idempotency or ("", "")
+    keys = [*store_keys, *rate_keys, key_name, message.list_name]
+    args = [*rate_args, key_entry, IDEMPOTENCY_TTL_S, message.payload, *store_args]
+    return keys, args
+
+
+async def run(client: MultiplexedRedis, keys: list[str], args: list[Any]) -> tuple[int, Any]:
+    """Run the script: (verdict, queue position, ms to wait or the key's entry)."""
+    verdict, value = await client.run_script(_SCRIPT, keys, args)
+    return int(verdict), value
