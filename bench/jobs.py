@@ -51,6 +51,14 @@ class BatchRun:
     get_requests: int = 0
     # Per job, created_at -> finished_at: what each client waited.
     latencies_s: list[float] = field(default_factory=list)
+    # Per job, seconds inside the pipeline call (timings.inference_s).
+    inference_s: list[float] = field(default_factory=list)
+
+    @property
+    def busy_fraction(self) -> float:
+        """Pipeline time over the span the workers were at it (first start to last
+        finish): how much of that span the model computed."""
+        return sum(self.inference_s) / (self.last_finished - self.first_started)
 
     @property
     def makespan_s(self) -> float:
@@ -71,6 +79,7 @@ class BatchRun:
             "first_start_after_s": round(self.first_started - self.started, 4),
             "get_requests": self.get_requests,
             "failed": len(self.failed),
+            "busy_fraction": round(self.busy_fraction, 4) if self.inference_s else None,
         }
 
 
@@ -126,6 +135,9 @@ def run_batch(
         ],
         get_requests=gets,
         latencies_s=[ts(j["finished_at"]) - ts(j["created_at"]) for j in jobs],
+        inference_s=[
+            j["timings"]["inference_s"] for j in jobs if j["timings"].get("inference_s") is not None
+        ],
     )
 
 

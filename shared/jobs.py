@@ -177,6 +177,9 @@ class JobRecord(BaseModel):
     worker: str | None = None
     # Jobs that shared the pipeline call which made this job's images (1: alone).
     batch_size: int | None = None
+    # Seconds inside the pipeline call that made its images (a batched call: its
+    # whole time, for each job in it); set when it succeeds.
+    inference_s: float | None = None
     webhook: str | None = None
     webhook_events_filter: list[WebhookEvent] = ["completed"]
     priority: Priority = "normal"
@@ -212,6 +215,8 @@ class WebhookInfo(BaseModel):
 class JobTimings(BaseModel):
     queued_s: float | None
     running_s: float | None
+    # Inside the pipeline call (a batched call: its whole time); once succeeded.
+    inference_s: float | None = None
 
 
 class JobUrls(BaseModel):

@@ -112,4 +112,5 @@ def timings(record: JobRecord) -> JobTimings:
             if record.started_at
             else None
         ),
+        inference_s=record.inference_s,
     )

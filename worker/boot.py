@@ -22,6 +22,7 @@ from shared.storage import storage_from_settings
 from shared.store import JobStore
 from shared.workers import ModelFailure, WorkerInfo
 from worker.batching import BatchPolicy, CompanionFinder
+from worker.finisher import Finisher
 from worker.heartbeat import Heartbeat
 from worker.loader import LoadFailure, load_first_available
 from worker.metrics import record_gpu_memory, start_counting
@@ -81,7 +82,8 @@ def start_worker(name: str, settings: Settings) -> WorkerContext:
         prompts,
         time_limits=_time_limits(loaded.entry, settings),
         batching=_batching(loaded.entry, store, queues),
-        on_start=lambda ids: heartbeat.update(
+        finisher=Finisher(),
+        on_start=lambda ids: heartbeat.update_soon(
             state="busy", current_job=ids[0], current_batch=ids if len(ids) > 1 else []
         ),
     )

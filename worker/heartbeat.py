@@ -31,6 +31,8 @@ class Heartbeat:
         self.on_beat = on_beat
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        # Set by update_soon: write the record now, from the heartbeat's thread.
+        self._changed = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="darkroom-heartbeat", daemon=True)
 
     def claim(self, wait_s: float, poll_s: float = 0.25) -> WorkerInfo | None:
@@ -58,6 +60,17 @@ class Heartbeat:
             self.info = self.info.model_copy(update=fields)
         self.beat()
 
+    def update_soon(self, **fields: object) -> None:
+        """Change fields of the record; the heartbeat's thread writes it right away.
+
+        For the busy/ready flips around every job: the job's own thread does not
+        wait for the write (a serialisation and a round trip per flip, between
+        two pipeline calls). Consecutive flips may be written as one.
+        """
+        with self._lock:
+            self.info = self.info.model_copy(update=fields)
+        self._changed.set()
+
     def beat(self) -> None:
         with self._lock:
             info = self.info
@@ -69,14 +82,25 @@ class Heartbeat:
 
     def stop(self) -> None:
         self._stopped.set()
+        self._changed.set()  # wakes the thread, which sees it stopped
         with contextlib.suppress(redis.RedisError):  # it expires on its own otherwise
             remove_worker(self.client, self.info.name)
 
     def _loop(self) -> None:
-        while not self._stopped.wait(self.interval_s):
+        next_beat = time.monotonic() + self.interval_s
+        while True:
+            self._changed.wait(max(0.0, next_beat - time.monotonic()))
+            if self._stopped.is_set():
+                return
+            self._changed.clear()
             self.beat()
-            if self.on_beat is not None:
-                try:
-                    self.on_beat()
-                except Exception as exc:  # noqa: BLE001 -- the heartbeat must outlive any reaper failure
-                    log.warning("heartbeat task failed: %s", exc)
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + self.interval_s
+                self._on_beat()
+
+    def _on_beat(self) -> None:
+        if self.on_beat is not None:
+            try:
+                self.on_beat()
+            except Exception as exc:  # noqa: BLE001 -- the heartbeat must outlive any reaper failure
+                log.warning("heartbeat task failed: %s", exc)

@@ -34,14 +34,19 @@ class Outcomes:
     model_name: str
 
     def succeed(
-        self, record: JobRecord, images: list[Image.Image], started: float, batch_size: int
+        self,
+        record: JobRecord,
+        images: list[Image.Image],
+        started: float,
+        batch_size: int,
+        inference_s: float | None = None,
     ) -> JobStatus:
         """Store the images and record success; the status the job ends with."""
         try:
             stored = store_images(self.storage, record, images)
         except Exception as exc:  # noqa: BLE001 -- storage failing fails this job, as data
             return self.fail(record, exc)
-        if not self._record_success(record, stored, batch_size):
+        if not self._record_success(record, stored, batch_size, inference_s):
             return self._current_status(record.id)
         log.info(
             "job %s succeeded: %d image(s) in %.2fs on %s%s",
@@ -73,10 +78,21 @@ class Outcomes:
             log.warning("could not record failure of job %s: %s", record.id, lost)
         return JobStatus.FAILED
 
-    def _record_success(self, record: JobRecord, stored: list[StoredImage], size: int) -> bool:
+    def _record_success(
+        self,
+        record: JobRecord,
+        stored: list[StoredImage],
+        size: int,
+        inference_s: float | None,
+    ) -> bool:
         try:
             finished = self.store.transition(
-                record.id, JobStatus.SUCCEEDED, images=stored, progress=1.0, batch_size=size
+                record.id,
+                JobStatus.SUCCEEDED,
+                images=stored,
+                progress=1.0,
+                batch_size=size,
+                inference_s=None if inference_s is None else round(inference_s, 6),
             )
         except (InvalidTransition, JobNotFound) as exc:
             # Canceled at the last step, or handed to another worker meanwhile.

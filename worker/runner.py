@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from PIL import Image
 
@@ -23,6 +24,7 @@ from worker import inference
 from worker.batching import CompanionFinder, may_lead
 from worker.claims import Claimer
 from worker.devices import free_memory
+from worker.finisher import Finisher, Stopwatch
 from worker.loader import LoadedModel
 from worker.metrics import BATCH_SIZE, INFERENCE, WORKER_BUSY, record_gpu_memory
 from worker.outcomes import Outcomes, is_out_of_memory
@@ -32,6 +34,7 @@ from worker.stopping import BatchMonitor, JobStopped, StepMonitor, TimeLimits, h
 log = logging.getLogger(__name__)
 
 BatchImages = list[list[Image.Image]]
+T = TypeVar("T")
 
 
 @dataclass
@@ -48,6 +51,10 @@ class JobRunner:
     on_start: Callable[[list[str]], None] | None = None
     # Jobs this runner took to a terminal status (or tried to): the heartbeat's count.
     jobs_done: int = 0
+    # Records successes on a thread of its own while the next job runs (the Celery
+    # worker has one); without it they are recorded before run() returns.
+    finisher: Finisher | None = None
+    _last_call_s: float | None = field(default=None, init=False, repr=False)
     claims: Claimer = field(init=False, repr=False)
     outcomes: Outcomes = field(init=False, repr=False)
 
@@ -58,7 +65,8 @@ class JobRunner:
     def run(self, job_id: str) -> JobStatus | None:
         """Run a job (and any companions batched with it) to a terminal status.
 
-        Returns the job's status; None when it was not ours to run.
+        Returns the job's status; None when it was not ours to run. With a
+        finisher, a job whose images are still being stored is RUNNING.
         """
         leader = self.claims.claim(job_id)
         if leader is None:
@@ -89,7 +97,7 @@ class JobRunner:
                 job_params = params or self._optimize_prompt(record)
                 init_image = self._init_image(record)
                 mask = self.store.get_mask(record.id) if record.params.mode == "inpaint" else None
-                with self._pipeline_call(1):
+                with self._pipeline_call(1) as call:
                     images = inference.generate(
                         self.model,
                         job_params,
@@ -101,7 +109,23 @@ class JobRunner:
                 return self.outcomes.stop(record, stop)
             except Exception as exc:  # noqa: BLE001 -- a job's failure is data; the worker serves on
                 return self.outcomes.fail(record, exc)
-        return self.outcomes.succeed(record, images, started, batch_size=1)
+        recorded = self._succeed(
+            record.id, lambda: self.outcomes.succeed(record, images, started, 1, call.seconds)
+        )
+        return recorded or JobStatus.RUNNING
+
+    def _succeed(self, job_id: str, record_success: Callable[[], T]) -> T | None:
+        """Record a success now (its result), or on the finisher while the next job
+        runs (None: not recorded yet)."""
+        if self.finisher is None:
+            return record_success()
+        self.finisher.submit(job_id, record_success)
+        return None
+
+    def drain(self) -> None:
+        """Wait until every handed-over success is recorded (the worker is stopping)."""
+        if self.finisher is not None:
+            self.finisher.drain()
 
     def _run_batch(self, batch: list[JobRecord]) -> dict[str, JobStatus]:
         started = time.monotonic()
@@ -122,9 +146,17 @@ class JobRunner:
         if isinstance(images, Exception):
             return self._run_each_alone(images, monitor, params)
         statuses = dict(monitor.stopped)
-        for record, job_images in zip(batch, images, strict=True):
-            if record.id not in statuses:
-                statuses[record.id] = self.outcomes.succeed(record, job_images, started, len(batch))
+        done = [(r, imgs) for r, imgs in zip(batch, images, strict=True) if r.id not in statuses]
+        call_s = self._last_call_s
+
+        def record_batch() -> dict[str, JobStatus]:
+            return {
+                r.id: self.outcomes.succeed(r, imgs, started, len(batch), call_s)
+                for r, imgs in done
+            }
+
+        recorded = self._succeed(batch[0].id, record_batch)
+        statuses.update(recorded or {r.id: JobStatus.RUNNING for r, _ in done})
         return statuses
 
     def _call_batch(
@@ -163,11 +195,16 @@ class JobRunner:
         return {**monitor.stopped, **alone}
 
     @contextlib.contextmanager
-    def _pipeline_call(self, jobs: int) -> Iterator[None]:
+    def _pipeline_call(self, jobs: int) -> Iterator[Stopwatch]:
         """Time one pipeline call (raised or not) and count the jobs that shared it."""
         BATCH_SIZE.labels(self.model.name).observe(jobs)
-        with INFERENCE.labels(self.model.name).time():
-            yield
+        watch = Stopwatch()
+        try:
+            yield watch
+        finally:
+            watch.stop()
+            self._last_call_s = watch.seconds
+            INFERENCE.labels(self.model.name).observe(watch.seconds)
 
     def _init_image(self, record: JobRecord) -> bytes | None:
         return self.store.get_input(record.id) if record.params.mode != "txt2img" else None

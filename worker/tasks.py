@@ -33,6 +33,8 @@ class Runner(Protocol):
 
     def run(self, job_id: str) -> object: ...
 
+    def drain(self) -> None: ...
+
 
 @dataclass
 class WorkerRuntime:
@@ -64,7 +66,7 @@ def run_job(runtime: WorkerRuntime, job_id: str) -> None:
     finally:
         # A dropped message (a batched companion's, a canceled job's) wrote nothing.
         if heartbeat.info.state == "busy":
-            heartbeat.update(
+            heartbeat.update_soon(
                 state="ready", current_job=None, current_batch=[], jobs_done=runner.jobs_done
             )
 
@@ -103,5 +105,9 @@ def _announce_ready(runtime: WorkerRuntime, **_: Any) -> None:
 
 
 def _stop_heartbeat(runtime: WorkerRuntime, **_: Any) -> None:
+    if runtime.runner is not None:
+        # The last jobs' images stored and successes written before the record
+        # goes: a job still in the running index with no live worker is re-run.
+        runtime.runner.drain()
     if runtime.heartbeat is not None:
         runtime.heartbeat.stop()

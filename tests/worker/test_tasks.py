@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -41,12 +42,28 @@ class StandInRunner:
         if self.fails:
             raise RuntimeError("the runner broke")
 
+    def drain(self) -> None:
+        """Nothing is handed over: every job is recorded before run() returns."""
+
 
 @pytest.fixture
-def heartbeat(api_redis: redis.Redis) -> Heartbeat:
+def heartbeat(api_redis: redis.Redis) -> Iterator[Heartbeat]:
+    # Started: the busy/ready flips are written by the heartbeat's own thread.
     beat = Heartbeat(api_redis, WorkerInfo(name=WORKER, state="ready"), ttl_s=60)
-    beat.beat()
-    return beat
+    beat.start()
+    yield beat
+    beat.stop()
+
+
+def written_record(client: redis.Redis, **expected: object) -> WorkerInfo:
+    """The worker record once it shows `expected` (its thread writes it soon after)."""
+    deadline = time.monotonic() + 10
+    while True:
+        record = read_worker(client, WORKER)
+        if record is not None and all(getattr(record, k) == v for k, v in expected.items()):
+            return record
+        assert time.monotonic() < deadline, f"worker record never showed {expected}: {record}"
+        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -94,11 +111,8 @@ def test_the_task_runs_the_job_and_shows_the_worker_ready_again(
 
     assert runner.job_ids == ["job-1"]
     assert runner.states_seen == ["busy"]
-    record = read_worker(api_redis, WORKER)
-    assert record is not None
-    assert record.state == "ready"
+    record = written_record(api_redis, state="ready", jobs_done=1)
     assert record.current_job is None
-    assert record.jobs_done == 1
 
 
 def test_a_dropped_message_leaves_the_worker_record_untouched(
