@@ -20,6 +20,7 @@ from shared.logs import configure_logging
 from shared.queue import make_celery
 from shared.settings import get_settings
 from worker import metrics_server
+from worker.library_logs import quiet_banner
 from worker.webhook_delivery import Deliverer, pop_due_retries
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def _requeue_due_retries() -> None:
 
 def _quiet_banner(instance: Any, **_: Any) -> None:
     if get_settings().log_format == "json":
-        instance.quiet = True  # the banner is text, not a JSON line
+        quiet_banner(instance)
 
 
 def _start_scheduler(**_: Any) -> None:

@@ -4,9 +4,8 @@ more ordinary jobs of the caller, listed in GET /jobs."""
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -17,6 +16,7 @@ from PIL import Image
 
 from darkroom.stack import free_port
 from shared.registry import Registry
+from tests.support.polling import wait_until
 from tests.support.processes import ApiProcess, start_api
 
 KEY = "a1111-test-key-0123456789abcdef"
@@ -62,16 +62,6 @@ def jobs_with(api_url: str, prompt: str, key: str | None = None) -> list[dict[st
     response = httpx.get(f"{api_url}/jobs", params={"limit": 100}, headers=headers, timeout=10)
     response.raise_for_status()
     return [job for job in reversed(response.json()["jobs"]) if job["params"]["prompt"] == prompt]
-
-
-def wait_until(condition: Callable[[], Any], timeout_s: float = 60) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def pattern() -> Image.Image:

@@ -9,9 +9,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from rich.console import Console
 from darkroom.client import DarkroomClient
 from darkroom.progress import watch
 from darkroom.stack import free_port
+from tests.support.polling import wait_until
 from tests.support.processes import REPO_ROOT, ApiProcess, start_api
 
 FLAKY = "tiny-flaky"
@@ -52,13 +52,6 @@ def client(api_server: ApiProcess) -> Iterator[DarkroomClient]:
 
 def _slow(tag: str) -> str:
     return f"slow {tag} {uuid.uuid4().hex[:8]}"
-
-
-def _wait_until(condition: Callable[[], object], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
 
 
 def test_submit_wait_saves_the_image_and_prints_one_summary_line(
@@ -145,7 +138,7 @@ def test_ctrl_c_stops_waiting_and_the_job_keeps_running(
         ]
         return bool(running)
 
-    _wait_until(started)
+    wait_until(started)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=30)
     job_id = str(running[0]["id"])
@@ -191,7 +184,7 @@ def test_cancel_a_running_job_then_a_finished_one_is_refused(
     api_server: ApiProcess, client: DarkroomClient
 ) -> None:
     job = client.submit({"prompt": _slow("canceled"), "model": FLAKY, "steps": 30})
-    _wait_until(lambda: client.get(job["id"])["status"] == "running")
+    wait_until(lambda: client.get(job["id"])["status"] == "running")
     result = darkroom(api_server.url, "cancel", job["id"])
     assert result.returncode == 0, result.stderr
     assert f"cancel requested: {job['id']}" in result.stdout

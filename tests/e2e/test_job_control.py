@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -12,22 +13,16 @@ from fastapi.testclient import TestClient
 
 from tests.e2e.helpers import submit, wait_for
 from tests.support.pipelines import steps_key
+from tests.support.polling import wait_until
+
+# Steps of the slow jobs take 0.2 s: poll finer than that.
+_wait_until = functools.partial(wait_until, timeout_s=30, interval_s=0.02)
 
 FLAKY = "tiny-flaky"
 
 
 def _slow_prompt() -> str:
     return f"slow {uuid.uuid4().hex[:8]}"
-
-
-def _wait_until(predicate, timeout_s: float = 30, interval_s: float = 0.02):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError("condition not met in time")
 
 
 def test_progress_rises_monotonically_to_one(client: TestClient) -> None:

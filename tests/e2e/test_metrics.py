@@ -22,7 +22,8 @@ from api.main import create_app
 from darkroom.client import DarkroomClient
 from darkroom.stack import free_port
 from tests.conftest import S3_BUCKET
-from tests.support.metrics import read_metrics, wait_until
+from tests.support.metrics import read_metrics
+from tests.support.polling import wait_until
 from tests.support.processes import ApiProcess, WorkerProcess, start_api, start_worker
 from tests.support.prometheus import query, running_prometheus
 

@@ -23,6 +23,7 @@ from streamlit.testing.v1 import AppTest
 from darkroom.client import DarkroomClient
 from darkroom.stack import free_port
 from darkroom.ui import messages
+from tests.support.polling import wait_until
 from tests.support.processes import REPO_ROOT, ApiProcess, start_api
 
 APP = REPO_ROOT / "darkroom" / "ui" / "app.py"
@@ -382,8 +383,4 @@ def test_a_rate_limited_submit_says_when_to_retry(
 
 
 def _wait(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never saw {what}")
-        time.sleep(POLL_S)
+    wait_until(condition, WAIT_S, POLL_S, what=f"never saw {what}:")

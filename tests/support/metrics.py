@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -47,11 +45,3 @@ def read_metrics(url: str) -> Samples:
         families={family.name for family in families},
         all=[(s.name, dict(s.labels), s.value) for family in families for s in family.samples],
     )
-
-
-def wait_until(condition: Callable[[], object], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
