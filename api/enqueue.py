@@ -6,6 +6,11 @@ pushes its Celery message (shared.queue.job_message) onto the broker list.
 Redis runs a script atomically: a 202 is answered only once the job is both
 stored and queued, a refusal (a 429, a replay) writes nothing, and a Redis that
 cannot be reached leaves nothing half-made to clean up.
+
+With REDIS_MIN_REPLICAS_ACK, a WAIT follows the script on its connection; when
+too few replicas confirm in time, a second script takes the job back (record,
+indexes, broker message, Idempotency-Key, rate-limit entries), or asks a worker
+that took it meanwhile to cancel it, and the client gets a 503.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 from api import ratelimit
-from shared.constants import IDEMPOTENCY_TTL_S
+from shared.constants import CANCEL_KEY_PREFIX, IDEMPOTENCY_TTL_S
+from shared.durability import ReplicaAck
 from shared.jobs import JobRecord
 from shared.multiplexed import LuaScript, MultiplexedRedis
 from shared.queue import job_message
@@ -45,6 +51,26 @@ return {0, rank}
 """
 _SCRIPT = LuaScript.of(STORE_JOB_LUA + ratelimit.LUA + _SUBMIT)
 
+# Takes back what _SUBMIT made: the same KEYS and ARGV, and KEYS[11], the job's
+# cancel flag. Returns 1 when the job was removed, 0 when a worker had claimed it
+# (then it is asked to cancel; its record stays, ending `canceled`).
+_UNSUBMIT = """
+local id = ARGV[9]
+if redis.call('HGET', KEYS[1], 'status') ~= '"queued"' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    redis.call('SET', KEYS[11], '1', 'EX', ARGV[10])
+    redis.call('HSET', KEYS[1], 'cancel_requested', 'true')
+  end
+  return 0
+end
+redis.call('LREM', KEYS[10], 1, ARGV[8])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+for i = 4, 8 do redis.call('ZREM', KEYS[i], id) end
+if ARGV[6] ~= '' and redis.call('GET', KEYS[9]) == ARGV[6] then redis.call('DEL', KEYS[9]) end
+return 1
+"""
+_UNDO = LuaScript.of(_UNSUBMIT)
+
 
 def submit_call(
     record: JobRecord,
@@ -63,7 +89,26 @@ def submit_call(
     return keys, args
 
 
-async def run(client: MultiplexedRedis, keys: list[str], args: list[Any]) -> tuple[int, Any]:
-    """Run the script: (verdict, queue position, ms to wait or the key's entry)."""
-    verdict, value = await client.run_script(_SCRIPT, keys, args)
+async def run(
+    client: MultiplexedRedis,
+    keys: list[str],
+    args: list[Any],
+    replica_ack: ReplicaAck | None = None,
+) -> tuple[int, Any]:
+    """Run the script: (verdict, queue position, ms to wait or the key's entry).
+
+    With `replica_ack`, an admitted job that too few replicas confirm is taken
+    back and NotReplicated raised.
+    """
+    if replica_ack is None:
+        verdict, value = await client.run_script(_SCRIPT, keys, args)
+        return int(verdict), value
+    (verdict, value), acknowledged = await client.run_script_then(
+        _SCRIPT, keys, args, "WAIT", replica_ack.replicas, replica_ack.timeout_ms
+    )
+    if int(verdict) == ratelimit.ADMITTED and int(acknowledged) < replica_ack.replicas:
+        job_id = args[8]
+        removed = await client.run_script(_UNDO, [*keys, CANCEL_KEY_PREFIX + job_id], args[:10])
+        what = "the job was not accepted" if removed else f"job {job_id} is being canceled"
+        replica_ack.check(int(acknowledged), what)
     return int(verdict), value

@@ -13,6 +13,7 @@ from redis.asyncio import Redis as AsyncRedis
 from api.metrics import ApiMetrics
 from shared.apikeys import KeyRing
 from shared.connections import async_redis_client, multiplexed_client, redis_client
+from shared.durability import ReplicaAck
 from shared.events import WebhookEmitter
 from shared.multiplexed import MultiplexedRedis
 from shared.queue import make_celery
@@ -31,6 +32,9 @@ class AppState:
     aredis: AsyncRedis
     # ... and one shared connection for the hottest paths: polls and submissions.
     mux: MultiplexedRedis
+    # Submissions' own when each waits for replicas (REDIS_MIN_REPLICAS_ACK): a WAIT
+    # holds its connection up to REDIS_ACK_TIMEOUT_S, and polls must not queue behind it.
+    submit_mux: MultiplexedRedis
     store: JobStore
     storage: Storage
     celery: Celery
@@ -45,13 +49,20 @@ class AppState:
         storage = storage_from_settings(settings)
         celery = make_celery(settings)
         emitter = WebhookEmitter(celery, settings, storage)
+        mux = multiplexed_client(settings)
+        replica_ack = ReplicaAck.from_settings(settings)
         state = cls(
             settings=settings,
             registry=registry_for(settings),
             redis=client,
             aredis=async_redis_client(settings),
-            mux=multiplexed_client(settings),
-            store=JobStore(client, settings.job_ttl_s, on_event=emitter),
+            mux=mux,
+            submit_mux=(
+                multiplexed_client(settings, extra_timeout_s=settings.redis_ack_timeout_s)
+                if replica_ack is not None
+                else mux
+            ),
+            store=JobStore(client, settings.job_ttl_s, on_event=emitter, replica_ack=replica_ack),
             storage=storage,
             celery=celery,
             keys=KeyRing(settings.api_key_digests),
@@ -64,6 +75,8 @@ class AppState:
         self.redis.close()
         await self.aredis.aclose()
         await self.mux.aclose()
+        if self.submit_mux is not self.mux:
+            await self.submit_mux.aclose()
 
 
 @functools.cache  # once per process: a test session builds many apps

@@ -19,7 +19,7 @@ from api.reads import fetch_record
 from api.state import AppState
 from shared.apikeys import ANONYMOUS
 from shared.constants import DEFAULT_QUEUE, model_queue
-from shared.errors import InvalidRequest, JobNotFound, ServiceUnavailable
+from shared.errors import InvalidRequest, JobNotFound, NotReplicated, ServiceUnavailable
 from shared.jobs import GenerationParams, JobCreate, JobRecord, utcnow
 from shared.webhooks import check_webhook_url
 
@@ -120,15 +120,19 @@ async def _enqueue(state: AppState, job: NewJob, claim: tuple[str, str] | None) 
     """Run the submission script; once more after pruning a full active set."""
     record = job.record
     keys, args = enqueue.submit_call(record, job.init_image, job.mask, state.settings, claim)
+    replica_ack = state.store.replica_ack
     try:
-        verdict, value = await enqueue.run(state.mux, keys, args)
+        verdict, value = await enqueue.run(state.submit_mux, keys, args, replica_ack)
         if verdict == ratelimit.TOO_MANY_ACTIVE:
             # Rare: the set looks full. Prune what finished (a thread: sync Redis), retry.
             pruned: int = await run_in_threadpool(
                 ratelimit.prune_finished, state.redis, record.owner
             )
             if pruned:
-                verdict, value = await enqueue.run(state.mux, keys, args)
+                verdict, value = await enqueue.run(state.submit_mux, keys, args, replica_ack)
+    except NotReplicated as exc:
+        log.error("job %s not accepted: %s", record.id, exc)
+        raise
     except redis.RedisError as exc:
         log.error("could not enqueue job %s: %s", record.id, exc)
         raise ServiceUnavailable("the job queue is unreachable; the job was not accepted") from exc

@@ -1,4 +1,12 @@
-"""Redis connections, made on demand (never at import time)."""
+"""Redis connections, made on demand (never at import time).
+
+Straight to REDIS_URL, or, with REDIS_SENTINELS, to whichever server the
+sentinels name master: asked again on every new connection, so after a
+failover each part reconnects to the new master by itself. A connection to a
+master that was demoted (a forced failover) answers writes with READONLY;
+redis-py's Sentinel connections then drop and reconnect, and so does
+MultiplexedRedis.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,9 @@ from typing import Any
 
 import redis
 from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.connection import parse_url
+from redis.sentinel import Sentinel
 
 from shared.multiplexed import MultiplexedRedis
 from shared.settings import Settings
@@ -21,17 +32,71 @@ _OPTIONS: dict[str, Any] = {
 
 
 def redis_client(settings: Settings) -> redis.Redis:
+    if settings.redis_sentinels:
+        # Untyped in redis-py.
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            settings.sentinel_addresses, sentinel_kwargs=_sentinel_options(settings)
+        )
+        client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+            settings.redis_sentinel_master, **_OPTIONS, **master_options(settings)
+        )
+        return client
     return redis.Redis.from_url(settings.redis_url, **_OPTIONS)
 
 
 def async_redis_client(settings: Settings) -> AsyncRedis:
     """For the API's reads served on the event loop without a thread hop (the
     hottest two, polls and submissions, go through multiplexed_client)."""
+    if settings.redis_sentinels:
+        client: AsyncRedis = _async_sentinel(settings).master_for(
+            settings.redis_sentinel_master, **_OPTIONS, **master_options(settings)
+        )
+        return client
     return AsyncRedis.from_url(settings.redis_url, **_OPTIONS)
 
 
-def multiplexed_client(settings: Settings) -> MultiplexedRedis:
-    """One shared, self-pipelining connection for the API's polls and submissions."""
-    return MultiplexedRedis(
-        settings.redis_url, _OPTIONS["socket_connect_timeout"], _OPTIONS["socket_timeout"]
+def multiplexed_client(settings: Settings, extra_timeout_s: float = 0.0) -> MultiplexedRedis:
+    """One shared, self-pipelining connection for the API's polls and submissions.
+
+    `extra_timeout_s`: what a command may block beyond the usual (a WAIT's own timeout).
+    """
+    timeout_s = _OPTIONS["socket_timeout"] + extra_timeout_s
+    connect_timeout_s = _OPTIONS["socket_connect_timeout"]
+    if not settings.redis_sentinels:
+        return MultiplexedRedis(settings.redis_url, connect_timeout_s, timeout_s)
+    sentinel = _async_sentinel(settings)
+    master = settings.redis_sentinel_master
+
+    async def locate_master() -> tuple[str, int]:
+        address: tuple[str, int] = await sentinel.discover_master(master)
+        return address
+
+    return MultiplexedRedis(settings.redis_url, connect_timeout_s, timeout_s, locate_master)
+
+
+def master_options(settings: Settings) -> dict[str, Any]:
+    """REDIS_URL's database, credentials and TLS options: what a connection to
+    whichever server is master takes from it under Sentinel (not its host)."""
+    parsed = parse_url(settings.redis_url)  # type: ignore[no-untyped-call]
+    options = {
+        name: value
+        for name, value in parsed.items()
+        if name in {"db", "username", "password"} or name.startswith("ssl_")
+    }
+    if settings.redis_url.startswith("rediss://"):
+        options["ssl"] = True
+    return options
+
+
+def _async_sentinel(settings: Settings) -> AsyncSentinel:
+    return AsyncSentinel(  # type: ignore[no-untyped-call]
+        settings.sentinel_addresses, sentinel_kwargs=_sentinel_options(settings)
     )
+
+
+def _sentinel_options(settings: Settings) -> dict[str, Any]:
+    # A sentinel that does not answer is skipped for the next; no retries on one.
+    options: dict[str, Any] = {"socket_connect_timeout": 1, "socket_timeout": 1}
+    if settings.redis_sentinel_password is not None:
+        options["password"] = settings.redis_sentinel_password.get_secret_value()
+    return options

@@ -80,3 +80,6 @@ def broker_lists(queue: str) -> list[str]:
 def model_queue(model: str) -> str:
     """The Celery queue that feeds workers serving `model`."""
     return MODEL_QUEUE_PREFIX + model
+# Bumped after a status change that must survive a failover: WAIT then covers it
+# (one replication stream: a replica holding this write holds every earlier one).
+REPLICATION_MARK_KEY = KEY_PREFIX + "replication-mark"

@@ -55,6 +55,15 @@ class ServiceUnavailable(DarkroomError):
     type = "service_unavailable"
 
 
+class NotReplicated(ServiceUnavailable):
+    """Fewer replicas than REDIS_MIN_REPLICAS_ACK confirmed a write in time.
+
+    The write is on the master, but a failover now could lose it.
+    """
+
+    type = "not_replicated"
+
+
 class StorageError(DarkroomError):
     type = "storage_error"
 

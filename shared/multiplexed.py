@@ -12,7 +12,10 @@ per connection, not per command, enforces the timeout. Fast clients for
 servers do the same (automatic pipelining, multiplexed connections).
 
 Only what those paths need: commands, Lua scripts (EVALSHA; the script's text
-on NOSCRIPT) and RESP2 replies. Errors are redis-py's exception types, so the
+on NOSCRIPT), commands sent back to back on one connection (a write and the
+WAIT for its replicas) and RESP2 replies. Under Sentinel a `locate` coroutine
+names the master for each new connection; a demoted master's READONLY drops
+the connection, so the next command finds the new one. Errors are redis-py's exception types, so the
 API answers them as it answers redis-py's (503 for ConnectionError and TimeoutError).
 """
 
@@ -22,6 +25,7 @@ import asyncio
 import hashlib
 import ssl
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,11 +50,20 @@ class LuaScript:
 class MultiplexedRedis:
     """Commands over one shared connection, (re)connected on first use."""
 
-    def __init__(self, url: str, connect_timeout_s: float, timeout_s: float):
+    def __init__(
+        self,
+        url: str,
+        connect_timeout_s: float,
+        timeout_s: float,
+        locate: Callable[[], Awaitable[tuple[str, int]]] | None = None,
+    ):
         self.options: dict[str, Any] = dict(parse_url(url))
         self.tls = url.startswith("rediss://")
         self.connect_timeout_s = connect_timeout_s
         self.timeout_s = timeout_s
+        # The (host, port) to connect to, asked anew for each connection (Sentinel);
+        # None: the URL's.
+        self.locate = locate
         self._connection: _Connection | None = None
         # The attempt in progress: concurrent callers wait for the same one.
         self._opening: asyncio.Task[_Connection] | None = None
@@ -68,6 +81,26 @@ class MultiplexedRedis:
             return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
             return await self.execute("EVAL", script.source, len(keys), *keys, *args)
+
+    async def run_script_then(
+        self, script: LuaScript, keys: list[Any], args: list[Any], *command: Any
+    ) -> tuple[Any, Any]:
+        """The script's reply and `command`'s, sent right behind it on the same
+        connection (WAIT counts only its own connection's writes)."""
+        for call in (("EVALSHA", script.sha), ("EVAL", script.source)):
+            connection = self._connection
+            if connection is None or not connection.usable():
+                connection = await self._connect()
+            sent = connection.send((*call, len(keys), *keys, *args)), connection.send(command)
+            try:
+                reply = await sent[0]
+            except BaseException as exc:
+                _discard(sent[1])
+                if isinstance(exc, redis.exceptions.NoScriptError):
+                    continue
+                raise
+            return reply, await sent[1]
+        raise redis.ResponseError("Redis refused the script's text after NOSCRIPT")
 
     async def aclose(self) -> None:
         if self._opening is not None:
@@ -97,7 +130,12 @@ class MultiplexedRedis:
         loop = asyncio.get_running_loop()
         options = self.options
         factory = lambda: _Connection(loop, self.timeout_s)  # noqa: E731
-        if "path" in options:
+        if self.locate is not None:
+            host, port = await self.locate()
+            _, connection = await loop.create_connection(
+                factory, host, port, ssl=_ssl_context(options) if self.tls else None
+            )
+        elif "path" in options:
             _, connection = await loop.create_unix_connection(factory, options["path"])
         else:
             _, connection = await loop.create_connection(
@@ -116,6 +154,14 @@ class MultiplexedRedis:
             connection.close(redis.ConnectionError("could not set the connection up"))
             raise
         return connection
+
+
+def _discard(future: asyncio.Future[Any]) -> None:
+    """Drop a command's reply: not awaited, it is read and thrown away (an error too)."""
+    if future.done():
+        future.cancelled() or future.exception()
+    else:
+        future.cancel()
 
 
 def _loop() -> asyncio.AbstractEventLoop:
@@ -184,6 +230,7 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.received += data
         position = 0
+        demoted = False
         try:
             while self.waiting:
                 parsed = _parse(self.received, position)
@@ -191,6 +238,11 @@ class _Connection(asyncio.Protocol):
                     break
                 reply, position = parsed
                 future, _ = self.waiting.popleft()
+                if isinstance(reply, redis.ReadOnlyError):
+                    # The master we connected to is a replica now (a failover):
+                    # answered like a lost connection, and the next command reconnects.
+                    demoted = True
+                    reply = redis.ConnectionError(f"Redis is a replica now: {reply}")
                 if future.done():  # its request was cancelled; the reply is not wanted
                     continue
                 if isinstance(reply, redis.RedisError):
@@ -200,6 +252,8 @@ class _Connection(asyncio.Protocol):
         except ValueError as exc:  # not RESP: nothing further on this connection can be trusted
             self.close(redis.ConnectionError(f"Redis sent what is not RESP: {exc}"))
         del self.received[:position]
+        if demoted:
+            self.close(redis.ConnectionError("Redis became a replica (a failover)"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.close(redis.ConnectionError(f"Connection to Redis lost: {exc or 'closed'}"))

@@ -14,6 +14,8 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
 
 from celery import Celery
 
@@ -32,7 +34,7 @@ VISIBILITY_TIMEOUT_S = 2 * 3600
 
 
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("darkroom", broker=settings.redis_url)
+    app = Celery("darkroom", broker=broker_url(settings))
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -55,9 +57,36 @@ def make_celery(settings: Settings) -> Celery:
             "visibility_timeout": VISIBILITY_TIMEOUT_S,
             "priority_steps": PRIORITY_STEPS,
             "sep": PRIORITY_SEPARATOR,
+            **_sentinel_transport_options(settings),
         },
     )
     return app
+
+
+def broker_url(settings: Settings) -> str:
+    """REDIS_URL, or under Sentinel kombu's `sentinel://` list of the sentinels
+    with REDIS_URL's credentials and database (the master's)."""
+    if not settings.redis_sentinels:
+        return settings.redis_url
+    url = urlparse(settings.redis_url)
+    credentials = url.netloc.rpartition("@")[0]
+    login = f"{credentials}@" if credentials else ""
+    database = url.path if url.path not in {"", "/"} else "/0"
+    return ";".join(
+        f"sentinel://{login}{f'[{host}]' if ':' in host else host}:{port}{database}"
+        for host, port in settings.sentinel_addresses
+    )
+
+
+def _sentinel_transport_options(settings: Settings) -> dict[str, Any]:
+    if not settings.redis_sentinels:
+        return {}
+    options: dict[str, Any] = {"master_name": settings.redis_sentinel_master}
+    if settings.redis_sentinel_password is not None:
+        options["sentinel_kwargs"] = {
+            "password": settings.redis_sentinel_password.get_secret_value()
+        }
+    return options
 
 
 def publish_job(app: Celery, job_id: str, queue: str, priority: str = "normal") -> None:

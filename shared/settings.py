@@ -26,6 +26,20 @@ class Settings(BaseSettings):
     )
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # High availability (docs/high-availability.md): with REDIS_SENTINELS set, every
+    # part asks these sentinels where the master named REDIS_SENTINEL_MASTER is, and
+    # again after a failover; REDIS_URL still gives the database number, password
+    # and TLS, its host is not used.
+    redis_sentinels: str | None = Field(
+        None, description="Sentinels as comma-separated host:port (unset: no Sentinel)."
+    )
+    redis_sentinel_master: str = "mymaster"
+    # The sentinels' own password, when they require one (often none, or the master's).
+    redis_sentinel_password: SecretStr | None = None
+    # A 202 (and a job's status change) only once this many replicas hold the write
+    # (Redis WAIT, up to REDIS_ACK_TIMEOUT_S); 0: acknowledged by the master alone.
+    redis_min_replicas_ack: int = Field(0, ge=0, le=16)
+    redis_ack_timeout_s: float = Field(1.0, gt=0, le=4)
     registry_path: Path = Field(
         Path("model_config.yaml"),
         validation_alias=AliasChoices("MODEL_CONFIG", "registry_path"),
@@ -132,6 +146,20 @@ class Settings(BaseSettings):
             raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
         return value
 
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinel_addresses(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            return None
+        if value is not None:
+            parse_addresses(value)
+        return value
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """The sentinels' (host, port); empty without Sentinel."""
+        return parse_addresses(self.redis_sentinels) if self.redis_sentinels else []
+
     @field_validator("storage_url")
     @classmethod
     def _storage_scheme(cls, value: str) -> str:
@@ -161,6 +189,17 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+
+def parse_addresses(value: str) -> list[tuple[str, int]]:
+    """`host:port,host:port` as (host, port) pairs; ValueError naming a bad one."""
+    addresses = []
+    for part in value.split(","):
+        host, _, port = part.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"REDIS_SENTINELS: {part.strip()!r} is not host:port")
+        addresses.append((host.strip("[]"), int(port)))
+    return addresses
 
 
 def split_secrets(value: str) -> list[str]:

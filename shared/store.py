@@ -20,6 +20,7 @@ from shared.constants import (
     RUNNING_KEY,
     WAITING_KEY_PREFIX,
 )
+from shared.durability import ReplicaAck
 from shared.errors import InvalidTransition, JobNotFound
 from shared.jobs import JobRecord, JobStatus, utcnow
 
@@ -125,10 +126,18 @@ EventListener = Callable[["JobStore", JobRecord, str], None]
 
 
 class JobStore:
-    def __init__(self, client: redis.Redis, ttl_s: int, on_event: EventListener | None = None):
+    def __init__(
+        self,
+        client: redis.Redis,
+        ttl_s: int,
+        on_event: EventListener | None = None,
+        replica_ack: ReplicaAck | None = None,
+    ):
         self.redis = client
         self.ttl_s = ttl_s
         self.on_event = on_event
+        # REDIS_MIN_REPLICAS_ACK: a status change is done once replicas hold it.
+        self.replica_ack = replica_ack
         # Registered once: EVALSHA per write instead of the script text.
         self._set_if_exists = client.register_script(_SET_IF_EXISTS)
         self._store_job = client.register_script(STORE_JOB_LUA + "return store_job(0, 0)")
@@ -174,7 +183,9 @@ class JobStore:
 
         Raises InvalidTransition when the job's current status cannot reach
         `target` (for example a worker finishing a job a client just canceled),
-        and JobNotFound when the record is gone.
+        and JobNotFound when the record is gone. With `replica_ack`, returns once
+        enough replicas hold the change, else raises NotReplicated (the change is
+        made on the master: a retry finds the job at `target` already).
         """
         key = job_key(job_id)
         with self.redis.pipeline(transaction=True) as pipe:
@@ -202,6 +213,7 @@ class JobStore:
                     elif current.status is JobStatus.RUNNING:
                         pipe.hdel(RUNNING_KEY, job_id)
                     pipe.execute()
+                    self.confirm_replicated(f"job {job_id} became {target}")
                     self._emit(updated, _event_of(target))
                     return updated
                 except redis.WatchError:
@@ -262,6 +274,16 @@ class JobStore:
         """Write a running job's progress and tell the listener."""
         self.set_progress(record.id, progress)
         self._emit(record.model_copy(update={"progress": progress}), "progress")
+
+    def confirm_replicated(self, what: str) -> None:
+        """With `replica_ack`: return once replicas hold every write so far (else NotReplicated)."""
+        if self.replica_ack is not None:
+            self.replica_ack.confirm(self.redis, what)
+
+    def announce(self, record: JobRecord) -> None:
+        """Tell the listener of `record`'s status again (its change was written, and
+        the first telling may not have happened: a lost reply, a failover)."""
+        self._emit(record, _event_of(record.status))
 
     def _emit(self, record: JobRecord, event: str | None) -> None:
         if event is not None and self.on_event is not None:

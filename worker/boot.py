@@ -11,6 +11,7 @@ import torch
 
 from shared.connections import redis_client
 from shared.constants import DEFAULT_QUEUE, NO_MODEL_QUEUE_PREFIX, model_queue
+from shared.durability import ReplicaAck
 from shared.events import WebhookEmitter
 from shared.jobs import utcnow
 from shared.logs import set_process_context
@@ -48,7 +49,12 @@ def start_worker(name: str, settings: Settings) -> WorkerContext:
     client = redis_client(settings)
     storage = storage_from_settings(settings)
     celery = make_celery(settings)
-    store = JobStore(client, settings.job_ttl_s, on_event=WebhookEmitter(celery, settings, storage))
+    store = JobStore(
+        client,
+        settings.job_ttl_s,
+        on_event=WebhookEmitter(celery, settings, storage),
+        replica_ack=ReplicaAck.from_settings(settings),
+    )
     heartbeat = Heartbeat(
         client,
         WorkerInfo(name=name, state="loading", pid=os.getpid(), started_at=utcnow().isoformat()),

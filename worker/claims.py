@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from shared.errors import InvalidTransition, JobNotFound
 from shared.jobs import DEADLINE_ERROR, JobRecord, JobStatus
 from shared.store import JobStore
+from worker import failover
 from worker.metrics import JOBS_FINISHED, QUEUE_WAIT
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,9 @@ class Claimer:
 
     def claim(self, job_id: str) -> JobRecord | None:
         """The job, now running here; None when its message is not ours to run."""
-        current = self.store.get_or_none(job_id)
+        current = failover.retrying(
+            lambda: self.store.get_or_none(job_id), f"reading job {job_id} to claim it"
+        )
         if current is None:
             log.warning("job %s has no record (expired or deleted); dropping it", job_id)
             return None
@@ -38,11 +41,14 @@ class Claimer:
         """queued -> running for this worker; None if someone else moved it first."""
         try:
             if current.past_deadline():
-                self.store.transition(current.id, JobStatus.CANCELED, error=DEADLINE_ERROR)
+                failover.transition(
+                    self.store, current.id, JobStatus.CANCELED, error=DEADLINE_ERROR
+                )
                 JOBS_FINISHED.labels(self.model_name, JobStatus.CANCELED.value).inc()
                 log.info("job %s reached its deadline in the queue; not running it", current.id)
                 return None
-            running = self.store.transition(
+            running = failover.transition(
+                self.store,
                 current.id,
                 JobStatus.RUNNING,
                 model_used=self.model_name,

@@ -17,7 +17,7 @@ from shared.errors import DarkroomError, InvalidTransition, JobNotFound
 from shared.jobs import JobErrorInfo, JobRecord, JobStatus, StoredImage
 from shared.storage import Storage
 from shared.store import JobStore
-from worker import inference
+from worker import failover, inference
 from worker.devices import free_memory
 from worker.metrics import JOBS_FINISHED, RUN
 from worker.stopping import JobStopped
@@ -63,7 +63,9 @@ class Outcomes:
         why = stop.error.message if stop.error else "canceled by the client"
         log.info("job %s stopped mid-generation (%s): %s", record.id, stop.status, why)
         try:
-            self._finished(self.store.transition(record.id, stop.status, error=stop.error))
+            self._finished(
+                failover.transition(self.store, record.id, stop.status, error=stop.error)
+            )
         except (InvalidTransition, JobNotFound) as lost:
             log.warning("could not record the stop of job %s: %s", record.id, lost)
         return stop.status
@@ -73,7 +75,9 @@ class Outcomes:
         error = error_info(exc)
         log.error("job %s failed: %s: %s", record.id, error.type, error.message, exc_info=exc)
         try:
-            self._finished(self.store.transition(record.id, JobStatus.FAILED, error=error))
+            self._finished(
+                failover.transition(self.store, record.id, JobStatus.FAILED, error=error)
+            )
         except (InvalidTransition, JobNotFound) as lost:
             log.warning("could not record failure of job %s: %s", record.id, lost)
         return JobStatus.FAILED
@@ -86,7 +90,8 @@ class Outcomes:
         inference_s: float | None,
     ) -> bool:
         try:
-            finished = self.store.transition(
+            finished = failover.transition(
+                self.store,
                 record.id,
                 JobStatus.SUCCEEDED,
                 images=stored,

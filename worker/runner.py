@@ -20,7 +20,7 @@ from shared.jobs import GenerationParams, JobRecord, JobStatus
 from shared.logs import log_context
 from shared.storage import Storage
 from shared.store import JobStore
-from worker import inference
+from worker import failover, inference
 from worker.batching import CompanionFinder, may_lead
 from worker.claims import Claimer
 from worker.devices import free_memory
@@ -96,7 +96,7 @@ class JobRunner:
             try:
                 job_params = params or self._optimize_prompt(record)
                 init_image = self._init_image(record)
-                mask = self.store.get_mask(record.id) if record.params.mode == "inpaint" else None
+                mask = self._mask(record)
                 with self._pipeline_call(1) as call:
                     images = inference.generate(
                         self.model,
@@ -207,7 +207,18 @@ class JobRunner:
             INFERENCE.labels(self.model.name).observe(watch.seconds)
 
     def _init_image(self, record: JobRecord) -> bytes | None:
-        return self.store.get_input(record.id) if record.params.mode != "txt2img" else None
+        if record.params.mode == "txt2img":
+            return None
+        return failover.retrying(
+            lambda: self.store.get_input(record.id), f"reading job {record.id}'s init image"
+        )
+
+    def _mask(self, record: JobRecord) -> bytes | None:
+        if record.params.mode != "inpaint":
+            return None
+        return failover.retrying(
+            lambda: self.store.get_mask(record.id), f"reading job {record.id}'s mask"
+        )
 
     def _optimize_prompts(self, batch: list[JobRecord]) -> list[GenerationParams]:
         return optimized_batch_params(self.prompts, self.store, batch, self._max_tokens)

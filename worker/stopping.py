@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import redis
+
 from shared.cancel import cancel_requested
 from shared.constants import PROGRESS_WRITE_INTERVAL_S
 from shared.jobs import DEADLINE_ERROR, JobErrorInfo, JobRecord, JobStatus
@@ -61,6 +63,7 @@ class StepMonitor:
         self.interval_s = interval_s
         self._started = time.monotonic()
         self._last_write = 0.0
+        self._warned = False
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
@@ -69,12 +72,27 @@ class StepMonitor:
         if done >= total or now - self._last_write < self.interval_s:
             return
         self._last_write = now
-        self.store.report_progress(self.record, round(done / total, 4))
+        with self._redis_may_be_away("progress not written"):
+            self.store.report_progress(self.record, round(done / total, 4))
+
+    @contextmanager
+    def _redis_may_be_away(self, consequence: str) -> Iterator[None]:
+        """Progress and cancel checks are best effort: Redis away for a moment (a
+        failover) must not fail a job that is computing; said once per job."""
+        try:
+            yield
+        except redis.RedisError as exc:
+            if not self._warned:
+                self._warned = True
+                log.warning("job %s: Redis unreachable (%s); %s", self.record.id, exc, consequence)
 
     def _check(self, now: float) -> None:
         """Raise JobStopped if the job must not take another step."""
         # One EXISTS per step (~0.1 ms): a cancel takes effect within one step.
-        if cancel_requested(self.store.redis, self.record.id):
+        canceled = False
+        with self._redis_may_be_away("cancel requests not seen"):
+            canceled = cancel_requested(self.store.redis, self.record.id)
+        if canceled:
             raise JobStopped(None)
         if self.record.past_deadline():
             raise JobStopped(DEADLINE_ERROR)

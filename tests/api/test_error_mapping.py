@@ -23,6 +23,7 @@ EXPECTED = {
     "RateLimited": 429,
     "ServiceUnavailable": 503,
     "StorageError": 503,
+    "NotReplicated": 503,
 }
 
 

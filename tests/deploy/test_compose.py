@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from typing import Any
 
 import pytest
@@ -31,6 +33,10 @@ CONFIG = load_compose(env={})
 SERVICES: dict[str, dict[str, Any]] = CONFIG["services"]
 REQUIRED = {"redis", "s3", "api", "worker", "webhooks"}
 DARKROOM = {"api", "worker", "webhooks"}
+# Profile sentinel: replicas of `redis` and the sentinels that fail it over.
+REPLICAS = {"redis-replica-1", "redis-replica-2"}
+SENTINELS = {"sentinel-1", "sentinel-2", "sentinel-3"}
+SENTINEL_PORT = 26379
 
 
 def compose_schema() -> dict[str, Any]:
@@ -227,3 +233,116 @@ def test_no_stray_dollar_signs() -> None:
     for name, service in raw["services"].items():
         for text in iter_strings({k: service.get(k) for k in ("command", "healthcheck")}):
             assert "$" not in text.replace("$$", ""), f"{name}: {text}"
+
+
+# --- profile sentinel ----------------------------------------------------------
+
+
+def pairs(argv: list[str]) -> dict[str, str]:
+    """`--option value` pairs of a redis-server command line."""
+    return dict(zip(argv[1::2], argv[2::2], strict=False))
+
+
+def startup_script(name: str) -> str:
+    """The shell script a Sentinel-profile service runs (`sh -c SCRIPT`)."""
+    service = SERVICES[name]
+    assert service["entrypoint"] == ["/bin/sh", "-c"]
+    (script,) = service["command"]
+    return str(script)
+
+
+def generated_conf(name: str) -> list[str]:
+    """The config file the service's script writes on its first start, as written
+    for this service (its ANNOUNCE_HOSTNAME filled in)."""
+    body = startup_script(name).split("<<EOF\n", 1)[1].split("\nEOF\n", 1)[0]
+    return body.replace(
+        "${ANNOUNCE_HOSTNAME}", SERVICES[name]["environment"]["ANNOUNCE_HOSTNAME"]
+    ).splitlines()
+
+
+def documented_settings() -> dict[str, str]:
+    """The darkroom settings the compose file's comment says to put in .env."""
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    return dict(re.findall(r"^ *# +(REDIS_[A-Z_]+)=(\S+)$", text, flags=re.MULTILINE))
+
+
+def test_sentinel_profile_services() -> None:
+    """Only the replicas and sentinels are in it; darkroom runs with or without it."""
+    profiled = {
+        name for name, service in SERVICES.items() if "sentinel" in service.get("profiles", [])
+    }
+    assert profiled == REPLICAS | SENTINELS
+    for name in profiled:
+        service = SERVICES[name]
+        assert service["profiles"] == ["sentinel"]
+        assert service["image"] == SERVICES["redis"]["image"]
+        # Reached on the compose network by service name, never from the host.
+        assert "ports" not in service
+        assert service["environment"] == {"ANNOUNCE_HOSTNAME": name}
+        assert service["volumes"] == [f"{name}-data:/data"]
+        assert service["depends_on"] == {"redis": {"condition": "service_healthy"}}
+    for name in REQUIRED:
+        assert "profiles" not in SERVICES[name]
+
+
+@pytest.mark.parametrize("name", sorted(REPLICAS | SENTINELS))
+def test_sentinel_profile_scripts(name: str) -> None:
+    """Valid shell; the config is written once (Sentinel's rewrites of it survive a
+    restart, in /data, the image's working directory) and handed to the image's
+    entrypoint, which gives /data to the redis user and drops root."""
+    script = startup_script(name)
+    sh = shutil.which("sh")
+    assert sh is not None
+    syntax = subprocess.run([sh, "-n", "-c", script], capture_output=True, text=True)
+    assert syntax.returncode == 0, syntax.stderr
+    lines = script.strip().splitlines()
+    conf = "sentinel.conf" if name in SENTINELS else "redis.conf"
+    assert lines[0] == f"[ -f {conf} ] || cat > {conf} <<EOF"
+    extra = " --sentinel" if name in SENTINELS else ""
+    assert lines[-1] == f"exec docker-entrypoint.sh redis-server {conf}{extra}"
+
+
+@pytest.mark.parametrize("name", sorted(REPLICAS))
+def test_replicas_follow_redis_and_keep_its_durability(name: str) -> None:
+    conf = dict(line.split(" ", 1) for line in generated_conf(name))
+    master = pairs(SERVICES["redis"]["command"])
+    assert conf["replicaof"] == "redis 6379"
+    # A replica is promoted some day: it must persist and never evict, as `redis`.
+    assert conf["appendonly"] == master["--appendonly"] == "yes"
+    assert conf["maxmemory-policy"] == master["--maxmemory-policy"] == "noeviction"
+    # Sentinels know every server by its service name, `redis` once it was demoted too.
+    assert conf["replica-announce-ip"] == name
+    assert master["--replica-announce-ip"] == "redis"
+
+
+@pytest.mark.parametrize("name", sorted(SENTINELS))
+def test_sentinels_monitor_redis_by_name(name: str) -> None:
+    conf = generated_conf(name)
+    options = {line.rsplit(" ", 1)[0]: line.rsplit(" ", 1)[1] for line in conf}
+    master = documented_settings()["REDIS_SENTINEL_MASTER"]
+    (monitor,) = [line.split() for line in conf if line.startswith("sentinel monitor ")]
+    assert monitor[2:5] == [master, "redis", "6379"]
+    # A majority of the sentinels, so that two halves never both fail over.
+    assert len(SENTINELS) // 2 + 1 <= int(monitor[5]) <= len(SENTINELS)
+    assert options["port"] == str(SENTINEL_PORT)
+    # Hostnames: read before `monitor` resolves "redis", and announced to others.
+    resolve = conf.index("sentinel resolve-hostnames yes")
+    assert resolve < conf.index(" ".join(monitor))
+    assert "sentinel announce-hostnames yes" in conf
+    assert options["sentinel announce-ip"] == name
+    down_after = int(options[f"sentinel down-after-milliseconds {master}"])
+    assert 1000 <= down_after < int(options[f"sentinel failover-timeout {master}"])
+    assert options[f"sentinel parallel-syncs {master}"] == "1"
+    assert f"sentinel ckquorum {master}" in " ".join(SERVICES[name]["healthcheck"]["test"])
+
+
+def test_compose_comment_points_darkroom_at_the_sentinels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The .env lines the comment gives name these sentinels and are valid settings."""
+    documented = documented_settings()
+    assert set(documented) == {"REDIS_SENTINELS", "REDIS_SENTINEL_MASTER", "REDIS_MIN_REPLICAS_ACK"}
+    assert set(documented) <= setting_env_names()
+    for name, value in {**SERVICES["api"]["environment"], **documented}.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(_env_file=None)
+    assert settings.sentinel_addresses == [(name, SENTINEL_PORT) for name in sorted(SENTINELS)]
+    assert 1 <= settings.redis_min_replicas_ack <= len(REPLICAS)

@@ -759,6 +759,65 @@ def test_optional_redis_is_durable_and_never_evicts() -> None:
     assert url.port in {p["port"] for p in service.obj["spec"]["ports"]}
 
 
+SENTINEL = K8S / "optional" / "sentinel"
+SENTINEL_SETTINGS = {"REDIS_SENTINELS", "REDIS_SENTINEL_MASTER", "REDIS_MIN_REPLICAS_ACK"}
+
+
+def sentinel_patch() -> dict[str, Any]:
+    """optional/sentinel's patch of the ConfigMap, checked to be one."""
+    spec = yaml.safe_load((SENTINEL / KUSTOMIZATION).read_text(encoding="utf-8"))
+    assert spec["kind"] == "Component"
+    (path,) = kustomization_files(SENTINEL / KUSTOMIZATION)[1]
+    (patch,) = load_yaml_documents(path)
+    (entry,) = spec["patches"]
+    target = (entry["target"]["kind"], entry["target"]["name"])
+    assert target == (patch["kind"], patch["metadata"]["name"]) == ("ConfigMap", "darkroom-config")
+    return dict(patch)
+
+
+def test_sentinel_component_sets_valid_sentinel_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The three Sentinel settings, darkroom's names, valid; the sentinels are the
+    chart's Service on 26379, the Redis darkroom's base already names."""
+    added = sentinel_patch()["data"]
+    assert set(added) == SENTINEL_SETTINGS
+    assert set(added) <= setting_env_names()
+    for name, value in {**config_data(), **added}.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(_env_file=None)
+    host = urlparse(config_data()["REDIS_URL"]).hostname
+    assert settings.sentinel_addresses == [(host, 26379)]
+    assert settings.redis_sentinel_master == "mymaster", "the Bitnami chart's master set"
+    assert settings.redis_min_replicas_ack == 1
+
+
+def test_sentinel_readme_matches_the_patch() -> None:
+    readme = (SENTINEL / "README.md").read_text(encoding="utf-8")
+    added = sentinel_patch()["data"]
+    assert "--set sentinel.enabled=true" in readme
+    for name, value in added.items():
+        assert f"{name}={value}" in readme, name
+
+
+def test_kubectl_kustomize_sentinel_component_reaches_every_darkroom_pod(tmp_path: Path) -> None:
+    """An overlay with optional/sentinel: darkroom-config gains the settings, nothing
+    else changes, and every darkroom container reads that ConfigMap with nothing
+    of its own `env` overriding them."""
+    built = build_with_component(tmp_path, "sentinel")
+    base = {(m.kind, m.name): m.obj for m in BASE}
+    assert {(d["kind"], d["metadata"]["name"]) for d in built} == set(base)
+    for doc in built:
+        if (doc["kind"], doc["metadata"]["name"]) != ("ConfigMap", "darkroom-config"):
+            assert doc == base[(doc["kind"], doc["metadata"]["name"])]
+    (config,) = [d for d in built if d["metadata"]["name"] == "darkroom-config"]
+    assert config["data"] == {**config_data(), **sentinel_patch()["data"]}
+    workloads = [d for d in built if d["kind"] == "Deployment"]
+    assert {d["metadata"]["name"] for d in workloads} == {m.name for m in darkroom_workloads()}
+    for workload in workloads:
+        for container in workload["spec"]["template"]["spec"]["containers"]:
+            assert {"configMapRef": {"name": "darkroom-config"}} in container["envFrom"]
+            assert not SENTINEL_SETTINGS & {e["name"] for e in container.get("env", [])}
+
+
 def test_every_yaml_file_parses() -> None:
     for path in K8S.rglob("*.yaml"):
         assert load_yaml_documents(path), path

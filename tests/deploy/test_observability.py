@@ -444,7 +444,7 @@ def test_compose_scrape_targets_are_the_services() -> None:
 
 def test_compose_monitoring_is_an_opt_in_profile() -> None:
     services = load_compose(env={})["services"]
-    monitoring = {name for name, s in services.items() if s.get("profiles")}
+    monitoring = {n for n, s in services.items() if "observability" in s.get("profiles", [])}
     assert monitoring == {"prometheus", "grafana"}
     for name in monitoring:
         assert services[name]["profiles"] == ["observability"]

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from shared.constants import GENERATE_TASK, broker_lists, model_queue
-from shared.queue import job_message, make_celery, publish_job
+from shared.queue import broker_url, job_message, make_celery, publish_job
 from shared.settings import Settings
 
 QUEUE = model_queue("tiny-sd")
@@ -83,3 +83,18 @@ def test_each_message_has_its_own_ids() -> None:
     second = json.loads(job_message("abc123", QUEUE).payload)
     assert first["headers"]["id"] != second["headers"]["id"]
     assert first["properties"]["delivery_tag"] != second["properties"]["delivery_tag"]
+
+
+def test_under_sentinel_the_broker_is_found_through_the_sentinels() -> None:
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        redis_url="redis://:s3cret@ignored-host:6379/4",
+        redis_sentinels="s-1:26379,s-2:26379",
+        redis_sentinel_master="darkroom",
+        redis_sentinel_password="sentinel-pw",
+    )
+    assert broker_url(settings) == ("sentinel://:s3cret@s-1:26379/4;sentinel://:s3cret@s-2:26379/4")
+    options = make_celery(settings).conf.broker_transport_options
+    assert options["master_name"] == "darkroom"
+    assert options["sentinel_kwargs"] == {"password": "sentinel-pw"}
+    assert broker_url(Settings(_env_file=None)) == "redis://127.0.0.1:6379/0"  # type: ignore[call-arg]

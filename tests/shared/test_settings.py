@@ -134,3 +134,20 @@ def test_s3_storage_url_without_bucket_refused() -> None:
 def test_public_base_url_trailing_slash_stripped() -> None:
     settings = Settings(_env_file=None, public_base_url="http://example.com/")  # type: ignore[call-arg]
     assert settings.public_base_url == "http://example.com"
+
+
+def test_sentinel_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_SENTINELS", "s-1:26379, s-2:26380,[::1]:26381")
+    monkeypatch.setenv("REDIS_SENTINEL_MASTER", "darkroom")
+    monkeypatch.setenv("REDIS_MIN_REPLICAS_ACK", "1")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.sentinel_addresses == [("s-1", 26379), ("s-2", 26380), ("::1", 26381)]
+    assert settings.redis_sentinel_master == "darkroom"
+    assert settings.redis_min_replicas_ack == 1
+    assert Settings(_env_file=None, redis_sentinels="").sentinel_addresses == []  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("value", ["s-1", "s-1:", ":26379", "s-1:port", "s-1:70000", "a:1,,b:2"])
+def test_bad_sentinel_address_refused(value: str) -> None:
+    with pytest.raises(ValidationError, match=r"REDIS_SENTINELS.*host:port"):
+        Settings(_env_file=None, redis_sentinels=value)  # type: ignore[call-arg]
