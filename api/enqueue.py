@@ -15,11 +15,13 @@ that took it meanwhile to cancel it, and the client gets a 503.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from api import ratelimit
 from shared.constants import CANCEL_KEY_PREFIX, IDEMPOTENCY_TTL_S
-from shared.durability import ReplicaAck
+from shared.durability import MasterAddress, ReplicaAck
+from shared.errors import NotReplicated
 from shared.jobs import JobRecord
 from shared.multiplexed import LuaScript, MultiplexedRedis
 from shared.queue import job_message
@@ -94,21 +96,29 @@ async def run(
     keys: list[str],
     args: list[Any],
     replica_ack: ReplicaAck | None = None,
+    named_master: Callable[[], Awaitable[MasterAddress]] | None = None,
 ) -> tuple[int, Any]:
     """Run the script: (verdict, queue position, ms to wait or the key's entry).
 
-    With `replica_ack`, an admitted job that too few replicas confirm is taken
-    back and NotReplicated raised.
+    With `replica_ack`, an admitted job that too few replicas confirm, or (with
+    `named_master`, under Sentinel) that a master being failed over took, is
+    taken back and NotReplicated raised.
     """
     if replica_ack is None:
         verdict, value = await client.run_script(_SCRIPT, keys, args)
         return int(verdict), value
-    (verdict, value), acknowledged = await client.run_script_then(
+    (verdict, value), acknowledged, server = await client.run_script_then(
         _SCRIPT, keys, args, "WAIT", replica_ack.replicas, replica_ack.timeout_ms
     )
-    if int(verdict) == ratelimit.ADMITTED and int(acknowledged) < replica_ack.replicas:
+    if int(verdict) != ratelimit.ADMITTED:
+        return int(verdict), value
+    try:
+        replica_ack.check(int(acknowledged), "the job")
+        if named_master is not None and server is not None:
+            replica_ack.check_master(server, await named_master(), "the job")
+    except NotReplicated as refusal:
         job_id = args[8]
         removed = await client.run_script(_UNDO, [*keys, CANCEL_KEY_PREFIX + job_id], args[:10])
-        what = "the job was not accepted" if removed else f"job {job_id} is being canceled"
-        replica_ack.check(int(acknowledged), what)
+        outcome = "it was not accepted" if removed else f"job {job_id} is being canceled"
+        raise NotReplicated(f"{refusal}; {outcome}") from None
     return int(verdict), value

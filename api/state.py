@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import gc
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import redis
@@ -12,7 +13,14 @@ from redis.asyncio import Redis as AsyncRedis
 
 from api.metrics import ApiMetrics
 from shared.apikeys import KeyRing
-from shared.connections import async_redis_client, multiplexed_client, redis_client
+from shared.connections import (
+    MasterAddress,
+    async_named_master,
+    async_redis_client,
+    multiplexed_client,
+    named_master,
+    redis_client,
+)
 from shared.durability import ReplicaAck
 from shared.events import WebhookEmitter
 from shared.multiplexed import MultiplexedRedis
@@ -35,6 +43,9 @@ class AppState:
     # Submissions' own when each waits for replicas (REDIS_MIN_REPLICAS_ACK): a WAIT
     # holds its connection up to REDIS_ACK_TIMEOUT_S, and polls must not queue behind it.
     submit_mux: MultiplexedRedis
+    # Under Sentinel: where the sentinels say the master is (a submission confirmed
+    # by replicas counts only if the master that took it still is one).
+    named_master: Callable[[], Awaitable[MasterAddress]] | None
     store: JobStore
     storage: Storage
     celery: Celery
@@ -50,7 +61,7 @@ class AppState:
         celery = make_celery(settings)
         emitter = WebhookEmitter(celery, settings, storage)
         mux = multiplexed_client(settings)
-        replica_ack = ReplicaAck.from_settings(settings)
+        replica_ack = ReplicaAck.from_settings(settings, named_master(settings))
         state = cls(
             settings=settings,
             registry=registry_for(settings),
@@ -62,6 +73,7 @@ class AppState:
                 if replica_ack is not None
                 else mux
             ),
+            named_master=async_named_master(settings),
             store=JobStore(client, settings.job_ttl_s, on_event=emitter, replica_ack=replica_ack),
             storage=storage,
             celery=celery,

@@ -122,14 +122,18 @@ async def _enqueue(state: AppState, job: NewJob, claim: tuple[str, str] | None) 
     keys, args = enqueue.submit_call(record, job.init_image, job.mask, state.settings, claim)
     replica_ack = state.store.replica_ack
     try:
-        verdict, value = await enqueue.run(state.submit_mux, keys, args, replica_ack)
+        verdict, value = await enqueue.run(
+            state.submit_mux, keys, args, replica_ack, state.named_master
+        )
         if verdict == ratelimit.TOO_MANY_ACTIVE:
             # Rare: the set looks full. Prune what finished (a thread: sync Redis), retry.
             pruned: int = await run_in_threadpool(
                 ratelimit.prune_finished, state.redis, record.owner
             )
             if pruned:
-                verdict, value = await enqueue.run(state.submit_mux, keys, args, replica_ack)
+                verdict, value = await enqueue.run(
+                    state.submit_mux, keys, args, replica_ack, state.named_master
+                )
     except NotReplicated as exc:
         log.error("job %s not accepted: %s", record.id, exc)
         raise

@@ -10,13 +10,14 @@ MultiplexedRedis.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.connection import parse_url
-from redis.sentinel import Sentinel
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 from shared.multiplexed import MultiplexedRedis
 from shared.settings import Settings
@@ -64,14 +65,66 @@ def multiplexed_client(settings: Settings, extra_timeout_s: float = 0.0) -> Mult
     connect_timeout_s = _OPTIONS["socket_connect_timeout"]
     if not settings.redis_sentinels:
         return MultiplexedRedis(settings.redis_url, connect_timeout_s, timeout_s)
-    sentinel = _async_sentinel(settings)
-    master = settings.redis_sentinel_master
+    return MultiplexedRedis(
+        settings.redis_url, connect_timeout_s, timeout_s, async_named_master(settings)
+    )
 
-    async def locate_master() -> tuple[str, int]:
-        address: tuple[str, int] = await sentinel.discover_master(master)
-        return address
 
-    return MultiplexedRedis(settings.redis_url, connect_timeout_s, timeout_s, locate_master)
+# Where the sentinels say the master is. Asked with GET-MASTER-ADDR-BY-NAME, which
+# names the promoted replica as soon as a failover promoted it, while SENTINEL
+# MASTERS (redis-py's discover_master) names the old master until the failover
+# ends. In between, the old master still takes writes, and replicas not yet
+# moved to the new one still confirm them: writes that the failover then drops.
+MasterAddress = tuple[str, int]
+
+
+def named_master(settings: Settings) -> Callable[[], MasterAddress] | None:
+    """The sentinels' current master (None without Sentinel); MasterNotFoundError
+    when none answers or none knows one."""
+    if not settings.redis_sentinels:
+        return None
+    sentinels = [
+        redis.Redis(host=host, port=port, **_sentinel_options(settings))
+        for host, port in settings.sentinel_addresses
+    ]
+    name = settings.redis_sentinel_master
+
+    def ask() -> MasterAddress:
+        for sentinel in sentinels:
+            try:
+                address = sentinel.sentinel_get_master_addr_by_name(name, return_responses=True)
+            except (redis.ConnectionError, redis.TimeoutError):
+                continue  # the next sentinel
+            if isinstance(address, tuple):
+                return _address(address)
+        raise MasterNotFoundError(f"no sentinel names a master {name!r}")
+
+    return ask
+
+
+def async_named_master(settings: Settings) -> Callable[[], Awaitable[MasterAddress]] | None:
+    """named_master for the event loop."""
+    if not settings.redis_sentinels:
+        return None
+    sentinels = [
+        AsyncRedis(host=host, port=port, **_sentinel_options(settings))
+        for host, port in settings.sentinel_addresses
+    ]
+    name = settings.redis_sentinel_master
+
+    async def ask() -> MasterAddress:
+        for sentinel in sentinels:
+            try:
+                address = await sentinel.sentinel_get_master_addr_by_name(
+                    name, return_responses=True
+                )
+            except (redis.ConnectionError, redis.TimeoutError):
+                continue
+            if isinstance(address, tuple):
+                return _address(address)
+        raise MasterNotFoundError(f"no sentinel names a master {name!r}")
+
+    return ask
 
 
 def master_options(settings: Settings) -> dict[str, Any]:
@@ -86,6 +139,11 @@ def master_options(settings: Settings) -> dict[str, Any]:
     if settings.redis_url.startswith("rediss://"):
         options["ssl"] = True
     return options
+
+
+def _address(answer: tuple[Any, Any]) -> MasterAddress:
+    host = answer[0].decode() if isinstance(answer[0], bytes) else str(answer[0])
+    return host, int(answer[1])
 
 
 def _async_sentinel(settings: Settings) -> AsyncSentinel:

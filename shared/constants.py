@@ -50,6 +50,9 @@ DEFAULT_JOB_TTL_S = 24 * 3600
 # Running jobs -> the worker running them. The reaper hands back to the queue
 # the jobs of workers whose record expired (their heartbeat stopped).
 RUNNING_KEY = KEY_PREFIX + "running"
+# Bumped after a status change that must survive a failover: WAIT then covers it
+# (one replication stream: a replica holding this write holds every earlier one).
+REPLICATION_MARK_KEY = KEY_PREFIX + "replication-mark"
 
 # Celery queues. Jobs that name a model go to that model's queue and only run
 # on a worker holding it; jobs that do not go to the shared default queue.
@@ -80,6 +83,3 @@ def broker_lists(queue: str) -> list[str]:
 def model_queue(model: str) -> str:
     """The Celery queue that feeds workers serving `model`."""
     return MODEL_QUEUE_PREFIX + model
-# Bumped after a status change that must survive a failover: WAIT then covers it
-# (one replication stream: a replica holding this write holds every earlier one).
-REPLICATION_MARK_KEY = KEY_PREFIX + "replication-mark"

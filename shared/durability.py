@@ -7,11 +7,18 @@ counts only writes sent on the same connection, so a caller that wrote on a
 pooled connection writes a mark on the WAIT's own connection first: replicas
 apply the master's writes in order, and one that holds the mark holds every
 write the master made before it.
+
+Under Sentinel a confirmation alone is not enough: while a failover is under
+way, the old master still takes writes and a replica not yet moved to the new
+master still confirms them, and both then drop them. So a confirmed write
+counts only if the server that took it is the one the sentinels name master.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -19,18 +26,24 @@ from shared.constants import REPLICATION_MARK_KEY
 from shared.errors import NotReplicated
 from shared.settings import Settings
 
+MasterAddress = tuple[str, int]
+
 
 @dataclass(frozen=True)
 class ReplicaAck:
     replicas: int
     timeout_s: float
+    # Under Sentinel: where the sentinels say the master is now (connections.named_master).
+    named_master: Callable[[], MasterAddress] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ReplicaAck | None:
+    def from_settings(
+        cls, settings: Settings, named_master: Callable[[], MasterAddress] | None = None
+    ) -> ReplicaAck | None:
         """The policy REDIS_MIN_REPLICAS_ACK asks for; None when it is 0 (off)."""
         if settings.redis_min_replicas_ack == 0:
             return None
-        return cls(settings.redis_min_replicas_ack, settings.redis_ack_timeout_s)
+        return cls(settings.redis_min_replicas_ack, settings.redis_ack_timeout_s, named_master)
 
     @property
     def timeout_ms(self) -> int:
@@ -41,15 +54,39 @@ class ReplicaAck:
 
         Raises NotReplicated (naming `what`) when fewer confirm in time.
         """
-        pipe = client.pipeline(transaction=False)  # one connection for the mark and the WAIT
-        pipe.incr(REPLICATION_MARK_KEY)
-        pipe.execute_command("WAIT", self.replicas, self.timeout_ms)  # type: ignore[no-untyped-call]
-        _, acknowledged = pipe.execute()
-        self.check(int(acknowledged), what)
+        pool = client.connection_pool
+        connection = pool.get_connection()  # one connection for the mark and the WAIT
+        try:
+            _call(connection, "INCR", REPLICATION_MARK_KEY)
+            acknowledged = int(_call(connection, "WAIT", self.replicas, self.timeout_ms))
+            server = (str(connection.host), int(connection.port))
+        except BaseException:
+            connection.disconnect()  # type: ignore[no-untyped-call]  # replies may be left unread
+            raise
+        finally:
+            pool.release(connection)
+        self.check(int(acknowledged), what, server)
 
-    def check(self, acknowledged: int, what: str) -> None:
+    def check(self, acknowledged: int, what: str, server: MasterAddress | None = None) -> None:
+        """NotReplicated unless `acknowledged` is enough and, under Sentinel, `server`
+        (the one that took the write) is the master the sentinels name."""
         if acknowledged < self.replicas:
             raise NotReplicated(
                 f"{what}: {acknowledged} of the {self.replicas} Redis replicas required "
                 f"(REDIS_MIN_REPLICAS_ACK) confirmed it within {self.timeout_s:g} s"
             )
+        if self.named_master is not None and server is not None:
+            self.check_master(server, self.named_master(), what)
+
+    @staticmethod
+    def check_master(server: MasterAddress, master: MasterAddress, what: str) -> None:
+        if server != master:
+            raise NotReplicated(
+                f"{what}: a Sentinel failover is under way (written on {server[0]}:{server[1]}, "
+                f"the master is now {master[0]}:{master[1]}); it may not survive it"
+            )
+
+
+def _call(connection: Any, *args: Any) -> Any:
+    connection.send_command(*args)
+    return connection.read_response()

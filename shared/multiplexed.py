@@ -84,9 +84,10 @@ class MultiplexedRedis:
 
     async def run_script_then(
         self, script: LuaScript, keys: list[Any], args: list[Any], *command: Any
-    ) -> tuple[Any, Any]:
+    ) -> tuple[Any, Any, tuple[str, int] | None]:
         """The script's reply and `command`'s, sent right behind it on the same
-        connection (WAIT counts only its own connection's writes)."""
+        connection (WAIT counts only its own connection's writes), and the
+        (host, port) of the server that ran them (None over a Unix socket)."""
         for call in (("EVALSHA", script.sha), ("EVAL", script.source)):
             connection = self._connection
             if connection is None or not connection.usable():
@@ -99,7 +100,7 @@ class MultiplexedRedis:
                 if isinstance(exc, redis.exceptions.NoScriptError):
                     continue
                 raise
-            return reply, await sent[1]
+            return reply, await sent[1], connection.address
         raise redis.ResponseError("Redis refused the script's text after NOSCRIPT")
 
     async def aclose(self) -> None:
@@ -130,20 +131,18 @@ class MultiplexedRedis:
         loop = asyncio.get_running_loop()
         options = self.options
         factory = lambda: _Connection(loop, self.timeout_s)  # noqa: E731
+        address: tuple[str, int] | None = None
         if self.locate is not None:
-            host, port = await self.locate()
-            _, connection = await loop.create_connection(
-                factory, host, port, ssl=_ssl_context(options) if self.tls else None
-            )
-        elif "path" in options:
+            address = await self.locate()
+        elif "path" not in options:
+            address = (options.get("host", "localhost"), int(options.get("port", 6379)))
+        if address is None:
             _, connection = await loop.create_unix_connection(factory, options["path"])
         else:
             _, connection = await loop.create_connection(
-                factory,
-                options.get("host", "localhost"),
-                options.get("port", 6379),
-                ssl=_ssl_context(options) if self.tls else None,
+                factory, *address, ssl=_ssl_context(options) if self.tls else None
             )
+        connection.address = address
         try:
             if options.get("password"):
                 user = [options["username"]] if options.get("username") else []
@@ -191,6 +190,8 @@ class _Connection(asyncio.Protocol):
         self.received = bytearray()
         self.failure: Exception | None = None
         self.watchdog: asyncio.TimerHandle | None = None
+        # The server's (host, port); None over a Unix socket.
+        self.address: tuple[str, int] | None = None
 
     def usable(self) -> bool:
         # A connection belongs to the loop it was opened on (tests run several loops).

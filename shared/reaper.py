@@ -15,6 +15,7 @@ from celery import Celery
 
 from shared.errors import InvalidTransition, JobNotFound
 from shared.jobs import JobErrorInfo, JobStatus
+from shared.orphans import requeue_orphans
 from shared.queue import publish_job
 from shared.store import JobStore
 from shared.workers import alive
@@ -23,14 +24,16 @@ log = logging.getLogger(__name__)
 
 
 def reap_lost_jobs(store: JobStore, celery: Celery, max_attempts: int) -> list[str]:
-    """Re-enqueue (or fail, past `max_attempts`) running jobs of workers no longer alive."""
+    """Re-enqueue (or fail, past `max_attempts`) running jobs of workers no longer
+    alive, and give queued jobs whose message a dying worker took a new one."""
+    orphans = requeue_orphans(store, celery)
     running = store.running_jobs()
     if not running:
-        return []
+        return orphans
     # Only the workers named in the running index matter: no scan of every worker key.
     living = alive(store.redis, set(running.values()))
     lost = {job_id: worker for job_id, worker in running.items() if worker not in living}
-    return _reap_all(store, celery, lost, max_attempts)
+    return orphans + _reap_all(store, celery, lost, max_attempts)
 
 
 def reap_predecessor_jobs(

@@ -25,7 +25,12 @@ import redis
 from kombu.exceptions import OperationalError
 
 from darkroom.stack import free_port
-from shared.connections import async_redis_client, multiplexed_client, redis_client
+from shared.connections import (
+    async_redis_client,
+    multiplexed_client,
+    named_master,
+    redis_client,
+)
 from shared.queue import make_celery
 from shared.settings import Settings
 from tests.conftest import S3_BUCKET
@@ -183,6 +188,10 @@ def test_after_a_forced_failover_every_client_finds_the_new_master(
         return bool(redis.Redis.from_url(cluster.redis_url(2)).llen("ha-check"))
 
     wait_until(broker_lands, 30, 0.2, "a Celery message on the new master")
+    # Where a confirmed write must have landed to count (shared/durability.py).
+    lookup = named_master(settings)
+    assert lookup is not None
+    assert lookup() == ("127.0.0.1", cluster.master_port())
     redis.Redis.from_url(cluster.redis_url(2)).delete("ha-check")
 
 
