@@ -22,6 +22,7 @@ from pathlib import Path
 
 from bench.api_load import measure_api
 from bench.batching import measure_batching
+from bench.chaos import measure_chaos
 from bench.cold_start import measure_cold_start
 from bench.common import ERROR, Result, Settings, cpu_count
 from bench.cpuload import ForeignLoad
@@ -44,6 +45,10 @@ MEASUREMENTS: dict[str, Measure] = {
     "cold_start": measure_cold_start,
     "metrics": measure_metrics,
 }
+# Rows too long for every run: measured only when named with --only.
+ON_REQUEST: dict[str, Measure] = {
+    "chaos": measure_chaos,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     foreign: dict[str, float | None] = {}
     workdir = Path(tempfile.mkdtemp(prefix="darkroom-bench-"))
+    # A chaos soak's logs are its evidence: kept, and its notes say where.
+    keep_logs = args.keep_logs or any(name in ON_REQUEST for name in only)
     try:
         with Stack(workdir) as stack:
             for name in only:
@@ -87,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nbench: interrupted; every process it started is stopped", file=sys.stderr)
         return 130
     finally:
-        if args.keep_logs:
+        if keep_logs:
             print(f"logs: {workdir / 'logs'}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -119,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(name: str, stack: Stack, cfg: Settings) -> Result:
     try:
-        return MEASUREMENTS[name](stack, cfg)
+        return {**MEASUREMENTS, **ON_REQUEST}[name](stack, cfg)
     except Exception as exc:  # noqa: BLE001 - one broken measurement must not lose the others
         stack.stop_workers()
         with contextlib.suppress(Exception):
@@ -143,11 +150,20 @@ def _parser() -> argparse.ArgumentParser:
         "--only",
         nargs="+",
         metavar="NAME",
-        help=f"run only these (comma or space separated): {', '.join(MEASUREMENTS)}",
+        help=(
+            f"run only these (comma or space separated): {', '.join(MEASUREMENTS)}; "
+            f"and, only when named, {', '.join(ON_REQUEST)}"
+        ),
     )
     parser.add_argument("--repeats", type=int, default=None, help="measured rounds (5)")
     parser.add_argument(
         "--api-seconds", type=float, default=None, help="load duration per endpoint (8)"
+    )
+    parser.add_argument(
+        "--chaos-minutes", type=float, default=None, help="length of the chaos soak (10)"
+    )
+    parser.add_argument(
+        "--chaos-rate", type=float, default=None, help="jobs per second in the chaos soak (3)"
     )
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
     parser.add_argument(
@@ -160,13 +176,14 @@ def _names(only: list[str] | None) -> list[str]:
     if not only:
         return list(MEASUREMENTS)
     names = [n.strip().replace("-", "_") for part in only for n in part.split(",") if n.strip()]
-    unknown = [n for n in names if n not in MEASUREMENTS]
+    known = [*MEASUREMENTS, *ON_REQUEST]
+    unknown = [n for n in names if n not in known]
     if unknown:
         raise SystemExit(
             f"python -m bench: unknown benchmark(s) {', '.join(unknown)}; "
-            f"choose from {', '.join(MEASUREMENTS)}"
+            f"choose from {', '.join(known)}"
         )
-    return [n for n in MEASUREMENTS if n in names]
+    return [n for n in known if n in names]
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -189,6 +206,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         cfg.repeats = args.repeats
     if args.api_seconds is not None:
         cfg.api_duration_s = args.api_seconds
+    if args.chaos_minutes is not None:
+        cfg.chaos_minutes = args.chaos_minutes
+    if args.chaos_rate is not None:
+        cfg.chaos_rate = args.chaos_rate
     return cfg
 
 

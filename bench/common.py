@@ -26,6 +26,9 @@ class Settings:
     cold_repeats: int = 3
     queue_threads: int = 1
     quick: bool = False
+    # The chaos soak (run only with --only chaos): its length and its jobs per second.
+    chaos_minutes: float = 10.0
+    chaos_rate: float = 3.0
 
 
 @dataclass
