@@ -96,12 +96,12 @@ async def run(
     keys: list[str],
     args: list[Any],
     replica_ack: ReplicaAck | None = None,
-    named_master: Callable[[], Awaitable[MasterAddress]] | None = None,
+    master_check: Callable[[MasterAddress], Awaitable[str | None]] | None = None,
 ) -> tuple[int, Any]:
     """Run the script: (verdict, queue position, ms to wait or the key's entry).
 
     With `replica_ack`, an admitted job that too few replicas confirm, or (with
-    `named_master`, under Sentinel) that a master being failed over took, is
+    `master_check`, under Sentinel) that a master being failed over took, is
     taken back and NotReplicated raised.
     """
     if replica_ack is None:
@@ -114,8 +114,8 @@ async def run(
         return int(verdict), value
     try:
         replica_ack.check(int(acknowledged), "the job")
-        if named_master is not None and server is not None:
-            replica_ack.check_master(server, await named_master(), "the job")
+        if master_check is not None and server is not None:
+            replica_ack.refuse_if(await master_check(server), "the job")
     except NotReplicated as refusal:
         job_id = args[8]
         removed = await client.run_script(_UNDO, [*keys, CANCEL_KEY_PREFIX + job_id], args[:10])

@@ -15,10 +15,10 @@ from api.metrics import ApiMetrics
 from shared.apikeys import KeyRing
 from shared.connections import (
     MasterAddress,
-    async_named_master,
+    async_master_check,
     async_redis_client,
+    master_check,
     multiplexed_client,
-    named_master,
     redis_client,
 )
 from shared.durability import ReplicaAck
@@ -43,9 +43,9 @@ class AppState:
     # Submissions' own when each waits for replicas (REDIS_MIN_REPLICAS_ACK): a WAIT
     # holds its connection up to REDIS_ACK_TIMEOUT_S, and polls must not queue behind it.
     submit_mux: MultiplexedRedis
-    # Under Sentinel: where the sentinels say the master is (a submission confirmed
-    # by replicas counts only if the master that took it still is one).
-    named_master: Callable[[], Awaitable[MasterAddress]] | None
+    # Under Sentinel: whether the sentinels stand behind the master that took a
+    # submission (one confirmed by replicas counts only then).
+    master_check: Callable[[MasterAddress], Awaitable[str | None]] | None
     store: JobStore
     storage: Storage
     celery: Celery
@@ -61,7 +61,7 @@ class AppState:
         celery = make_celery(settings)
         emitter = WebhookEmitter(celery, settings, storage)
         mux = multiplexed_client(settings)
-        replica_ack = ReplicaAck.from_settings(settings, named_master(settings))
+        replica_ack = ReplicaAck.from_settings(settings, master_check(settings))
         state = cls(
             settings=settings,
             registry=registry_for(settings),
@@ -73,7 +73,7 @@ class AppState:
                 if replica_ack is not None
                 else mux
             ),
-            named_master=async_named_master(settings),
+            master_check=async_master_check(settings),
             store=JobStore(client, settings.job_ttl_s, on_event=emitter, replica_ack=replica_ack),
             storage=storage,
             celery=celery,

@@ -123,7 +123,7 @@ async def _enqueue(state: AppState, job: NewJob, claim: tuple[str, str] | None) 
     replica_ack = state.store.replica_ack
     try:
         verdict, value = await enqueue.run(
-            state.submit_mux, keys, args, replica_ack, state.named_master
+            state.submit_mux, keys, args, replica_ack, state.master_check
         )
         if verdict == ratelimit.TOO_MANY_ACTIVE:
             # Rare: the set looks full. Prune what finished (a thread: sync Redis), retry.
@@ -132,7 +132,7 @@ async def _enqueue(state: AppState, job: NewJob, claim: tuple[str, str] | None) 
             )
             if pruned:
                 verdict, value = await enqueue.run(
-                    state.submit_mux, keys, args, replica_ack, state.named_master
+                    state.submit_mux, keys, args, replica_ack, state.master_check
                 )
     except NotReplicated as exc:
         log.error("job %s not accepted: %s", record.id, exc)

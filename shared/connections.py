@@ -10,6 +10,7 @@ MultiplexedRedis.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -73,43 +74,16 @@ def multiplexed_client(settings: Settings, extra_timeout_s: float = 0.0) -> Mult
 # Where the sentinels say the master is. Asked with GET-MASTER-ADDR-BY-NAME, which
 # names the promoted replica as soon as a failover promoted it, while SENTINEL
 # MASTERS (redis-py's discover_master) names the old master until the failover
-# ends. In between, the old master still takes writes, and replicas not yet
-# moved to the new one still confirm them: writes that the failover then drops.
+# ends: a new connection goes to the new master at once.
 MasterAddress = tuple[str, int]
 
 
-def named_master(settings: Settings) -> Callable[[], MasterAddress] | None:
-    """The sentinels' current master (None without Sentinel); MasterNotFoundError
-    when none answers or none knows one."""
-    if not settings.redis_sentinels:
-        return None
-    sentinels = [
-        redis.Redis(host=host, port=port, **_sentinel_options(settings))
-        for host, port in settings.sentinel_addresses
-    ]
-    name = settings.redis_sentinel_master
-
-    def ask() -> MasterAddress:
-        for sentinel in sentinels:
-            try:
-                address = sentinel.sentinel_get_master_addr_by_name(name, return_responses=True)
-            except (redis.ConnectionError, redis.TimeoutError):
-                continue  # the next sentinel
-            if isinstance(address, tuple):
-                return _address(address)
-        raise MasterNotFoundError(f"no sentinel names a master {name!r}")
-
-    return ask
-
-
 def async_named_master(settings: Settings) -> Callable[[], Awaitable[MasterAddress]] | None:
-    """named_master for the event loop."""
+    """The sentinels' current master, for MultiplexedRedis (None without Sentinel);
+    MasterNotFoundError when none answers or none knows one."""
     if not settings.redis_sentinels:
         return None
-    sentinels = [
-        AsyncRedis(host=host, port=port, **_sentinel_options(settings))
-        for host, port in settings.sentinel_addresses
-    ]
+    sentinels = _async_sentinel_clients(settings)
     name = settings.redis_sentinel_master
 
     async def ask() -> MasterAddress:
@@ -119,12 +93,78 @@ def async_named_master(settings: Settings) -> Callable[[], Awaitable[MasterAddre
                     name, return_responses=True
                 )
             except (redis.ConnectionError, redis.TimeoutError):
-                continue
+                continue  # the next sentinel
             if isinstance(address, tuple):
                 return _address(address)
         raise MasterNotFoundError(f"no sentinel names a master {name!r}")
 
     return ask
+
+
+# Whether a write the master at `server` took and replicas confirmed will
+# survive: None if so, else why not. While a failover is under way the old
+# master still takes writes and a replica not yet moved still confirms them;
+# both drop them once moved. The sentinel leading the failover flags it from
+# its start, and every sentinel names the new master once it ends, so a write
+# counts only if a majority of the sentinels answer, none has a failover in
+# progress and all name `server`.
+MasterCheck = Callable[[MasterAddress], str | None]
+
+
+def master_check(settings: Settings) -> MasterCheck | None:
+    """The check for synchronous callers (None without Sentinel)."""
+    if not settings.redis_sentinels:
+        return None
+    sentinels = [
+        redis.Redis(host=host, port=port, **_sentinel_options(settings))
+        for host, port in settings.sentinel_addresses
+    ]
+    name = settings.redis_sentinel_master
+
+    def check(server: MasterAddress) -> str | None:
+        states = []
+        for sentinel in sentinels:
+            try:
+                state = sentinel.sentinel_master(name, return_responses=True)
+                if isinstance(state, dict):
+                    states.append(state)
+            except (redis.ConnectionError, redis.TimeoutError):
+                continue
+        return _verdict(states, len(sentinels), server)
+
+    return check
+
+
+def async_master_check(
+    settings: Settings,
+) -> Callable[[MasterAddress], Awaitable[str | None]] | None:
+    """master_check for the event loop: the sentinels asked at once."""
+    if not settings.redis_sentinels:
+        return None
+    sentinels = _async_sentinel_clients(settings)
+    name = settings.redis_sentinel_master
+
+    async def check(server: MasterAddress) -> str | None:
+        answers = await asyncio.gather(
+            *(sentinel.sentinel_master(name, return_responses=True) for sentinel in sentinels),
+            return_exceptions=True,
+        )
+        states = [a for a in answers if isinstance(a, dict)]
+        return _verdict(states, len(sentinels), server)
+
+    return check
+
+
+def _verdict(states: list[dict[str, Any]], sentinels: int, server: MasterAddress) -> str | None:
+    if len(states) <= sentinels // 2:
+        return f"only {len(states)} of {sentinels} sentinels answered"
+    for state in states:
+        if "failover_in_progress" in _text(state.get("flags", "")):
+            return "a Sentinel failover is under way"
+        named = (_text(state.get("ip", "")), int(state.get("port", 0)))
+        if named != server:
+            return f"the sentinels name {named[0]}:{named[1]} master, not {server[0]}:{server[1]}"
+    return None
 
 
 def master_options(settings: Settings) -> dict[str, Any]:
@@ -142,8 +182,18 @@ def master_options(settings: Settings) -> dict[str, Any]:
 
 
 def _address(answer: tuple[Any, Any]) -> MasterAddress:
-    host = answer[0].decode() if isinstance(answer[0], bytes) else str(answer[0])
-    return host, int(answer[1])
+    return _text(answer[0]), int(answer[1])
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _async_sentinel_clients(settings: Settings) -> list[AsyncRedis]:
+    return [
+        AsyncRedis(host=host, port=port, **_sentinel_options(settings))
+        for host, port in settings.sentinel_addresses
+    ]
 
 
 def _async_sentinel(settings: Settings) -> AsyncSentinel:

@@ -33,17 +33,18 @@ MasterAddress = tuple[str, int]
 class ReplicaAck:
     replicas: int
     timeout_s: float
-    # Under Sentinel: where the sentinels say the master is now (connections.named_master).
-    named_master: Callable[[], MasterAddress] | None = None
+    # Under Sentinel: whether a write the master at an address took will survive
+    # (None if so, else why not; connections.master_check).
+    master_check: Callable[[MasterAddress], str | None] | None = None
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, named_master: Callable[[], MasterAddress] | None = None
+        cls, settings: Settings, master_check: Callable[[MasterAddress], str | None] | None = None
     ) -> ReplicaAck | None:
         """The policy REDIS_MIN_REPLICAS_ACK asks for; None when it is 0 (off)."""
         if settings.redis_min_replicas_ack == 0:
             return None
-        return cls(settings.redis_min_replicas_ack, settings.redis_ack_timeout_s, named_master)
+        return cls(settings.redis_min_replicas_ack, settings.redis_ack_timeout_s, master_check)
 
     @property
     def timeout_ms(self) -> int:
@@ -68,23 +69,21 @@ class ReplicaAck:
         self.check(int(acknowledged), what, server)
 
     def check(self, acknowledged: int, what: str, server: MasterAddress | None = None) -> None:
-        """NotReplicated unless `acknowledged` is enough and, under Sentinel, `server`
-        (the one that took the write) is the master the sentinels name."""
+        """NotReplicated unless `acknowledged` is enough and, under Sentinel, the
+        sentinels stand behind `server` (the master that took the write)."""
         if acknowledged < self.replicas:
             raise NotReplicated(
                 f"{what}: {acknowledged} of the {self.replicas} Redis replicas required "
                 f"(REDIS_MIN_REPLICAS_ACK) confirmed it within {self.timeout_s:g} s"
             )
-        if self.named_master is not None and server is not None:
-            self.check_master(server, self.named_master(), what)
+        if self.master_check is not None and server is not None:
+            self.refuse_if(self.master_check(server), what)
 
     @staticmethod
-    def check_master(server: MasterAddress, master: MasterAddress, what: str) -> None:
-        if server != master:
-            raise NotReplicated(
-                f"{what}: a Sentinel failover is under way (written on {server[0]}:{server[1]}, "
-                f"the master is now {master[0]}:{master[1]}); it may not survive it"
-            )
+    def refuse_if(reason: str | None, what: str) -> None:
+        """NotReplicated for `what` when a master check found `reason`."""
+        if reason is not None:
+            raise NotReplicated(f"{what}: {reason}; it might not survive it")
 
 
 def _call(connection: Any, *args: Any) -> Any:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from shared.connections import named_master, redis_client
+from shared.connections import master_check, redis_client
 from shared.constants import DEFAULT_QUEUE, NO_MODEL_QUEUE_PREFIX, model_queue
 from shared.durability import ReplicaAck
 from shared.events import WebhookEmitter
@@ -53,7 +53,7 @@ def start_worker(name: str, settings: Settings) -> WorkerContext:
         client,
         settings.job_ttl_s,
         on_event=WebhookEmitter(celery, settings, storage),
-        replica_ack=ReplicaAck.from_settings(settings, named_master(settings)),
+        replica_ack=ReplicaAck.from_settings(settings, master_check(settings)),
     )
     heartbeat = Heartbeat(
         client,

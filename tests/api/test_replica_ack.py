@@ -119,33 +119,42 @@ def test_confirm_raises_when_too_few_replicas_answer(api_redis: redis.Redis) -> 
         ReplicaAck(2, 0.02).confirm(api_redis, "a test write")
 
 
-def test_a_write_on_a_server_the_sentinels_no_longer_name_is_not_confirmed(
+def test_a_write_the_sentinels_do_not_stand_behind_is_not_confirmed(
     api_redis: redis.Redis,
 ) -> None:
     """A failover under way: the old master still takes writes, and a replica not yet
     moved still confirms them (WAIT 0 stands in for it here); both drop them later."""
     kwargs = api_redis.connection_pool.connection_kwargs
     here = (str(kwargs["host"]), int(kwargs["port"]))
-    ReplicaAck(0, 0.05, named_master=lambda: here).confirm(api_redis, "a status change")
+    asked: list[tuple[str, int]] = []
+
+    def behind(server: tuple[str, int]) -> str | None:
+        asked.append(server)
+        return None
+
+    ReplicaAck(0, 0.05, master_check=behind).confirm(api_redis, "a status change")
+    assert asked == [here]  # the server the mark and the WAIT went to
     with pytest.raises(NotReplicated, match="failover is under way"):
-        ReplicaAck(0, 0.05, named_master=lambda: ("10.9.9.9", 6379)).confirm(api_redis, "x")
+        ReplicaAck(0, 0.05, master_check=lambda _: "a Sentinel failover is under way").confirm(
+            api_redis, "x"
+        )
 
 
-def test_a_submission_a_demoted_master_took_is_taken_back(
+def test_a_submission_a_master_being_failed_over_took_is_taken_back(
     make_settings: Callable[..., Settings], api_redis: redis.Redis
 ) -> None:
     settings = make_settings()
     record = make_record()
     keys, args = enqueue.submit_call(record, None, None, settings, None)
 
-    async def elsewhere() -> tuple[str, int]:
-        return ("10.9.9.9", 6379)
+    async def failing_over(_: tuple[str, int]) -> str | None:
+        return "a Sentinel failover is under way"
 
     async def submit() -> None:
         connection = multiplexed_client(settings)
         try:
             with pytest.raises(NotReplicated, match=r"failover is under way.*not accepted"):
-                await enqueue.run(connection, keys, args, ReplicaAck(0, 0.05), elsewhere)
+                await enqueue.run(connection, keys, args, ReplicaAck(0, 0.05), failing_over)
         finally:
             await connection.aclose()
 
