@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
 import re
-import shutil
 import socket
-import subprocess
 
 import redis
 
 from bench.stack import BenchError
+from tests.support.sentinel import sentinel_binary as tests_sentinel_binary
 
 # bench reuses the test suite's SentinelCluster (tests/support/sentinel.py) rather
 # than a copy: it is the one tested way to run a master, two replicas and three
@@ -28,23 +26,11 @@ PORT_SEARCH = range(27600, 32000, 10)
 
 
 def sentinel_binary() -> str:
-    """The first redis-server of 7.0 or newer on PATH (SENTINEL DEBUG, which the
-    cluster's sub-second timings need, came with 7.0)."""
-    found = []
-    for folder in os.get_exec_path():
-        binary = shutil.which("redis-server", path=folder)
-        if binary is None or binary in found:
-            continue
-        found.append(binary)
-        if _version(binary) >= (7, 0):
-            return binary
-    raise BenchError(f"the chaos row needs redis-server 7.0 or newer; found {found or 'none'}")
-
-
-def _version(binary: str) -> tuple[int, ...]:
-    done = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
-    match = re.search(r"v=(\d+)\.(\d+)", done.stdout)
-    return (int(match[1]), int(match[2])) if match else (0,)
+    """A redis-server of 7.0 or newer (tests/support/sentinel.py), or BenchError."""
+    found = tests_sentinel_binary()
+    if found is None:
+        raise BenchError("the chaos row needs redis-server 7.0 or newer on PATH")
+    return found
 
 
 def cluster_base_port() -> int:

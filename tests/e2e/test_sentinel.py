@@ -37,7 +37,7 @@ from tests.conftest import S3_BUCKET
 from tests.support.polling import wait_until
 from tests.support.processes import ApiProcess, WorkerProcess, start_api, start_worker
 from tests.support.sentinel import SentinelCluster
-from tests.support.system import require_program
+from tests.support.system import require_sentinel_redis
 
 BASE_PORT = 26700
 SUBMIT_EVERY_S = 0.1
@@ -48,7 +48,7 @@ BODY = {"model": "tiny-sd", "width": 64, "height": 64, "steps": 2}
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[SentinelCluster]:
-    binary = require_program("redis-server", "redis-server")
+    binary = require_sentinel_redis()
     with SentinelCluster(BASE_PORT, binary=binary) as started:
         yield started
 

@@ -9,14 +9,14 @@ import pytest
 import redis
 
 from tests.support.sentinel import SentinelCluster
-from tests.support.system import require_program
+from tests.support.system import require_sentinel_redis
 
 # Six consecutive ports: three servers, three sentinels.
 BASE_PORT = 26400
 
 
 def test_a_killed_master_is_replaced_then_a_forced_failover_moves_it_again() -> None:
-    binary = require_program("redis-server", "redis-server")
+    binary = require_sentinel_redis()
     # Sub-second: a dead master is replaced in about two seconds.
     with SentinelCluster(BASE_PORT, down_after_ms=800, binary=binary) as cluster:
         assert cluster.sentinels_setting == "127.0.0.1:26403,127.0.0.1:26404,127.0.0.1:26405"

