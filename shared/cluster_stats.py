@@ -14,14 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.constants import (
-    DEFAULT_QUEUE,
     PRIORITIES,
     RUNNING_KEY,
     WEBHOOK_QUEUE,
     WEBHOOK_RETRY_KEY,
     WORKER_KEY_PREFIX,
     broker_lists,
-    model_queue,
+    job_queues,
 )
 from shared.store import PRIORITY_BAND, waiting_key
 from shared.workers import WorkerInfo
@@ -78,7 +77,7 @@ class ClusterStats:
 def script_call(models: list[str]) -> tuple[list[str], list[str]]:
     """The KEYS and ARGV of the script for a registry with `models`."""
     lists = broker_lists(WEBHOOK_QUEUE)
-    queues = [DEFAULT_QUEUE, *(model_queue(m) for m in models)]
+    queues = job_queues(models)
     keys = [RUNNING_KEY, WEBHOOK_RETRY_KEY, *lists, *(waiting_key(q) for q in queues)]
     bands = []
     for rank in PRIORITIES.values():

@@ -4,6 +4,8 @@ Every Redis key darkroom writes starts with one of these prefixes, so an
 operator can find (or delete) all of darkroom's data with one SCAN pattern.
 """
 
+from collections.abc import Iterable
+
 KEY_PREFIX = "darkroom:"
 
 # One hash per job: the record clients read at GET /jobs/{id}.
@@ -83,3 +85,8 @@ def broker_lists(queue: str) -> list[str]:
 def model_queue(model: str) -> str:
     """The Celery queue that feeds workers serving `model`."""
     return MODEL_QUEUE_PREFIX + model
+
+
+def job_queues(models: Iterable[str]) -> list[str]:
+    """Every queue jobs of a registry with `models` can wait in: the shared one first."""
+    return [DEFAULT_QUEUE, *(model_queue(m) for m in models)]

@@ -15,14 +15,15 @@ sweep catches one anyway, the second message finds it running and is dropped.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import timedelta
 
 from celery import Celery
 
-from shared.constants import WAITING_KEY_PREFIX, broker_lists
+from shared.constants import broker_lists
 from shared.jobs import JobStatus, utcnow
 from shared.queue import publish_job
-from shared.store import JobStore
+from shared.store import JobStore, waiting_key
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,12 @@ ORPHAN_AFTER_S = 30.0
 SWEEP_DEPTH = 100
 
 
-def requeue_orphans(store: JobStore, celery: Celery, after_s: float = ORPHAN_AFTER_S) -> list[str]:
-    """Publish a new message for each queued job of a queue with no message left."""
+def requeue_orphans(
+    store: JobStore, celery: Celery, queues: Iterable[str], after_s: float = ORPHAN_AFTER_S
+) -> list[str]:
+    """Publish a new message for each queued job of `queues` that has no message left."""
     requeued = []
-    for raw_key in store.redis.scan_iter(match=WAITING_KEY_PREFIX + "*", count=100):
-        queue = raw_key.decode().removeprefix(WAITING_KEY_PREFIX)
+    for queue in queues:
         if _messages_waiting(store, queue):
             continue
         requeued += _republish_old(store, celery, queue, after_s)
@@ -52,7 +54,7 @@ def _messages_waiting(store: JobStore, queue: str) -> int:
 
 
 def _republish_old(store: JobStore, celery: Celery, queue: str, after_s: float) -> list[str]:
-    ids = store.redis.zrange(WAITING_KEY_PREFIX + queue, 0, SWEEP_DEPTH - 1)
+    ids = store.redis.zrange(waiting_key(queue), 0, SWEEP_DEPTH - 1)
     cutoff = utcnow() - timedelta(seconds=after_s)
     requeued = []
     for record in store.get_many([raw.decode() for raw in ids]):  # type: ignore[union-attr]

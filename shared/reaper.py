@@ -10,6 +10,7 @@ re-enqueues the running jobs whose worker's record expired.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from celery import Celery
 
@@ -23,10 +24,12 @@ from shared.workers import alive
 log = logging.getLogger(__name__)
 
 
-def reap_lost_jobs(store: JobStore, celery: Celery, max_attempts: int) -> list[str]:
+def reap_lost_jobs(
+    store: JobStore, celery: Celery, max_attempts: int, queues: Iterable[str] = ()
+) -> list[str]:
     """Re-enqueue (or fail, past `max_attempts`) running jobs of workers no longer
-    alive, and give queued jobs whose message a dying worker took a new one."""
-    orphans = requeue_orphans(store, celery)
+    alive, and give queued jobs of `queues` whose message a dying worker took a new one."""
+    orphans = requeue_orphans(store, celery, queues)
     running = store.running_jobs()
     if not running:
         return orphans

@@ -78,7 +78,9 @@ def start_worker(name: str, settings: Settings) -> WorkerContext:
         return WorkerContext(heartbeat=heartbeat, runner=None, queues=idle)
 
     queues = [model_queue(loaded.name), DEFAULT_QUEUE]
-    heartbeat.on_beat = functools.partial(reap_lost_jobs, store, celery, settings.job_max_attempts)
+    heartbeat.on_beat = functools.partial(
+        reap_lost_jobs, store, celery, settings.job_max_attempts, queues
+    )
     prompts = PromptOptimizer(registry.runtime.prompt_optimization, settings)
     runner = JobRunner(
         store,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import fakeredis
-import pytest
 
 from shared.cluster_stats import ANY_MODEL, NO_MODEL, SCRIPT, ClusterStats, parse, script_call
 from shared.constants import DEFAULT_QUEUE, WEBHOOK_QUEUE, WEBHOOK_RETRY_KEY, model_queue
@@ -15,11 +14,6 @@ from shared.workers import WorkerInfo, worker_key
 from tests.shared.test_store import make_record
 
 MODELS = ["sdxl", "flux"]
-
-
-@pytest.fixture
-def client() -> fakeredis.FakeRedis:
-    return fakeredis.FakeRedis()
 
 
 def _read(client: fakeredis.FakeRedis) -> ClusterStats:

@@ -47,10 +47,10 @@ def test_an_old_queued_job_with_no_message_gets_one(
     claimed = queued(store, age_s=120)
     store.transition(claimed.id, JobStatus.RUNNING, worker="w-1")
 
-    assert requeue_orphans(store, celery) == [orphan.id]
+    assert requeue_orphans(store, celery, [QUEUE]) == [orphan.id]
     assert messages(api_redis, QUEUE) == [orphan.id]
     # The queue has a message now: nothing more until it is taken.
-    assert requeue_orphans(store, celery) == []
+    assert requeue_orphans(store, celery, [QUEUE]) == []
     assert store.get(fresh.id).status is JobStatus.QUEUED
 
 
@@ -62,6 +62,6 @@ def test_a_queue_with_messages_waiting_is_left_alone(
     first, second = queued(store, age_s=300), queued(store, age_s=200)
     publish_job(celery, second.id, QUEUE)  # first's message is behind it, or gone: not knowable
 
-    assert requeue_orphans(store, celery) == []
+    assert requeue_orphans(store, celery, [QUEUE]) == []
     assert messages(api_redis, QUEUE) == [second.id]
     assert first.id not in messages(api_redis, QUEUE)

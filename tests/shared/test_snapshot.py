@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import fakeredis
-import pytest
 
 from shared.jobs import JobStatus, WebhookAttempt, utcnow
 from shared.snapshot import READ_SCRIPT, JobSnapshot, decode_snapshot, read_call
 from shared.store import JobStore
 from shared.webhooks import record_attempt
-from tests.shared.test_store import TTL_S, make_record
-
-
-@pytest.fixture
-def client() -> fakeredis.FakeRedis:
-    return fakeredis.FakeRedis()
-
-
-@pytest.fixture
-def store(client: fakeredis.FakeRedis) -> JobStore:
-    return JobStore(client, TTL_S)
+from tests.shared.conftest import TTL_S
+from tests.shared.test_store import make_record
 
 
 def read(client: fakeredis.FakeRedis, job_id: str) -> JobSnapshot | None:

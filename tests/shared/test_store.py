@@ -17,19 +17,9 @@ from shared.jobs import (
     utcnow,
 )
 from shared.store import JobStore, input_key, job_key
+from tests.shared.conftest import TTL_S
 
-TTL_S = 600
 TERMINAL = [JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED]
-
-
-@pytest.fixture
-def client() -> fakeredis.FakeRedis:
-    return fakeredis.FakeRedis()
-
-
-@pytest.fixture
-def store(client: fakeredis.FakeRedis) -> JobStore:
-    return JobStore(client, TTL_S)
 
 
 def make_record(**fields: object) -> JobRecord:

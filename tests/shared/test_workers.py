@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import fakeredis
-import pytest
 
 from shared.workers import WorkerInfo, claim_worker, read_worker, unique_name, write_worker
 from worker.heartbeat import Heartbeat
-
-
-@pytest.fixture
-def client() -> fakeredis.FakeRedis:
-    return fakeredis.FakeRedis()
 
 
 def test_unique_names_never_repeat_and_keep_celerys_host_placeholder() -> None:
