@@ -677,6 +677,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cpu-smoke", action="store_true", help="tiny configs on CPU: checks the wiring only"
     )
+    parser.add_argument(
+        "--worker",
+        action="store_true",
+        help="also run each model through a real darkroom worker (bench/gpu_worker.py)",
+    )
+    parser.add_argument("--worker-jobs", type=int, default=16, help="jobs per worker run")
+    parser.add_argument(
+        "--worker-memory",
+        default=None,
+        help="comma separated: default, offload, 8bit (default: all; --cpu-smoke: default)",
+    )
     return parser
 
 
@@ -725,6 +736,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += measure_model(spec, args, device)
     print()
     print(table(rows, args.markdown))
+    worker_rows = _worker_rows(models, args, device) if args.worker else []
     payload = {
         "started": started.isoformat(),
         "device": gpu,
@@ -734,13 +746,34 @@ def main(argv: list[str] | None = None) -> int:
         "peak_source": peak_source,
         "args": {k: v for k, v in vars(args).items()},
         "rows": [asdict(r) for r in rows],
+        "worker_rows": [asdict(r) for r in worker_rows],
     }
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     prefix = "gpu-smoke" if args.cpu_smoke else "gpu"
     path = RESULTS_DIR / f"{prefix}-{started:%Y%m%dT%H%M%S}.json"
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     print(f"\nwritten: {path}")
-    return 1 if any(r.error for r in rows) else 0
+    return 1 if any(r.error for r in [*rows, *worker_rows]) else 0
+
+
+def _worker_rows(models: list[str], args: argparse.Namespace, device: str) -> list[Any]:
+    # Run as a script, this file's folder is on sys.path, not the repository.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.gpu_worker import MEMORY_VARIANTS, measure_worker_rows, worker_table
+
+    default = "default" if args.cpu_smoke else ",".join(MEMORY_VARIANTS)
+    memory = [m for m in (args.worker_memory or default).split(",") if m]
+    for unknown in [m for m in memory if m not in MEMORY_VARIANTS]:
+        raise SystemExit(f"bench/gpu.py: unknown --worker-memory {unknown!r}")
+    rows = []
+    for key in models:
+        spec = SPECS[key]
+        steps = args.steps or spec.steps
+        print(f"{spec.name}: through a darkroom worker ({', '.join(memory)})", flush=True)
+        rows += measure_worker_rows(spec, device, args.size, steps, args.worker_jobs, memory)
+    print()
+    print(worker_table(rows))
+    return rows
 
 
 if __name__ == "__main__":

@@ -68,6 +68,8 @@ class Stack:
     redis_url: str = ""
     api_url: str = ""
     model_path: Path | None = None
+    # Set last on every child's environment (another registry, model or device).
+    env_overrides: dict[str, str] = field(default_factory=dict)
     children: list[Child] = field(default_factory=list)
     workers: list[Child] = field(default_factory=list)
     _worker_count: int = 0
@@ -125,6 +127,7 @@ class Stack:
             "TOKENIZERS_PARALLELISM": "false",
             "RATE_LIMIT_SUBMITS_PER_MINUTE": str(_UNLIMITED),
             "RATE_LIMIT_MAX_QUEUED": str(_UNLIMITED),
+            **self.env_overrides,
         }
 
     def redis(self) -> redis.Redis:

@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     )
     device: Literal["auto", "cuda", "cpu"] = "auto"
     torch_threads: int | None = Field(None, ge=1)
+    # process: the model lives in an engine process of the worker's own, so the
+    # next job is prepared and the last one recorded while the device computes
+    # (worker/engine.py); inline: everything in the Celery process.
+    worker_engine: Literal["process", "inline"] = "process"
 
     log_level: str = "INFO"
     # json: one JSON object a line (time, level, logger, message, job_id, model,

@@ -23,10 +23,11 @@ from shared.storage import storage_from_settings
 from shared.store import JobStore
 from shared.workers import ModelFailure, WorkerInfo
 from worker.batching import BatchPolicy, CompanionFinder
+from worker.engine import ProcessEngine
 from worker.finisher import Finisher
 from worker.heartbeat import Heartbeat
-from worker.loader import LoadFailure, load_first_available
-from worker.metrics import record_gpu_memory, start_counting
+from worker.loader import LoadedModel, LoadFailure, load_first_available
+from worker.metrics import record_gpu_memory, set_gpu_memory, start_counting
 from worker.prompts import PromptOptimizer
 from worker.runner import JobRunner
 from worker.stopping import TimeLimits
@@ -41,8 +42,14 @@ class WorkerContext:
     queues: list[str]
 
 
-def start_worker(name: str, settings: Settings) -> WorkerContext:
-    """Load this worker's model and start its heartbeat. Never raises for a model failure."""
+def start_worker(
+    name: str, settings: Settings, engine: ProcessEngine | None = None
+) -> WorkerContext:
+    """Load this worker's model and start its heartbeat. Never raises for a model failure.
+
+    `engine`: an engine process launched earlier (it loads while this process
+    starts up); one is made here if WORKER_ENGINE=process and none was given.
+    """
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     registry = registry_for(settings)
@@ -67,8 +74,14 @@ def start_worker(name: str, settings: Settings) -> WorkerContext:
     heartbeat.start()
     for job_id in reap_predecessor_jobs(store, celery, name, settings.job_max_attempts):
         log.warning("job %s was left running under this worker's name: handed back", job_id)
-    order = registry.load_order(settings.worker_model)
-    loaded, failures = load_first_available(registry, order, settings.device, settings.hf_cache_dir)
+    if settings.worker_engine == "process":
+        engine = engine or ProcessEngine(settings, name)
+        loaded, failures = engine.start()
+    else:
+        order = registry.load_order(settings.worker_model)
+        loaded, failures = load_first_available(
+            registry, order, settings.device, settings.hf_cache_dir
+        )
     failure_records = [ModelFailure(model=f.model, reason=f.reason) for f in failures]
     if loaded is None:
         log.critical(no_pipeline_message(failures))
@@ -91,8 +104,13 @@ def start_worker(name: str, settings: Settings) -> WorkerContext:
         time_limits=_time_limits(loaded.entry, settings),
         batching=_batching(loaded.entry, store, queues),
         finisher=Finisher(),
+        engine=engine,
+        queues=queues,
         on_start=lambda ids: heartbeat.update_soon(
             state="busy", current_job=ids[0], current_batch=ids if len(ids) > 1 else []
+        ),
+        on_idle=lambda: heartbeat.update_soon(
+            state="ready", current_job=None, current_batch=[], jobs_done=runner.jobs_done
         ),
     )
     # "ready" is announced by the worker_ready signal, once Celery consumes.
@@ -105,9 +123,16 @@ def start_worker(name: str, settings: Settings) -> WorkerContext:
     )
     set_process_context(model=loaded.name)
     start_counting(loaded.name)
-    record_gpu_memory(loaded.plan.device)
+    _record_gpu_memory(loaded, engine)
     log.info("worker %s ready: serving %s, consuming %s", name, loaded.name, ", ".join(queues))
     return WorkerContext(heartbeat=heartbeat, runner=runner, queues=queues)
+
+
+def _record_gpu_memory(loaded: LoadedModel, engine: ProcessEngine | None) -> None:
+    if engine is None:
+        record_gpu_memory(loaded.plan.device)
+    else:
+        set_gpu_memory(loaded.plan.device, engine.gpu_memory)
 
 
 def _time_limits(entry: ModelEntry, settings: Settings) -> TimeLimits:

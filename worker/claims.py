@@ -24,6 +24,11 @@ class Claimer:
 
     def claim(self, job_id: str) -> JobRecord | None:
         """The job, now running here; None when its message is not ours to run."""
+        current = self.queued(job_id)
+        return None if current is None else self.claim_queued(current)
+
+    def queued(self, job_id: str) -> JobRecord | None:
+        """The job's record if it waits to be run; None (and why, logged) if not."""
         current = failover.retrying(
             lambda: self.store.get_or_none(job_id), f"reading job {job_id} to claim it"
         )
@@ -35,7 +40,7 @@ class Claimer:
             # died and was replaced), canceled while queued, or finished.
             log.info("job %s is %s; dropping its message", job_id, current.status)
             return None
-        return self.claim_queued(current)
+        return current
 
     def claim_queued(self, current: JobRecord) -> JobRecord | None:
         """queued -> running for this worker; None if someone else moved it first."""

@@ -6,7 +6,6 @@ import functools
 import inspect
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,20 +15,10 @@ from shared.errors import GenerationError
 from shared.jobs import GenerationParams
 from worker.inpaint import keep_unmasked, load_mask
 from worker.loader import LoadedModel
+from worker.pipeline_call import Request, StepCallback
 from worker.samplers import sampler_in_use
 
-# Called after each denoising step with (steps done, steps in total). It may
-# raise to stop the generation (cancel, deadline); the exception propagates.
-StepCallback = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class Request:
-    """One job's share of a pipeline call."""
-
-    params: GenerationParams
-    init_image: bytes | None = None
-    mask: bytes | None = None  # inpainting: white repaints, black keeps
+__all__ = ["Request", "StepCallback", "encode_png", "generate", "generate_batch"]
 
 
 def generate(

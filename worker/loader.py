@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ from shared.errors import ModelLoadError
 from shared.registry import MemoryConfig, ModelEntry, Registry
 from worker.devices import DevicePlan, free_memory, plan_device
 from worker.memory import apply_memory_options, quantization_config
-from worker.metrics import MODEL_LOAD
+from worker.metrics import observe_model_load
 from worker.tiny import ensure_tiny_sd
 
 log = logging.getLogger(__name__)
@@ -134,16 +136,24 @@ def load_first_available(
     order: list[str],
     device: str = "auto",
     cache_dir: Path | None = None,
+    timed: Callable[[str, float], None] = observe_model_load,
 ) -> tuple[LoadedModel | None, list[LoadFailure]]:
-    """Try each model in `order`; return the first that loads and every failure before it."""
+    """Try each model in `order`; return the first that loads and every failure before it.
+
+    `timed` is told how long each attempt took (the engine process sends them to
+    the worker, whose metrics are the ones scraped).
+    """
     failures: list[LoadFailure] = []
     for name in order:
         log.info("loading model %s (%s)", name, registry.models[name].id)
+        started = time.perf_counter()
         try:
-            with MODEL_LOAD.labels(name).time():
+            try:
                 loaded = load_model(
                     name, registry.models[name], registry.runtime.memory, device, cache_dir
                 )
+            finally:
+                timed(name, time.perf_counter() - started)
         except Exception as exc:  # noqa: BLE001 -- any failure moves on down the chain, cause logged
             reason = describe_failure(exc, registry.models[name])
             log.error("model %s failed to load: %s", name, reason)

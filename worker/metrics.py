@@ -75,6 +75,10 @@ GPU_MEMORY = Gauge(
 )
 
 
+def observe_model_load(model: str, seconds: float) -> None:
+    MODEL_LOAD.labels(model).observe(seconds)
+
+
 def in_pool_child() -> bool:
     """Whether a pool parent serves this process's metrics (it set the directory)."""
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
@@ -89,16 +93,30 @@ def start_counting(model: str) -> None:
 
 def record_gpu_memory(device: str, cuda: Any | None = None) -> None:
     """Set the GPU memory gauges from torch.cuda (`cuda`: a stand-in in tests)."""
-    if not device.startswith("cuda"):
-        return
+    if device.startswith("cuda"):
+        set_gpu_memory(device, gpu_memory_stats(cuda))
+
+
+def gpu_memory_stats(cuda: Any | None = None) -> dict[str, int]:
+    """This process's CUDA memory: allocated, reserved and peak allocated bytes."""
     if cuda is None:
         import torch
 
         cuda = torch.cuda
+    return {
+        "allocated": cuda.memory_allocated(),
+        "reserved": cuda.memory_reserved(),
+        "peak": cuda.max_memory_allocated(),
+    }
+
+
+def set_gpu_memory(device: str, stats: dict[str, int] | None) -> None:
+    """Set the GPU memory gauges of `device` (stats measured where the model is)."""
+    if not stats:
+        return
     label = physical_device(device)
-    GPU_MEMORY.labels(label, "allocated").set(cuda.memory_allocated())
-    GPU_MEMORY.labels(label, "reserved").set(cuda.memory_reserved())
-    GPU_MEMORY.labels(label, "peak").set(cuda.max_memory_allocated())
+    for kind, value in stats.items():
+        GPU_MEMORY.labels(label, kind).set(value)
 
 
 def physical_device(device: str) -> str:

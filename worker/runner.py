@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import redis
 from PIL import Image
 
 from shared.jobs import GenerationParams, JobRecord, JobStatus
@@ -24,17 +26,31 @@ from worker import failover, inference
 from worker.batching import CompanionFinder, may_lead
 from worker.claims import Claimer
 from worker.devices import free_memory
+from worker.engine import Call, InlineEngine, ProcessEngine
 from worker.finisher import Finisher, Stopwatch
 from worker.loader import LoadedModel
-from worker.metrics import BATCH_SIZE, INFERENCE, WORKER_BUSY, record_gpu_memory
+from worker.metrics import BATCH_SIZE, INFERENCE, WORKER_BUSY, record_gpu_memory, set_gpu_memory
 from worker.outcomes import Outcomes, is_out_of_memory
+from worker.overtaking import overtaker
 from worker.prompts import PromptOptimizer, optimized_batch_params, optimized_params
-from worker.stopping import BatchMonitor, JobStopped, StepMonitor, TimeLimits, hard_limit
+from worker.stopping import (
+    BatchMonitor,
+    JobHandedBack,
+    JobStopped,
+    StepMonitor,
+    TimeLimits,
+    hard_limit,
+    start_hard_limit,
+)
 
 log = logging.getLogger(__name__)
 
 BatchImages = list[list[Image.Image]]
 T = TypeVar("T")
+
+# How often a job prepared ahead looks for a higher-priority job while it waits
+# for the device (one small Redis pipeline each time).
+OVERTAKE_POLL_S = 0.05
 
 
 @dataclass
@@ -54,29 +70,54 @@ class JobRunner:
     # Records successes on a thread of its own while the next job runs (the Celery
     # worker has one); without it they are recorded before run() returns.
     finisher: Finisher | None = None
+    # Where pipeline calls run: this process (the default), or the worker's engine
+    # process, which lets the next job be prepared while one denoises.
+    engine: InlineEngine | ProcessEngine | None = None
+    # Told once no job is left running or being recorded here.
+    on_idle: Callable[[], None] | None = None
+    # The queues this worker consumes: where a higher-priority job would wait.
+    queues: list[str] = field(default_factory=list)
     _last_call_s: float | None = field(default=None, init=False, repr=False)
     claims: Claimer = field(init=False, repr=False)
     outcomes: Outcomes = field(init=False, repr=False)
+    _active: int = field(default=0, init=False, repr=False)
+    _active_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _handing_back: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.claims = Claimer(self.store, self.model.name, self.worker_name)
         self.outcomes = Outcomes(self.store, self.storage, self.model.name)
+        if self.engine is None:
+            self.engine = InlineEngine(self.model)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a job claimed here is still running or being recorded."""
+        return self._active > 0
 
     def run(self, job_id: str) -> JobStatus | None:
         """Run a job (and any companions batched with it) to a terminal status.
 
         Returns the job's status; None when it was not ours to run. With a
-        finisher, a job whose images are still being stored is RUNNING.
+        finisher, a job whose images are still being stored is RUNNING; with an
+        engine process, so is a job still denoising. Raises JobHandedBack when
+        the worker stops before the job it prepared could start.
         """
+        if isinstance(self.engine, ProcessEngine):
+            return self._run_on_process(job_id, self.engine)
         leader = self.claims.claim(job_id)
-        if leader is None:
-            return None
+        return None if leader is None else self._run_claimed(leader)
+
+    def hand_back(self) -> None:
+        """Start no job prepared ahead from now on (the worker is stopping)."""
+        self._handing_back = True
+
+    def _run_claimed(self, leader: JobRecord) -> JobStatus:
+        """Run a claimed job, with companions when its model batches, to the end."""
         batch = [leader]
         if self.batching is not None and may_lead(leader, self.batching.policy):
             batch += self.batching.gather(leader, self.claims.claim_queued)
-        if self.on_start is not None:
-            self.on_start([r.id for r in batch])
-        WORKER_BUSY.set(1)
+        self._started([r.id for r in batch])
         try:
             with log_context(job_id=leader.id):
                 if len(batch) == 1:
@@ -84,10 +125,147 @@ class JobRunner:
                 else:
                     statuses = self._run_batch(batch)
         finally:
-            WORKER_BUSY.set(0)
-            record_gpu_memory(self.model.plan.device)
-        self.jobs_done += len(batch)
+            if isinstance(self.engine, ProcessEngine):
+                # Measured there: asking torch.cuda here would make a CUDA context for nothing.
+                set_gpu_memory(self.model.plan.device, self.engine.gpu_memory)
+            else:
+                record_gpu_memory(self.model.plan.device)
+            self._finished(len(batch))
         return statuses[leader.id]
+
+    def _run_on_process(self, job_id: str, engine: ProcessEngine) -> JobStatus | None:
+        current = self.claims.queued(job_id)
+        if current is None:
+            return None
+        if self.batching is not None and may_lead(current, self.batching.policy):
+            # A batch gathers its companions once the device is free: every job
+            # queued by then can join it.
+            engine.wait_idle()
+            leader = self.claims.claim(job_id)
+            return None if leader is None else self._run_claimed(leader)
+        with log_context(job_id=job_id):
+            return self._run_ahead(current, engine)
+
+    def _run_ahead(self, record: JobRecord, engine: ProcessEngine) -> JobStatus | None:
+        """Prepare a job while the device still runs the one before it; claim it the
+        moment the engine starts it; leave its outcome to the finisher.
+
+        Until then the job stays queued (its queue position, its cancel and a
+        higher-priority job overtaking it all work as for any waiting job) and
+        its message unacknowledged, so a worker dying here loses nothing.
+        """
+        try:
+            request = self._prepare(record)
+        except Exception as exc:  # noqa: BLE001 -- a job's failure is data
+            return self._fail_unprepared(record, exc)
+        call = self._start(request, record, engine)
+        running: JobRecord | None = None
+        try:
+            running = self.claims.claim(record.id)
+        finally:
+            if running is None:
+                # Canceled or taken while it waited (or Redis stayed away): its
+                # images are not wanted.
+                engine.stop(call)
+        if running is None:
+            return None
+        started = time.monotonic()
+        self._started([running.id])
+        BATCH_SIZE.labels(self.model.name).observe(1)
+        # Cancels are checked by the engine, between two steps; the monitor writes
+        # progress and watches the deadline and time limit.
+        call.on_step = StepMonitor(self.store, running, self.time_limits.soft_s, check_cancel=False)
+        watchdog = start_hard_limit(running.id, self.time_limits.hard_s)
+
+        def record_outcome() -> None:
+            try:
+                self._record_call(running, call, started)
+            finally:
+                watchdog.cancel()
+                self._finished(1)
+
+        if self.finisher is None:
+            record_outcome()
+        else:
+            self.finisher.submit(running.id, record_outcome)
+        return JobStatus.RUNNING
+
+    def _fail_unprepared(self, record: JobRecord, exc: Exception) -> JobStatus | None:
+        """Record the failure of a job whose inputs could not be prepared."""
+        running = self.claims.claim(record.id)
+        if running is None:
+            return None
+        self._started([running.id])
+        try:
+            return self.outcomes.fail(running, exc)
+        finally:
+            self._finished(1)
+
+    def _prepare(self, record: JobRecord) -> inference.Request:
+        params = self._optimize_prompt(record)
+        return inference.Request(params, self._init_image(record), self._mask(record))
+
+    def _start(self, request: inference.Request, record: JobRecord, engine: ProcessEngine) -> Call:
+        """Submit the job's call; return it once the engine started it."""
+        while True:
+            call = engine.submit([request], cancel_ids=(record.id,))
+            if self._wait_for_device(call, record, engine):
+                return call
+
+    def _wait_for_device(self, call: Call, record: JobRecord, engine: ProcessEngine) -> bool:
+        """True once `call` started. While it waits, a higher-priority job that shows
+        up takes its place and runs first (False: submit again); a stopping worker
+        hands the job back."""
+        while not call.started.wait(OVERTAKE_POLL_S):
+            first = None if self._handing_back else self._overtaker(record)
+            if first is None and not self._handing_back:
+                continue
+            if not engine.withdraw(call):
+                call.started.wait()  # it started meanwhile: its event is on the way
+                return True
+            if first is None:
+                raise JobHandedBack(record.id)
+            log.info("job %s lets %s (priority %s) go first", record.id, first.id, first.priority)
+            self._run_ahead(first, engine)
+            return False
+        return True
+
+    def _overtaker(self, record: JobRecord) -> JobRecord | None:
+        # Best effort: with Redis away for a moment (a failover) the job keeps its turn.
+        try:
+            return overtaker(self.store, self.queues, record)
+        except redis.RedisError:
+            return None
+
+    def _record_call(self, record: JobRecord, call: Call, started: float) -> JobStatus:
+        """The outcome of a job's call on the engine process, recorded."""
+        try:
+            images = call.result()
+        except JobStopped as stop:
+            return self.outcomes.stop(record, stop)
+        except Exception as exc:  # noqa: BLE001 -- a job's failure is data
+            return self.outcomes.fail(record, exc)
+        finally:
+            if call.seconds is not None:
+                INFERENCE.labels(self.model.name).observe(call.seconds)
+            set_gpu_memory(self.model.plan.device, call.gpu_memory)
+        return self.outcomes.succeed(record, images[0], started, 1, call.seconds)
+
+    def _started(self, job_ids: list[str]) -> None:
+        with self._active_lock:
+            self._active += len(job_ids)
+            WORKER_BUSY.set(1)
+            if self.on_start is not None:
+                self.on_start(job_ids)
+
+    def _finished(self, jobs: int) -> None:
+        with self._active_lock:
+            self.jobs_done += jobs
+            self._active -= jobs
+            if self._active == 0:
+                WORKER_BUSY.set(0)
+                if self.on_idle is not None:
+                    self.on_idle()
 
     def _run_alone(self, record: JobRecord, params: GenerationParams | None = None) -> JobStatus:
         """Run one job; `params` when its prompt was already optimised (a failed batch)."""
@@ -97,13 +275,12 @@ class JobRunner:
                 job_params = params or self._optimize_prompt(record)
                 init_image = self._init_image(record)
                 mask = self._mask(record)
+                request = inference.Request(job_params, init_image, mask)
                 with self._pipeline_call(1) as call:
-                    images = inference.generate(
-                        self.model,
-                        job_params,
-                        init_image,
-                        on_step=StepMonitor(self.store, record, self.time_limits.soft_s),
-                        mask=mask,
+                    (images,) = self._generate(
+                        [request],
+                        StepMonitor(self.store, record, self.time_limits.soft_s),
+                        cancel_ids=(record.id,),
                     )
             except JobStopped as stop:
                 return self.outcomes.stop(record, stop)
@@ -126,6 +303,21 @@ class JobRunner:
         """Wait until every handed-over success is recorded (the worker is stopping)."""
         if self.finisher is not None:
             self.finisher.drain()
+
+    def close(self) -> None:
+        """Record what is left, then stop the engine (the worker is exiting)."""
+        self.drain()
+        if self.engine is not None:
+            self.engine.close()
+
+    def _generate(
+        self,
+        requests: list[inference.Request],
+        on_step: inference.StepCallback,
+        cancel_ids: tuple[str, ...] = (),
+    ) -> BatchImages:
+        assert self.engine is not None  # set in __post_init__
+        return self.engine.generate_batch(requests, on_step, cancel_ids)
 
     def _run_batch(self, batch: list[JobRecord]) -> dict[str, JobStatus]:
         started = time.monotonic()
@@ -172,7 +364,7 @@ class JobRunner:
                 params.update(zip(ids, self._optimize_prompts(batch), strict=True))
                 requests = [inference.Request(params[r.id], self._init_image(r)) for r in batch]
                 with self._pipeline_call(len(batch)):
-                    return inference.generate_batch(self.model, requests, on_step=monitor)
+                    return self._generate(requests, monitor)
             except JobStopped:
                 raise
             except Exception as exc:  # noqa: BLE001 -- any failure: the jobs are run alone

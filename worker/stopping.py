@@ -38,6 +38,11 @@ class JobStopped(Exception):
         self.status = status
 
 
+class JobHandedBack(Exception):
+    """A job prepared ahead of the device was not started (the worker is stopping):
+    its message goes back to the queue, the job stays queued."""
+
+
 @dataclass(frozen=True)
 class TimeLimits:
     """Soft: the job fails at its next step. Hard: the worker exits (a step that never
@@ -56,8 +61,10 @@ class StepMonitor:
         record: JobRecord,
         soft_limit_s: float = float("inf"),
         interval_s: float = PROGRESS_WRITE_INTERVAL_S,
+        check_cancel: bool = True,
     ):
         self.store = store
+        self.check_cancel = check_cancel
         self.record = record
         self.soft_limit_s = soft_limit_s
         self.interval_s = interval_s
@@ -67,7 +74,7 @@ class StepMonitor:
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
-        self._check(now)
+        self._check(now, done, total)
         # The final step is written by the success transition, with the images.
         if done >= total or now - self._last_write < self.interval_s:
             return
@@ -86,12 +93,13 @@ class StepMonitor:
                 self._warned = True
                 log.warning("job %s: Redis unreachable (%s); %s", self.record.id, exc, consequence)
 
-    def _check(self, now: float) -> None:
+    def _check(self, now: float, done: int, total: int) -> None:
         """Raise JobStopped if the job must not take another step."""
         # One EXISTS per step (~0.1 ms): a cancel takes effect within one step.
         canceled = False
-        with self._redis_may_be_away("cancel requests not seen"):
-            canceled = cancel_requested(self.store.redis, self.record.id)
+        if self.check_cancel or done >= total:
+            with self._redis_may_be_away("cancel requests not seen"):
+                canceled = cancel_requested(self.store.redis, self.record.id)
         if canceled:
             raise JobStopped(None)
         if self.record.past_deadline():
@@ -140,13 +148,19 @@ class BatchMonitor:
 @contextmanager
 def hard_limit(label: str, limit_s: float) -> Iterator[None]:
     """End the worker process if the block runs longer than `limit_s` (`label` names the jobs)."""
-    watchdog = threading.Timer(limit_s, _hard_limit_exit, (label, limit_s))
-    watchdog.daemon = True
-    watchdog.start()
+    watchdog = start_hard_limit(label, limit_s)
     try:
         yield
     finally:
         watchdog.cancel()
+
+
+def start_hard_limit(label: str, limit_s: float) -> threading.Timer:
+    """End the worker process in `limit_s` unless the returned timer is canceled first."""
+    watchdog = threading.Timer(limit_s, _hard_limit_exit, (label, limit_s))
+    watchdog.daemon = True
+    watchdog.start()
+    return watchdog
 
 
 def _hard_limit_exit(job_ids: str, limit_s: float) -> None:

@@ -19,11 +19,14 @@ from shared.workers import worker_key
 from tests.e2e.helpers import submit, wait_for
 from tests.support.pipelines import steps_key
 from tests.support.processes import (
+    ChildProcess,
     WorkerProcess,
+    children_of,
     spawn_darkroom_worker,
     start_darkroom_worker,
     start_worker,
 )
+from worker.engine import ENGINE_LOST_EXIT_CODE
 
 RELIABILITY_DB = 10
 # A database no API (and so no API reaper) uses: see the restart test.
@@ -117,8 +120,10 @@ def test_sigkilled_worker_job_runs_again_elsewhere(client: TestClient, workers) 
 
     running = _wait_running(client, victim_job["id"])
     victim = started[running["worker"]]
-    victim.proc.send_signal(signal.SIGKILL)  # the whole worker: solo pool, one process
+    engine = engine_process_of(victim)
+    victim.proc.send_signal(signal.SIGKILL)  # the Celery process: its engine goes with it
     victim.proc.wait()
+    engine.wait(timeout=10)  # ended by the kernel: no orphan holding the model
 
     done = wait_for(client, victim_job["id"], timeout_s=60)
     assert done["status"] == "succeeded", done
@@ -127,6 +132,30 @@ def test_sigkilled_worker_job_runs_again_elsewhere(client: TestClient, workers) 
     assert done["images"]
     for job in others:
         assert wait_for(client, job["id"], timeout_s=60)["status"] == "succeeded"
+
+
+def test_a_dead_engine_takes_its_worker_down_and_the_job_runs_elsewhere(
+    client: TestClient,
+    workers,  # type: ignore[no-untyped-def]
+) -> None:
+    first = workers("g@reliability")
+    job = submit(client, prompt="slow engine victim", model="tiny-flaky", steps=10)
+    assert _wait_running(client, job["id"])["worker"] == first.name
+
+    engine_process_of(first).kill()
+
+    assert first.proc.wait(timeout=30) == ENGINE_LOST_EXIT_CODE
+    second = workers("h@reliability")
+    done = wait_for(client, job["id"], timeout_s=60)
+    assert done["status"] == "succeeded", done
+    assert done["attempts"] == 2
+    assert done["worker"] == second.name
+
+
+def engine_process_of(worker: WorkerProcess) -> ChildProcess:
+    """The engine process a worker started (not multiprocessing's resource tracker)."""
+    (engine,) = [c for c in children_of(worker.proc.pid) if "spawn_main" in c.cmdline]
+    return engine
 
 
 def test_poison_job_fails_after_the_attempt_limit(client: TestClient, workers) -> None:  # type: ignore[no-untyped-def]

@@ -16,6 +16,7 @@ import redis
 
 from darkroom import commands
 from shared.workers import live_workers, worker_key
+from tests.support.polling import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -152,3 +153,38 @@ def start_api(env: dict[str, str], log_path: Path, port: int) -> ApiProcess:
         time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"the API did not answer in time:\n{log_path.read_text()}")
+
+
+@dataclass(frozen=True)
+class ChildProcess:
+    """A process this test did not start itself (a worker's engine), seen through /proc."""
+
+    pid: int
+    cmdline: str
+
+    def alive(self) -> bool:
+        try:
+            state = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        return state != "Z"  # a zombie has ended; its parent has not reaped it yet
+
+    def kill(self) -> None:
+        os.kill(self.pid, signal.SIGKILL)
+
+    def wait(self, timeout: float) -> None:
+        wait_until(lambda: not self.alive(), timeout_s=timeout, interval_s=0.05)
+
+
+def children_of(pid: int) -> list[ChildProcess]:
+    """The live child processes of `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(ChildProcess(int(stat.parent.name), cmdline))
+    return found

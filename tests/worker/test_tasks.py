@@ -42,8 +42,18 @@ class StandInRunner:
         if self.fails:
             raise RuntimeError("the runner broke")
 
+    @property
+    def busy(self) -> bool:
+        return False  # every job is recorded before run() returns
+
+    def hand_back(self) -> None:
+        """Nothing is prepared ahead."""
+
     def drain(self) -> None:
         """Nothing is handed over: every job is recorded before run() returns."""
+
+    def close(self) -> None:
+        """Nothing to stop."""
 
 
 @pytest.fixture

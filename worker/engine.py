@@ -1,0 +1,266 @@
+"""Where pipeline calls run: in this process (InlineEngine) or in an engine process
+of their own (ProcessEngine, the Celery worker's), fed one call ahead.
+
+The process engine takes a call (`submit`) while the one before it still runs,
+starts it the moment the device is free and reports it through a `Call`: when
+it started, each step, its images or its error. Until it starts, a submitted
+call can be withdrawn, which is what lets the worker prepare the next job
+before the device is free without claiming it early (see worker.runner).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import multiprocessing
+import os
+import sys
+import threading
+import types
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from shared.settings import Settings
+from worker import engine_process
+from worker.engine_process import Control, Work
+from worker.metrics import observe_model_load
+from worker.pipeline_call import Request, StepCallback
+from worker.stopping import JobStopped
+
+if TYPE_CHECKING:  # torch and diffusers: the engine process's, not needed to launch it
+    from PIL import Image
+
+    from worker.loader import LoadedModel, LoadFailure
+
+log = logging.getLogger(__name__)
+
+# The worker's exit status when its engine process died (EX_OSERR): the jobs it
+# held are in the running index under this worker, and the reaper hands them back.
+ENGINE_LOST_EXIT_CODE = 71
+
+BatchImages = list[list["Image.Image"]]
+
+
+@contextlib.contextmanager
+def _no_main_module() -> Iterator[None]:
+    """Start the engine without the program that started the worker: the spawn
+    method imports the parent's __main__ in the child, which needs none of it
+    (a script without a __main__ guard would run again there)."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
+class InlineEngine:
+    """Pipeline calls in the calling thread, on a model loaded in this process."""
+
+    pipelined = False
+
+    def __init__(self, model: LoadedModel):
+        self.model = model
+
+    def generate_batch(
+        self,
+        requests: list[Request],
+        on_step: StepCallback | None = None,
+        cancel_ids: tuple[str, ...] = (),
+    ) -> BatchImages:
+        from worker import inference
+
+        # `cancel_ids` is for the engine process; here `on_step` checks cancels itself.
+        return inference.generate_batch(self.model, requests, on_step)
+
+    def close(self) -> None:
+        """Nothing to stop: the model goes with the process."""
+
+
+class Call:
+    """One pipeline call submitted to the engine process, followed from this side."""
+
+    def __init__(self, seq: int, on_step: StepCallback | None):
+        self.seq = seq
+        self.on_step = on_step
+        self.started = threading.Event()
+        self.finished = threading.Event()
+        self.images: BatchImages | None = None
+        self.error: Exception | None = None
+        self.seconds: float | None = None
+        self.gpu_memory: dict[str, int] | None = None
+        # Set when on_step raised JobStopped: the call ends with it, images or not
+        # (a cancel seen at the last step cancels the job, as it does inline).
+        self.stop_reason: JobStopped | None = None
+
+    def result(self) -> BatchImages:
+        """Wait for the call's images; raises JobStopped or the call's error."""
+        self.finished.wait()
+        if self.stop_reason is not None:
+            raise self.stop_reason
+        if self.error is not None:
+            raise self.error
+        if self.images is None:  # stopped by the worker (a claim lost), not by a monitor
+            raise JobStopped(None)
+        return self.images
+
+
+class ProcessEngine:
+    """The worker's side of worker.engine_process: submits calls, reads what comes back."""
+
+    pipelined = True
+
+    def __init__(self, settings: Settings, worker_name: str):
+        context = multiprocessing.get_context("spawn")  # CUDA does not survive a fork
+        self._requests: Any = context.Queue()
+        self._events, child_events = context.Pipe(duplex=False)
+        self._control = Control(
+            lock=context.Lock(),
+            started=context.RawValue("q", 0),
+            withdrawn=context.RawValue("q", 0),
+            stop=context.RawValue("q", 0),
+        )
+        self._process = context.Process(
+            target=engine_process.main,
+            args=(settings, worker_name, self._requests, child_events, self._control),
+            name="darkroom-engine",
+            daemon=True,
+        )
+        self._child_events = child_events
+        self._seqs = itertools.count(1)
+        self._calls: dict[int, Call] = {}
+        self._idle = threading.Condition()
+        self._closing = False
+        self.gpu_memory: dict[str, int] | None = None
+
+    def launch(self) -> None:
+        """Start the engine process; it loads the model meanwhile (see start())."""
+        if self._process.pid is not None:
+            return
+        with _no_main_module():
+            self._process.start()
+        self._child_events.close()  # the child's end: EOF here once the child is gone
+
+    def start(self) -> tuple[LoadedModel | None, list[LoadFailure]]:
+        """Launch the engine process if not yet, and wait for its model: (the model
+        without its pipelines, or None if none loaded; the models that failed)."""
+        self.launch()
+        try:
+            kind, model, failures, load_times, memory = self._events.recv()
+        except (EOFError, OSError):
+            raise SystemExit(
+                f"darkroom worker: the engine process died while loading the model "
+                f"(exit code {self._process.exitcode})"
+            ) from None
+        assert kind == "loaded", kind
+        for name, seconds in load_times:
+            observe_model_load(name, seconds)
+        self.gpu_memory = memory
+        if model is not None:
+            threading.Thread(target=self._read, name="engine-events", daemon=True).start()
+        return model, failures
+
+    def submit(
+        self,
+        requests: list[Request],
+        on_step: StepCallback | None = None,
+        cancel_ids: tuple[str, ...] = (),
+    ) -> Call:
+        """Queue one pipeline call; it starts once the calls before it ended. It stops
+        after any step at which every job of `cancel_ids` is canceled."""
+        call = Call(next(self._seqs), on_step)
+        with self._idle:
+            self._calls[call.seq] = call
+        self._requests.put(Work(call.seq, requests, cancel_ids))
+        return call
+
+    def withdraw(self, call: Call) -> bool:
+        """Take back a call that has not started: True if it never will."""
+        with self._control.lock:
+            if self._control.started.value >= call.seq:
+                return False
+            self._control.withdrawn.value = call.seq
+        self._forget(call)
+        call.finished.set()
+        return True
+
+    def stop(self, call: Call) -> None:
+        """Stop `call` at its next step (it ends with no images)."""
+        self._control.stop.value = call.seq
+
+    def generate_batch(
+        self,
+        requests: list[Request],
+        on_step: StepCallback | None = None,
+        cancel_ids: tuple[str, ...] = (),
+    ) -> BatchImages:
+        return self.submit(requests, on_step, cancel_ids).result()
+
+    def wait_idle(self) -> None:
+        """Return once no submitted call is left to run or finish."""
+        with self._idle:
+            self._idle.wait_for(lambda: not self._calls)
+
+    def close(self) -> None:
+        """Let the engine process end once the calls submitted so far are done."""
+        self._closing = True
+        self._requests.put(None)
+        self._process.join(timeout=30)
+        if self._process.is_alive():
+            self._process.kill()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                event = self._events.recv()
+            except (EOFError, OSError):
+                self._lost()
+                return
+            call = self._calls.get(event[1])
+            if call is not None:
+                self._dispatch(call, event)
+
+    def _dispatch(self, call: Call, event: tuple[Any, ...]) -> None:
+        kind = event[0]
+        if kind == "started":
+            call.started.set()
+        elif kind == "step":
+            self._step(call, event[2], event[3])
+        else:
+            call.seconds = event[-1] if kind != "done" else event[3]
+            if kind == "done":
+                call.images, call.gpu_memory = event[2], event[4]
+                self.gpu_memory = event[4] or self.gpu_memory
+            elif kind == "failed":
+                call.error = event[2]
+            self._forget(call)
+            call.finished.set()
+
+    def _step(self, call: Call, done: int, total: int) -> None:
+        if call.on_step is None or call.stop_reason is not None:
+            return
+        try:
+            call.on_step(done, total)
+        except JobStopped as stop:
+            call.stop_reason = stop
+            self.stop(call)
+        except Exception:
+            log.exception("the step callback of call %d failed", call.seq)
+
+    def _forget(self, call: Call) -> None:
+        with self._idle:
+            self._calls.pop(call.seq, None)
+            self._idle.notify_all()
+
+    def _lost(self) -> None:
+        if self._closing:
+            return
+        self._process.join(timeout=5)
+        log.critical(
+            "the engine process died (exit code %s): exiting the worker; "
+            "the reaper hands its jobs to another worker",
+            self._process.exitcode,
+        )
+        logging.shutdown()
+        os._exit(ENGINE_LOST_EXIT_CODE)
