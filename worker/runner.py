@@ -1,7 +1,9 @@
 """Run a job (or a batch of them): claim, generate, record the outcome.
 
-Leaves Celery to tasks.py, torch to inference.py, claiming to claims.py, when
-to stop to stopping.py and recording how a job ended to outcomes.py. A failed
+Leaves Celery to tasks.py, where pipeline calls run to engine.py, torch to
+inference.py, claiming to claims.py, when to stop to stopping.py and recording
+how a job ended to outcomes.py. On an engine process a job that runs alone
+goes through ahead.py (prepared while the job before it denoises). A failed
 job is data (status failed, error type and message), never a crashed worker.
 """
 
@@ -15,7 +17,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-import redis
 from PIL import Image
 
 from shared.jobs import GenerationParams, JobRecord, JobStatus
@@ -23,34 +24,28 @@ from shared.logs import log_context
 from shared.storage import Storage
 from shared.store import JobStore
 from worker import failover, inference
+from worker.ahead import AheadRunner
 from worker.batching import CompanionFinder, may_lead
 from worker.claims import Claimer
 from worker.devices import free_memory
-from worker.engine import Call, InlineEngine, ProcessEngine
+from worker.engine import InlineEngine, ProcessEngine
 from worker.finisher import Finisher, Stopwatch
 from worker.loader import LoadedModel
 from worker.metrics import BATCH_SIZE, INFERENCE, WORKER_BUSY, record_gpu_memory, set_gpu_memory
 from worker.outcomes import Outcomes, is_out_of_memory
-from worker.overtaking import overtaker
 from worker.prompts import PromptOptimizer, optimized_batch_params, optimized_params
 from worker.stopping import (
     BatchMonitor,
-    JobHandedBack,
     JobStopped,
     StepMonitor,
     TimeLimits,
     hard_limit,
-    start_hard_limit,
 )
 
 log = logging.getLogger(__name__)
 
 BatchImages = list[list[Image.Image]]
 T = TypeVar("T")
-
-# How often a job prepared ahead looks for a higher-priority job while it waits
-# for the device (one small Redis pipeline each time).
-OVERTAKE_POLL_S = 0.05
 
 
 @dataclass
@@ -82,7 +77,7 @@ class JobRunner:
     outcomes: Outcomes = field(init=False, repr=False)
     _active: int = field(default=0, init=False, repr=False)
     _active_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    _handing_back: bool = field(default=False, init=False, repr=False)
+    handing_back: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.claims = Claimer(self.store, self.model.name, self.worker_name)
@@ -110,14 +105,14 @@ class JobRunner:
 
     def hand_back(self) -> None:
         """Start no job prepared ahead from now on (the worker is stopping)."""
-        self._handing_back = True
+        self.handing_back = True
 
     def _run_claimed(self, leader: JobRecord) -> JobStatus:
         """Run a claimed job, with companions when its model batches, to the end."""
         batch = [leader]
         if self.batching is not None and may_lead(leader, self.batching.policy):
             batch += self.batching.gather(leader, self.claims.claim_queued)
-        self._started([r.id for r in batch])
+        self.mark_started([r.id for r in batch])
         try:
             with log_context(job_id=leader.id):
                 if len(batch) == 1:
@@ -130,7 +125,7 @@ class JobRunner:
                 set_gpu_memory(self.model.plan.device, self.engine.gpu_memory)
             else:
                 record_gpu_memory(self.model.plan.device)
-            self._finished(len(batch))
+            self.mark_finished(len(batch))
         return statuses[leader.id]
 
     def _run_on_process(self, job_id: str, engine: ProcessEngine) -> JobStatus | None:
@@ -144,121 +139,23 @@ class JobRunner:
             leader = self.claims.claim(job_id)
             return None if leader is None else self._run_claimed(leader)
         with log_context(job_id=job_id):
-            return self._run_ahead(current, engine)
+            return AheadRunner(self, engine).run(current)
 
-    def _run_ahead(self, record: JobRecord, engine: ProcessEngine) -> JobStatus | None:
-        """Prepare a job while the device still runs the one before it; claim it the
-        moment the engine starts it; leave its outcome to the finisher.
-
-        Until then the job stays queued (its queue position, its cancel and a
-        higher-priority job overtaking it all work as for any waiting job) and
-        its message unacknowledged, so a worker dying here loses nothing.
-        """
-        try:
-            request = self._prepare(record)
-        except Exception as exc:  # noqa: BLE001 -- a job's failure is data
-            return self._fail_unprepared(record, exc)
-        call = self._start(request, record, engine)
-        running: JobRecord | None = None
-        try:
-            running = self.claims.claim(record.id)
-        finally:
-            if running is None:
-                # Canceled or taken while it waited (or Redis stayed away): its
-                # images are not wanted.
-                engine.stop(call)
-        if running is None:
-            return None
-        started = time.monotonic()
-        self._started([running.id])
-        BATCH_SIZE.labels(self.model.name).observe(1)
-        # Cancels are checked by the engine, between two steps; the monitor writes
-        # progress and watches the deadline and time limit.
-        call.on_step = StepMonitor(self.store, running, self.time_limits.soft_s, check_cancel=False)
-        watchdog = start_hard_limit(running.id, self.time_limits.hard_s)
-
-        def record_outcome() -> None:
-            try:
-                self._record_call(running, call, started)
-            finally:
-                watchdog.cancel()
-                self._finished(1)
-
-        if self.finisher is None:
-            record_outcome()
-        else:
-            self.finisher.submit(running.id, record_outcome)
-        return JobStatus.RUNNING
-
-    def _fail_unprepared(self, record: JobRecord, exc: Exception) -> JobStatus | None:
-        """Record the failure of a job whose inputs could not be prepared."""
-        running = self.claims.claim(record.id)
-        if running is None:
-            return None
-        self._started([running.id])
-        try:
-            return self.outcomes.fail(running, exc)
-        finally:
-            self._finished(1)
-
-    def _prepare(self, record: JobRecord) -> inference.Request:
+    def prepare(self, record: JobRecord) -> inference.Request:
+        """A job's share of a pipeline call: its (optimised) prompt, its inputs."""
         params = self._optimize_prompt(record)
         return inference.Request(params, self._init_image(record), self._mask(record))
 
-    def _start(self, request: inference.Request, record: JobRecord, engine: ProcessEngine) -> Call:
-        """Submit the job's call; return it once the engine started it."""
-        while True:
-            call = engine.submit([request], cancel_ids=(record.id,))
-            if self._wait_for_device(call, record, engine):
-                return call
-
-    def _wait_for_device(self, call: Call, record: JobRecord, engine: ProcessEngine) -> bool:
-        """True once `call` started. While it waits, a higher-priority job that shows
-        up takes its place and runs first (False: submit again); a stopping worker
-        hands the job back."""
-        while not call.started.wait(OVERTAKE_POLL_S):
-            first = None if self._handing_back else self._overtaker(record)
-            if first is None and not self._handing_back:
-                continue
-            if not engine.withdraw(call):
-                call.started.wait()  # it started meanwhile: its event is on the way
-                return True
-            if first is None:
-                raise JobHandedBack(record.id)
-            log.info("job %s lets %s (priority %s) go first", record.id, first.id, first.priority)
-            self._run_ahead(first, engine)
-            return False
-        return True
-
-    def _overtaker(self, record: JobRecord) -> JobRecord | None:
-        # Best effort: with Redis away for a moment (a failover) the job keeps its turn.
-        try:
-            return overtaker(self.store, self.queues, record)
-        except redis.RedisError:
-            return None
-
-    def _record_call(self, record: JobRecord, call: Call, started: float) -> JobStatus:
-        """The outcome of a job's call on the engine process, recorded."""
-        try:
-            images = call.result()
-        except JobStopped as stop:
-            return self.outcomes.stop(record, stop)
-        except Exception as exc:  # noqa: BLE001 -- a job's failure is data
-            return self.outcomes.fail(record, exc)
-        finally:
-            if call.seconds is not None:
-                INFERENCE.labels(self.model.name).observe(call.seconds)
-            set_gpu_memory(self.model.plan.device, call.gpu_memory)
-        return self.outcomes.succeed(record, images[0], started, 1, call.seconds)
-
-    def _started(self, job_ids: list[str]) -> None:
+    def mark_started(self, job_ids: list[str]) -> None:
+        """Jobs claimed here are about to run: the worker is busy."""
         with self._active_lock:
             self._active += len(job_ids)
             WORKER_BUSY.set(1)
             if self.on_start is not None:
                 self.on_start(job_ids)
 
-    def _finished(self, jobs: int) -> None:
+    def mark_finished(self, jobs: int) -> None:
+        """Jobs claimed here have been recorded: the worker is idle once none is left."""
         with self._active_lock:
             self.jobs_done += jobs
             self._active -= jobs
