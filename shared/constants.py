@@ -52,6 +52,10 @@ DEFAULT_JOB_TTL_S = 24 * 3600
 # Running jobs -> the worker running them. The reaper hands back to the queue
 # the jobs of workers whose record expired (their heartbeat stopped).
 RUNNING_KEY = KEY_PREFIX + "running"
+# Queued jobs a worker holds the message of, prepared to run next -> that worker.
+# The reaper gives a dead holder's job a new message (kombu would give the old
+# one back only after its visibility timeout, hours).
+HELD_KEY = KEY_PREFIX + "held"
 # Bumped after a status change that must survive a failover: WAIT then covers it
 # (one replication stream: a replica holding this write holds every earlier one).
 REPLICATION_MARK_KEY = KEY_PREFIX + "replication-mark"

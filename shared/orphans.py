@@ -35,14 +35,22 @@ SWEEP_DEPTH = 100
 
 
 def requeue_orphans(
-    store: JobStore, celery: Celery, queues: Iterable[str], after_s: float = ORPHAN_AFTER_S
+    store: JobStore,
+    celery: Celery,
+    queues: Iterable[str],
+    after_s: float = ORPHAN_AFTER_S,
+    skip: set[str] | None = None,
 ) -> list[str]:
-    """Publish a new message for each queued job of `queues` that has no message left."""
+    """Publish a new message for each queued job of `queues` that has no message left.
+
+    `skip`: jobs whose message a live worker holds (shared.held), waiting there
+    for the device, however long the job before them takes.
+    """
     requeued = []
     for queue in queues:
         if _messages_waiting(store, queue):
             continue
-        requeued += _republish_old(store, celery, queue, after_s)
+        requeued += _republish_old(store, celery, queue, after_s, skip or set())
     return requeued
 
 
@@ -53,12 +61,18 @@ def _messages_waiting(store: JobStore, queue: str) -> int:
     return sum(pipe.execute())
 
 
-def _republish_old(store: JobStore, celery: Celery, queue: str, after_s: float) -> list[str]:
+def _republish_old(
+    store: JobStore, celery: Celery, queue: str, after_s: float, skip: set[str]
+) -> list[str]:
     ids = store.redis.zrange(waiting_key(queue), 0, SWEEP_DEPTH - 1)
     cutoff = utcnow() - timedelta(seconds=after_s)
     requeued = []
     for record in store.get_many([raw.decode() for raw in ids]):  # type: ignore[union-attr]
-        if record.status is JobStatus.QUEUED and record.created_at < cutoff:
+        if (
+            record.status is JobStatus.QUEUED
+            and record.created_at < cutoff
+            and record.id not in skip
+        ):
             log.warning(
                 "job %s has been queued since %s with no message left in %s (its worker "
                 "died as it took it): publishing it again",

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from celery import Celery
 
 from shared.errors import InvalidTransition, JobNotFound
+from shared.held import held_jobs, reap_held
 from shared.jobs import JobErrorInfo, JobStatus
 from shared.orphans import requeue_orphans
 from shared.queue import publish_job
@@ -28,8 +29,11 @@ def reap_lost_jobs(
     store: JobStore, celery: Celery, max_attempts: int, queues: Iterable[str] = ()
 ) -> list[str]:
     """Re-enqueue (or fail, past `max_attempts`) running jobs of workers no longer
-    alive, and give queued jobs of `queues` whose message a dying worker took a new one."""
-    orphans = requeue_orphans(store, celery, queues)
+    alive, and give queued jobs whose message a dying worker took (held ones, and
+    those of `queues` with none left) a new one."""
+    held = held_jobs(store.redis)
+    orphans = reap_held(store, celery, held)
+    orphans += requeue_orphans(store, celery, queues, skip=set(held))
     running = store.running_jobs()
     if not running:
         return orphans

@@ -11,13 +11,16 @@ and the Celery task returns, so the next message is taken at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import redis
 
+from shared.held import hold, release
 from shared.jobs import JobRecord, JobStatus
 from worker.engine import Call, ProcessEngine
 from worker.metrics import BATCH_SIZE, INFERENCE, set_gpu_memory
@@ -51,15 +54,16 @@ class AheadRunner:
             request = jobs.prepare(record)
         except Exception as exc:  # noqa: BLE001 -- a job's failure is data
             return self._fail_unprepared(record, exc)
-        call = self._start(request, record)
-        running: JobRecord | None = None
-        try:
-            running = jobs.claims.claim(record.id)
-        finally:
-            if running is None:
-                # Canceled or taken while it waited (or Redis stayed away): its
-                # images are not wanted.
-                self.engine.stop(call)
+        with self._held(record.id):
+            call = self._start(request, record)
+            running: JobRecord | None = None
+            try:
+                running = jobs.claims.claim(record.id)
+            finally:
+                if running is None:
+                    # Canceled or taken while it waited (or Redis stayed away): its
+                    # images are not wanted.
+                    self.engine.stop(call)
         if running is None:
             return None
         started = time.monotonic()
@@ -82,6 +86,19 @@ class AheadRunner:
         else:
             jobs.finisher.submit(running.id, record_outcome)
         return JobStatus.RUNNING
+
+    @contextlib.contextmanager
+    def _held(self, job_id: str) -> Iterator[None]:
+        """While the job waits for the device, the reaper knows this worker holds its
+        message (shared.held). Best effort: Redis away only narrows what it knows."""
+        client = self.runner.store.redis
+        with contextlib.suppress(redis.RedisError):
+            hold(client, job_id, self.runner.worker_name)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(redis.RedisError):
+                release(client, job_id)
 
     def _fail_unprepared(self, record: JobRecord, exc: Exception) -> JobStatus | None:
         """Record the failure of a job whose inputs could not be prepared."""

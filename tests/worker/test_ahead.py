@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from shared.held import held_jobs
 from shared.jobs import JobRecord, JobStatus, utcnow
 from shared.storage import LocalStorage
 from shared.store import JobStore
@@ -102,12 +103,14 @@ def test_the_next_job_waits_queued_until_the_device_is_free_then_runs(
     thread, outcome = _in_thread(lambda: runner.run(second))
     wait_until(lambda: engine_redis.llen(steps_key(prompt)) >= 2, timeout_s=30)
 
-    # Prepared, not claimed: the first job is still denoising.
+    # Prepared, not claimed: the first job is still denoising. The reaper knows
+    # who holds its message.
     waiting = store.get(second)
     assert engine_redis.llen(steps_key(prompt)) < 6
     assert waiting.status is JobStatus.QUEUED
     assert waiting.started_at is None
     assert store.queue_position(waiting) == 0
+    wait_until(lambda: held_jobs(engine_redis) == {second: "ahead@test"}, timeout_s=10)
     thread.join(timeout=60)
     assert outcome == [JobStatus.RUNNING]
     runner.drain()
@@ -117,6 +120,7 @@ def test_the_next_job_waits_queued_until_the_device_is_free_then_runs(
     assert done[1].inference_s is not None
     assert not runner.busy
     assert runner.jobs_done == 2
+    assert held_jobs(engine_redis) == {}
 
 
 def test_a_higher_priority_job_goes_before_the_one_prepared_ahead(
@@ -174,3 +178,4 @@ def test_a_stopping_worker_hands_back_the_job_prepared_ahead(
     assert back.status is JobStatus.QUEUED
     assert back.attempts == 0
     assert pipeline_calls(engine_redis, marker) == []
+    assert held_jobs(engine_redis) == {}
