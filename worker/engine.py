@@ -5,7 +5,7 @@ The process engine takes a call (`submit`) while the one before it still runs,
 starts it the moment the device is free and reports it through a `Call`: when
 it started, each step, its images or its error. Until it starts, a submitted
 call can be withdrawn, which is what lets the worker prepare the next job
-before the device is free without claiming it early (see worker.runner).
+before the device is free without claiming it early (see worker.ahead).
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ if TYPE_CHECKING:  # torch and diffusers: the engine process's, not needed to la
 
 log = logging.getLogger(__name__)
 
-# The worker's exit status when its engine process died (EX_OSERR): the jobs it
-# held are in the running index under this worker, and the reaper hands them back.
+# The worker's exit status when its engine process died (EX_OSERR): its running
+# job is in the running index under this worker and the job it held ahead in
+# shared.held, so the reaper hands both on.
 ENGINE_LOST_EXIT_CODE = 71
 
 BatchImages = list[list["Image.Image"]]
@@ -57,8 +58,6 @@ def _no_main_module() -> Iterator[None]:
 
 class InlineEngine:
     """Pipeline calls in the calling thread, on a model loaded in this process."""
-
-    pipelined = False
 
     def __init__(self, model: LoadedModel):
         self.model = model
@@ -108,8 +107,6 @@ class Call:
 
 class ProcessEngine:
     """The worker's side of worker.engine_process: submits calls, reads what comes back."""
-
-    pipelined = True
 
     def __init__(self, settings: Settings, worker_name: str):
         context = multiprocessing.get_context("spawn")  # CUDA does not survive a fork
