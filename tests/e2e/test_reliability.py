@@ -93,8 +93,9 @@ def client(env: dict[str, str]) -> Iterator[TestClient]:
 def workers(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
-    def start(name: str, model: str = "tiny-flaky") -> WorkerProcess:
-        worker = start_worker(name, {**env, "WORKER_MODEL": model}, tmp_path, env["REDIS_URL"])
+    def start(name: str, model: str = "tiny-flaky", **extra: str) -> WorkerProcess:
+        worker_env = {**env, "WORKER_MODEL": model, **extra}
+        worker = start_worker(name, worker_env, tmp_path, env["REDIS_URL"])
         started.append(worker)
         return worker
 
@@ -150,6 +151,20 @@ def test_a_dead_engine_takes_its_worker_down_and_the_job_runs_elsewhere(
     assert done["status"] == "succeeded", done
     assert done["attempts"] == 2
     assert done["worker"] == second.name
+
+
+def test_an_inline_worker_runs_its_jobs_in_its_own_process(
+    client: TestClient,
+    workers,  # type: ignore[no-untyped-def]
+) -> None:
+    worker = workers("i@reliability", WORKER_ENGINE="inline")
+
+    done = wait_for(client, submit(client, prompt="inline", model="tiny-flaky")["id"])
+
+    assert done["status"] == "succeeded", done
+    assert done["worker"] == worker.name
+    assert done["timings"]["inference_s"] > 0
+    assert [c for c in children_of(worker.proc.pid) if "spawn_main" in c.cmdline] == []
 
 
 def engine_process_of(worker: WorkerProcess) -> ChildProcess:
