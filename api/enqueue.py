@@ -15,12 +15,11 @@ that took it meanwhile to cancel it, and the client gets a 503.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from api import ratelimit
 from shared.constants import CANCEL_KEY_PREFIX, IDEMPOTENCY_TTL_S
-from shared.durability import MasterAddress, ReplicaAck
+from shared.durability import AsyncMasterCheck, ReplicaAck
 from shared.errors import NotReplicated
 from shared.jobs import JobRecord
 from shared.multiplexed import LuaScript, MultiplexedRedis
@@ -96,7 +95,7 @@ async def run(
     keys: list[str],
     args: list[Any],
     replica_ack: ReplicaAck | None = None,
-    master_check: Callable[[MasterAddress], Awaitable[str | None]] | None = None,
+    master_check: AsyncMasterCheck | None = None,
 ) -> tuple[int, Any]:
     """Run the script: (verdict, queue position, ms to wait or the key's entry).
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import gc
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import redis
@@ -14,14 +13,13 @@ from redis.asyncio import Redis as AsyncRedis
 from api.metrics import ApiMetrics
 from shared.apikeys import KeyRing
 from shared.connections import (
-    MasterAddress,
     async_master_check,
     async_redis_client,
     master_check,
     multiplexed_client,
     redis_client,
 )
-from shared.durability import ReplicaAck
+from shared.durability import AsyncMasterCheck, ReplicaAck
 from shared.events import WebhookEmitter
 from shared.multiplexed import MultiplexedRedis
 from shared.queue import make_celery
@@ -45,7 +43,7 @@ class AppState:
     submit_mux: MultiplexedRedis
     # Under Sentinel: whether the sentinels stand behind the master that took a
     # submission (one confirmed by replicas counts only then).
-    master_check: Callable[[MasterAddress], Awaitable[str | None]] | None
+    master_check: AsyncMasterCheck | None
     store: JobStore
     storage: Storage
     celery: Celery

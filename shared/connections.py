@@ -20,6 +20,7 @@ from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.connection import parse_url
 from redis.sentinel import MasterNotFoundError, Sentinel
 
+from shared.durability import AsyncMasterCheck, MasterAddress, MasterCheck
 from shared.multiplexed import MultiplexedRedis
 from shared.settings import Settings
 
@@ -75,9 +76,6 @@ def multiplexed_client(settings: Settings, extra_timeout_s: float = 0.0) -> Mult
 # names the promoted replica as soon as a failover promoted it, while SENTINEL
 # MASTERS (redis-py's discover_master) names the old master until the failover
 # ends: a new connection goes to the new master at once.
-MasterAddress = tuple[str, int]
-
-
 def async_named_master(settings: Settings) -> Callable[[], Awaitable[MasterAddress]] | None:
     """The sentinels' current master, for MultiplexedRedis (None without Sentinel);
     MasterNotFoundError when none answers or none knows one."""
@@ -108,9 +106,6 @@ def async_named_master(settings: Settings) -> Callable[[], Awaitable[MasterAddre
 # its start, and every sentinel names the new master once it ends, so a write
 # counts only if a majority of the sentinels answer, none has a failover in
 # progress and all name `server`.
-MasterCheck = Callable[[MasterAddress], str | None]
-
-
 def master_check(settings: Settings) -> MasterCheck | None:
     """The check for synchronous callers (None without Sentinel)."""
     if not settings.redis_sentinels:
@@ -135,9 +130,7 @@ def master_check(settings: Settings) -> MasterCheck | None:
     return check
 
 
-def async_master_check(
-    settings: Settings,
-) -> Callable[[MasterAddress], Awaitable[str | None]] | None:
+def async_master_check(settings: Settings) -> AsyncMasterCheck | None:
     """master_check for the event loop: the sentinels asked at once."""
     if not settings.redis_sentinels:
         return None

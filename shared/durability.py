@@ -16,7 +16,7 @@ counts only if the server that took it is the one the sentinels name master.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,19 +27,22 @@ from shared.errors import NotReplicated
 from shared.settings import Settings
 
 MasterAddress = tuple[str, int]
+# Whether a write the master at an address took will survive under Sentinel:
+# None if so, else why not (shared.connections.master_check and its asyncio twin).
+MasterCheck = Callable[[MasterAddress], str | None]
+AsyncMasterCheck = Callable[[MasterAddress], Awaitable[str | None]]
 
 
 @dataclass(frozen=True)
 class ReplicaAck:
     replicas: int
     timeout_s: float
-    # Under Sentinel: whether a write the master at an address took will survive
-    # (None if so, else why not; connections.master_check).
-    master_check: Callable[[MasterAddress], str | None] | None = None
+    # Under Sentinel: whether a write the master at an address took will survive.
+    master_check: MasterCheck | None = None
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, master_check: Callable[[MasterAddress], str | None] | None = None
+        cls, settings: Settings, master_check: MasterCheck | None = None
     ) -> ReplicaAck | None:
         """The policy REDIS_MIN_REPLICAS_ACK asks for; None when it is 0 (off)."""
         if settings.redis_min_replicas_ack == 0:

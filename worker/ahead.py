@@ -71,7 +71,12 @@ class AheadRunner:
         BATCH_SIZE.labels(jobs.model.name).observe(1)
         # Cancels are checked by the engine, between two steps; the monitor writes
         # progress and watches the deadline and the soft time limit.
-        call.on_step = StepMonitor(jobs.store, running, jobs.time_limits.soft_s, check_cancel=False)
+        call.on_step = StepMonitor(
+            jobs.store,
+            running,
+            jobs.time_limits.soft_s,
+            check_cancel=not self.engine.checks_cancels,
+        )
         watchdog = start_hard_limit(running.id, jobs.time_limits.hard_s)
 
         def record_outcome() -> None:
@@ -157,5 +162,5 @@ class AheadRunner:
         finally:
             if call.seconds is not None:
                 INFERENCE.labels(model.name).observe(call.seconds)
-            set_gpu_memory(model.plan.device, call.gpu_memory)
+            set_gpu_memory(model.plan.device, self.runner.gpu_memory())
         return outcomes.succeed(record, images[0], started, 1, call.seconds)

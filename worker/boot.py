@@ -23,11 +23,11 @@ from shared.storage import storage_from_settings
 from shared.store import JobStore
 from shared.workers import ModelFailure, WorkerInfo
 from worker.batching import BatchPolicy, CompanionFinder
-from worker.engine import ProcessEngine
+from worker.engine import InlineEngine, ProcessEngine
 from worker.finisher import Finisher
 from worker.heartbeat import Heartbeat
-from worker.loader import LoadedModel, LoadFailure, load_first_available
-from worker.metrics import record_gpu_memory, set_gpu_memory, start_counting
+from worker.loader import LoadFailure, load_first_available
+from worker.metrics import set_gpu_memory, start_counting
 from worker.prompts import PromptOptimizer
 from worker.runner import JobRunner
 from worker.stopping import TimeLimits
@@ -104,7 +104,7 @@ def start_worker(
         time_limits=_time_limits(loaded.entry, settings),
         batching=_batching(loaded.entry, store, queues),
         finisher=Finisher(),
-        engine=engine,
+        engine=engine or InlineEngine(loaded),
         queues=queues,
         on_start=lambda ids: heartbeat.update_soon(
             state="busy", current_job=ids[0], current_batch=ids if len(ids) > 1 else []
@@ -123,16 +123,9 @@ def start_worker(
     )
     set_process_context(model=loaded.name)
     start_counting(loaded.name)
-    _record_gpu_memory(loaded, engine)
+    set_gpu_memory(loaded.plan.device, runner.gpu_memory())
     log.info("worker %s ready: serving %s, consuming %s", name, loaded.name, ", ".join(queues))
     return WorkerContext(heartbeat=heartbeat, runner=runner, queues=queues)
-
-
-def _record_gpu_memory(loaded: LoadedModel, engine: ProcessEngine | None) -> None:
-    if engine is None:
-        record_gpu_memory(loaded.plan.device)
-    else:
-        set_gpu_memory(loaded.plan.device, engine.gpu_memory)
 
 
 def _time_limits(entry: ModelEntry, settings: Settings) -> TimeLimits:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from shared.settings import Settings
 from worker import engine_process
 from worker.engine_process import Control, Work
-from worker.metrics import observe_model_load
+from worker.metrics import model_gpu_memory, observe_model_load
 from worker.pipeline_call import Request, StepCallback
 from worker.stopping import JobStopped
 
@@ -59,8 +59,14 @@ def _no_main_module() -> Iterator[None]:
 class InlineEngine:
     """Pipeline calls in the calling thread, on a model loaded in this process."""
 
+    # The step callback checks cancels itself (between two steps, in this thread).
+    checks_cancels = False
+
     def __init__(self, model: LoadedModel):
         self.model = model
+
+    def gpu_memory(self) -> dict[str, int] | None:
+        return model_gpu_memory(self.model)
 
     def generate_batch(
         self,
@@ -88,7 +94,6 @@ class Call:
         self.images: BatchImages | None = None
         self.error: Exception | None = None
         self.seconds: float | None = None
-        self.gpu_memory: dict[str, int] | None = None
         # Set when on_step raised JobStopped: the call ends with it, images or not
         # (a cancel seen at the last step cancels the job, as it does inline).
         self.stop_reason: JobStopped | None = None
@@ -107,6 +112,10 @@ class Call:
 
 class ProcessEngine:
     """The worker's side of worker.engine_process: submits calls, reads what comes back."""
+
+    # Each call stops at the first step after which its jobs are all canceled
+    # (`cancel_ids`): checked there, as a round trip here would let a step more run.
+    checks_cancels = True
 
     def __init__(self, settings: Settings, worker_name: str):
         context = multiprocessing.get_context("spawn")  # CUDA does not survive a fork
@@ -129,7 +138,7 @@ class ProcessEngine:
         self._calls: dict[int, Call] = {}
         self._idle = threading.Condition()
         self._closing = False
-        self.gpu_memory: dict[str, int] | None = None
+        self._gpu_memory: dict[str, int] | None = None
 
     def launch(self) -> None:
         """Start the engine process; it loads the model meanwhile (see start())."""
@@ -153,7 +162,7 @@ class ProcessEngine:
         assert kind == "loaded", kind
         for name, seconds in load_times:
             observe_model_load(name, seconds)
-        self.gpu_memory = memory
+        self._gpu_memory = memory
         if model is not None:
             threading.Thread(target=self._read, name="engine-events", daemon=True).start()
         return model, failures
@@ -194,6 +203,11 @@ class ProcessEngine:
     ) -> BatchImages:
         return self.submit(requests, on_step, cancel_ids).result()
 
+    def gpu_memory(self) -> dict[str, int] | None:
+        """The engine's CUDA memory as of its last call (asking torch.cuda here
+        would make a CUDA context in this process for nothing)."""
+        return self._gpu_memory
+
     def wait_idle(self) -> None:
         """Return once no submitted call is left to run or finish."""
         with self._idle:
@@ -225,12 +239,12 @@ class ProcessEngine:
         elif kind == "step":
             self._step(call, event[2], event[3])
         else:
-            call.seconds = event[-1] if kind != "done" else event[3]
+            call.seconds = event[2]
             if kind == "done":
-                call.images, call.gpu_memory = event[2], event[4]
-                self.gpu_memory = event[4] or self.gpu_memory
+                call.images = event[3]
+                self._gpu_memory = event[4] or self._gpu_memory
             elif kind == "failed":
-                call.error = event[2]
+                call.error = event[3]
             self._forget(call)
             call.finished.set()
 

@@ -10,8 +10,8 @@ request, runs it and sends the images back.
 
 Messages to the worker (one pipe): first ("loaded", the model without its
 pipelines, the failures, seconds each load took, gpu memory); then per request
-("started", seq), ("step", seq, done, total), and one of ("done", seq, images,
-seconds, gpu memory), ("failed", seq, exception, seconds), ("stopped", seq,
+("started", seq), ("step", seq, done, total), and one of ("done", seq, seconds,
+images, gpu memory), ("failed", seq, seconds, exception), ("stopped", seq,
 seconds).
 """
 
@@ -165,10 +165,10 @@ def _run(
         seconds = time.perf_counter() - started
         if is_out_of_memory(exc):
             free_memory()  # here, where the memory is
-        events.send(("failed", work.seq, _picklable(exc), seconds))
+        events.send(("failed", work.seq, seconds, _picklable(exc)))
     else:
         seconds = time.perf_counter() - started
-        events.send(("done", work.seq, images, seconds, _gpu_memory(model)))
+        events.send(("done", work.seq, seconds, images, _gpu_memory(model)))
 
 
 def _picklable(exc: Exception) -> Exception:
@@ -180,15 +180,6 @@ def _picklable(exc: Exception) -> Exception:
     return exc
 
 
-def _gpu_memory(model: Any) -> dict[str, int] | None:
-    """Allocated, reserved and peak CUDA bytes of this process (the only one using them)."""
-    if model is None or not model.plan.is_cuda:
-        return None
-    from worker.metrics import gpu_memory_stats
-
-    return gpu_memory_stats()
-
-
 def _log_like_the_worker(settings: Settings, worker_name: str) -> None:
     """The worker's log format (JSON lines too), its name on every line."""
     configure_logging(settings.log_level, settings.log_format)
@@ -197,6 +188,14 @@ def _log_like_the_worker(settings: Settings, worker_name: str) -> None:
         from worker.library_logs import route_library_logs
 
         route_library_logs()
+
+
+def _gpu_memory(model: Any) -> dict[str, int] | None:
+    # Imported here: prometheus_client reads PROMETHEUS_MULTIPROC_DIR at import,
+    # and main() drops it first.
+    from worker.metrics import model_gpu_memory
+
+    return model_gpu_memory(model)
 
 
 def _die_with_parent() -> None:

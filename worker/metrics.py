@@ -110,6 +110,13 @@ def gpu_memory_stats(cuda: Any | None = None) -> dict[str, int]:
     }
 
 
+def model_gpu_memory(model: Any) -> dict[str, int] | None:
+    """This process's CUDA memory if `model` (worker.loader.LoadedModel) is on CUDA."""
+    if model is None or not model.plan.is_cuda:
+        return None
+    return gpu_memory_stats()
+
+
 def set_gpu_memory(device: str, stats: dict[str, int] | None) -> None:
     """Set the GPU memory gauges of `device` (stats measured where the model is)."""
     if not stats:

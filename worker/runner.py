@@ -31,16 +31,10 @@ from worker.devices import free_memory
 from worker.engine import InlineEngine, ProcessEngine
 from worker.finisher import Finisher, Stopwatch
 from worker.loader import LoadedModel
-from worker.metrics import BATCH_SIZE, INFERENCE, WORKER_BUSY, record_gpu_memory, set_gpu_memory
+from worker.metrics import BATCH_SIZE, INFERENCE, WORKER_BUSY, set_gpu_memory
 from worker.outcomes import Outcomes, is_out_of_memory
 from worker.prompts import PromptOptimizer, optimized_batch_params, optimized_params
-from worker.stopping import (
-    BatchMonitor,
-    JobStopped,
-    StepMonitor,
-    TimeLimits,
-    hard_limit,
-)
+from worker.stopping import BatchMonitor, JobStopped, StepMonitor, TimeLimits, hard_limit
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +114,7 @@ class JobRunner:
                 else:
                     statuses = self._run_batch(batch)
         finally:
-            if isinstance(self.engine, ProcessEngine):
-                # Measured there: asking torch.cuda here would make a CUDA context for nothing.
-                set_gpu_memory(self.model.plan.device, self.engine.gpu_memory)
-            else:
-                record_gpu_memory(self.model.plan.device)
+            set_gpu_memory(self.model.plan.device, self.gpu_memory())
             self.mark_finished(len(batch))
         return statuses[leader.id]
 
@@ -174,11 +164,13 @@ class JobRunner:
                 mask = self._mask(record)
                 request = inference.Request(job_params, init_image, mask)
                 with self._pipeline_call(1) as call:
-                    (images,) = self._generate(
-                        [request],
-                        StepMonitor(self.store, record, self.time_limits.soft_s),
-                        cancel_ids=(record.id,),
+                    monitor = StepMonitor(
+                        self.store,
+                        record,
+                        self.time_limits.soft_s,
+                        check_cancel=not self._engine.checks_cancels,
                     )
+                    (images,) = self._generate([request], monitor, cancel_ids=(record.id,))
             except JobStopped as stop:
                 return self.outcomes.stop(record, stop)
             except Exception as exc:  # noqa: BLE001 -- a job's failure is data; the worker serves on
@@ -213,8 +205,16 @@ class JobRunner:
         on_step: inference.StepCallback,
         cancel_ids: tuple[str, ...] = (),
     ) -> BatchImages:
+        return self._engine.generate_batch(requests, on_step, cancel_ids)
+
+    def gpu_memory(self) -> dict[str, int] | None:
+        """The CUDA memory of the process that holds the model (None off CUDA)."""
+        return self._engine.gpu_memory()
+
+    @property
+    def _engine(self) -> InlineEngine | ProcessEngine:
         assert self.engine is not None  # set in __post_init__
-        return self.engine.generate_batch(requests, on_step, cancel_ids)
+        return self.engine
 
     def _run_batch(self, batch: list[JobRecord]) -> dict[str, JobStatus]:
         started = time.monotonic()

@@ -164,12 +164,16 @@ def test_an_inline_worker_runs_its_jobs_in_its_own_process(
     assert done["status"] == "succeeded", done
     assert done["worker"] == worker.name
     assert done["timings"]["inference_s"] > 0
-    assert [c for c in children_of(worker.proc.pid) if "spawn_main" in c.cmdline] == []
+    assert engine_processes_of(worker) == []
+
+
+def engine_processes_of(worker: WorkerProcess) -> list[ChildProcess]:
+    """The engine processes a worker started (not multiprocessing's resource tracker)."""
+    return [c for c in children_of(worker.proc.pid) if "spawn_main" in c.cmdline]
 
 
 def engine_process_of(worker: WorkerProcess) -> ChildProcess:
-    """The engine process a worker started (not multiprocessing's resource tracker)."""
-    (engine,) = [c for c in children_of(worker.proc.pid) if "spawn_main" in c.cmdline]
+    (engine,) = engine_processes_of(worker)
     return engine
 
 

@@ -93,6 +93,17 @@ def _busy_with_slow_job(runner: JobRunner, store: JobStore, steps: int = 6) -> t
     return job_id, prompt
 
 
+def _prepared_behind_slow_job(
+    runner: JobRunner, store: JobStore, prompt: str
+) -> tuple[str, threading.Thread, list[object]]:
+    """A job whose run (a Celery task) waits for the device behind a slow job: its
+    id, the thread running it and what the run returns."""
+    _busy_with_slow_job(runner, store)
+    job_id = _job(store, prompt)
+    thread, outcome = _in_thread(lambda: runner.run(job_id))
+    return job_id, thread, outcome
+
+
 def test_the_next_job_waits_queued_until_the_device_is_free_then_runs(
     runner: JobRunner, store: JobStore, engine_redis: redis.Redis
 ) -> None:
@@ -126,9 +137,7 @@ def test_the_next_job_waits_queued_until_the_device_is_free_then_runs(
 def test_a_higher_priority_job_goes_before_the_one_prepared_ahead(
     runner: JobRunner, store: JobStore
 ) -> None:
-    _busy_with_slow_job(runner, store)
-    normal = _job(store, "normal, prepared ahead")
-    thread, outcome = _in_thread(lambda: runner.run(normal))
+    normal, thread, outcome = _prepared_behind_slow_job(runner, store, "normal, prepared ahead")
     urgent = _job(store, "urgent", priority="high")
 
     thread.join(timeout=60)
@@ -145,9 +154,7 @@ def test_a_higher_priority_job_goes_before_the_one_prepared_ahead(
 def test_a_job_canceled_while_prepared_ahead_is_never_claimed(
     runner: JobRunner, store: JobStore
 ) -> None:
-    _busy_with_slow_job(runner, store)
-    doomed = _job(store, "canceled while waiting")
-    thread, outcome = _in_thread(lambda: runner.run(doomed))
+    doomed, thread, outcome = _prepared_behind_slow_job(runner, store, "canceled while waiting")
 
     store.transition(doomed, JobStatus.CANCELED)  # what the API does to a queued job
     thread.join(timeout=60)
