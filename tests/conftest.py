@@ -22,6 +22,10 @@ from shared.registry import Registry, load_registry
 from shared.settings import Settings
 from worker.tiny import ensure_tiny_sd
 
+# The end-to-end fixtures (workers, the webhook worker, the API on them) are
+# global, so tests/e2e and tests/security share one set of processes per session.
+pytest_plugins = ["tests.support.e2e_fixtures"]
+
 S3_BUCKET = "darkroom-test"
 # Databases of the test Redis: API tests flush theirs per test; the end-to-end
 # tests share one with long-lived workers and never flush it mid-session.

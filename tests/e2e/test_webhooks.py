@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from standardwebhooks import Webhook
 
-from tests.e2e.conftest import WEBHOOK_SECRET
 from tests.e2e.helpers import submit, wait_for
+from tests.support.e2e_fixtures import WEBHOOK_SECRET
 from tests.support.receiver import Receiver, Script
 
 pytestmark = pytest.mark.usefixtures("webhook_worker")
