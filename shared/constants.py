@@ -41,6 +41,10 @@ A1111_OPTIONS_KEY_PREFIX = KEY_PREFIX + "a1111-options:"
 WEBHOOK_LOG_KEY_PREFIX = KEY_PREFIX + "webhook-log:"
 WEBHOOK_STATE_KEY_PREFIX = KEY_PREFIX + "webhook-state:"
 WEBHOOK_RETRY_KEY = KEY_PREFIX + "webhook-retry"
+# Per API key, the deliveries running now (a sorted set of leases scored by when
+# each expires): WEBHOOK_MAX_PER_KEY caps it, and the lease of a delivery thread
+# that died expires on its own instead of taking a slot for good.
+WEBHOOK_LEASES_KEY_PREFIX = KEY_PREFIX + "webhook-leases:"
 # Deliveries have their own queue, served by a light worker, never a GPU one.
 WEBHOOK_QUEUE = "darkroom.webhooks"
 WEBHOOK_TASK = "darkroom.deliver_webhook"

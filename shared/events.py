@@ -68,6 +68,9 @@ class WebhookEmitter:
             "event_id": f"msg_{uuid.uuid4().hex}",
             "event": EVENT_TYPES[event],
             "job_id": record.id,
+            # Whose job it is: the webhook worker runs at most WEBHOOK_MAX_PER_KEY
+            # deliveries of one owner at once.
+            "owner": record.owner,
             "url": record.webhook,
             "body": json.dumps(payload, separators=(",", ":")),
             "attempt": 1,

@@ -67,7 +67,13 @@ class Settings(BaseSettings):
     # comma separated; every one signs (key rotation: add the new, drop the old).
     webhook_secret: SecretStr | None = None
     webhook_allow_private_networks: bool = False
+    # The whole of one attempt (resolving, connecting, sending, reading the
+    # answer), not each read: a receiver that trickles its answer byte by byte
+    # must not hold a delivery thread past it.
     webhook_timeout_s: float = Field(10.0, gt=0, le=60)
+    # Deliveries of one API key (the job's owner) running at once, across every
+    # webhook worker; more wait their turn without holding a thread. 0: no limit.
+    webhook_max_per_key: int = Field(4, ge=0, le=1000)
     # Delay before each retry; the default adds up to about a day (Svix's schedule).
     webhook_retry_delays_s: list[float] = [5, 300, 1800, 7200, 18000, 36000, 36000]
     webhook_max_response_bytes: int = Field(64 * 1024, ge=0)

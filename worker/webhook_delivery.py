@@ -1,8 +1,10 @@
-"""Deliver one webhook attempt: sign, POST without following redirects, record the outcome.
+"""Deliver one webhook attempt: sign, POST (worker.webhook_http), record the outcome.
 
-Runs on the light webhook worker, never on a GPU worker. Connections go only to
-addresses checked at connect time (the address actually dialled, so a DNS
-answer that changed since submit cannot point a delivery at an internal host).
+Runs on the light webhook worker, never on a GPU worker. A delivery runs only
+while its API key has fewer than WEBHOOK_MAX_PER_KEY running (worker.webhook_leases);
+otherwise it goes back to the retry set for a moment, without holding a thread
+and without counting as an attempt, so one tenant's slow receivers never take
+every delivery thread.
 """
 
 from __future__ import annotations
@@ -11,121 +13,75 @@ import json
 import logging
 import random
 import time
-from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any
 
-import httpcore
 import redis
 
+from shared.apikeys import ANONYMOUS
 from shared.constants import WEBHOOK_RETRY_KEY
 from shared.jobs import WebhookAttempt, utcnow
 from shared.settings import Settings
-from shared.webhooks import (
-    UnsafeAddress,
-    receiver_gone,
-    record_attempt,
-    resolve_allowed,
-    signature_header,
+from shared.webhooks import record_attempt, settled, signature_header
+from worker.webhook_http import Response, post
+from worker.webhook_leases import LEASE_MARGIN_S, KeyLeases
+from worker.webhook_metrics import (
+    WEBHOOK_DEFERRED,
+    WEBHOOK_DELIVERIES,
+    WEBHOOK_DELIVERY_SECONDS,
 )
-from worker.webhook_metrics import WEBHOOK_DELIVERIES, WEBHOOK_DELIVERY_SECONDS
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "darkroom-webhooks/0.1"
-MAX_RETRY_AFTER_S = 24 * 3600
-
-
-class GuardedBackend(httpcore.SyncBackend):
-    """Resolves and checks the host itself, then dials the checked address."""
-
-    def __init__(self, allow_private: bool):
-        self.allow_private = allow_private
-
-    def connect_tcp(
-        self, host: str, port: int, *args: Any, **kwargs: Any
-    ) -> httpcore.NetworkStream:
-        address = resolve_allowed(host, port, self.allow_private)[0]
-        # TLS still verifies and sends SNI for the URL's host name.
-        return super().connect_tcp(address, port, *args, **kwargs)
-
-
-@dataclass(frozen=True)
-class Response:
-    status_code: int | None
-    error: str | None = None
-    retry_after_s: float | None = None
-    permanent: bool = False
-
-
-def post(url: str, body: bytes, headers: dict[str, str], settings: Settings) -> Response:
-    timeout = settings.webhook_timeout_s
-    pool = httpcore.ConnectionPool(
-        network_backend=GuardedBackend(settings.webhook_allow_private_networks)
-    )
-    try:
-        with (
-            pool,
-            pool.stream(
-                "POST",
-                url,
-                headers=list(headers.items()),
-                content=body,
-                extensions={"timeout": {k: timeout for k in ("connect", "read", "write", "pool")}},
-            ) as response,
-        ):
-            _read_at_most(response, settings.webhook_max_response_bytes)
-            return Response(response.status, retry_after_s=_retry_after(response.headers))
-    except UnsafeAddress as exc:
-        return Response(None, f"refused: {exc}", permanent=True)
-    except (
-        httpcore.TimeoutException,
-        httpcore.NetworkError,
-        httpcore.ProtocolError,
-        OSError,
-    ) as exc:
-        return Response(None, f"{type(exc).__name__}: {exc}"[:300])
-
-
-def _read_at_most(response: httpcore.Response, limit: int) -> None:
-    seen = 0
-    for chunk in response.iter_stream():
-        seen += len(chunk)
-        if seen >= limit:
-            break
-
-
-def _retry_after(headers: list[tuple[bytes, bytes]]) -> float | None:
-    for name, value in headers:
-        if name.lower() != b"retry-after":
-            continue
-        text = value.decode(errors="replace").strip()
-        if text.isdigit():
-            return min(float(text), MAX_RETRY_AFTER_S)
-        try:
-            delta = (parsedate_to_datetime(text) - utcnow()).total_seconds()
-        except (TypeError, ValueError):
-            return None
-        return min(max(delta, 0.0), MAX_RETRY_AFTER_S)
-    return None
+# A delivery whose key has WEBHOOK_MAX_PER_KEY running waits about this long in
+# the retry set (jittered, so a tenant's waiting deliveries do not come back
+# together), then tries for a lease again.
+DEFER_S = 1.0
 
 
 class Deliverer:
     def __init__(self, client: redis.Redis, settings: Settings):
         self.redis = client
         self.settings = settings
+        self.leases = KeyLeases(
+            client, settings.webhook_max_per_key, settings.webhook_timeout_s + LEASE_MARGIN_S
+        )
 
     def deliver(self, delivery: dict[str, Any]) -> str:
-        """One attempt; schedules the next when it failed. Returns the outcome."""
-        job_id, attempt = delivery["job_id"], int(delivery["attempt"])
-        if receiver_gone(self.redis, job_id):
-            log.info(
-                "webhook %s for job %s skipped: receiver answered 410", delivery["event"], job_id
-            )
+        """One attempt, or none: "deferred" when its key has its fill of deliveries
+        running, "duplicate" when this event was delivered already (a message
+        handed out twice), "gone" after a 410. Schedules the next attempt when it
+        failed. Returns the outcome."""
+        earlier = settled(self.redis, delivery["job_id"], delivery["event_id"])
+        if earlier is not None:
+            return self._skip(delivery, earlier)
+        # A delivery queued before deliveries carried their owner: the shared allowance.
+        owner = delivery.get("owner", ANONYMOUS)
+        with self.leases.hold(owner) as running:
+            if not running:
+                self._defer(delivery)
+                return "deferred"
+            with WEBHOOK_DELIVERY_SECONDS.time():
+                response = self._send(delivery)
+        return self._record(delivery, response)
+
+    def _skip(self, delivery: dict[str, Any], earlier: str) -> str:
+        if earlier == "gone":
             WEBHOOK_DELIVERIES.labels("gone").inc()
-            return "gone"
-        with WEBHOOK_DELIVERY_SECONDS.time():
-            response = self._send(delivery)
+            reason = "the receiver answered 410"
+        else:
+            earlier, reason = "duplicate", "delivered already"
+        log.info(
+            "webhook %s %s for job %s skipped: %s",
+            delivery["event"],
+            delivery["event_id"],
+            delivery["job_id"],
+            reason,
+        )
+        return earlier
+
+    def _record(self, delivery: dict[str, Any], response: Response) -> str:
+        job_id, attempt = delivery["job_id"], int(delivery["attempt"])
         outcome = self._outcome(response, attempt)
         WEBHOOK_DELIVERIES.labels(outcome).inc()
         record_attempt(
@@ -149,11 +105,16 @@ class Deliverer:
             job_id,
             attempt,
             outcome,
-            response.status_code or response.error,
+            response.error or response.status_code,
         )
         if outcome == "retrying":
             self._schedule_retry(delivery, response)
         return outcome
+
+    def _defer(self, delivery: dict[str, Any]) -> None:
+        WEBHOOK_DEFERRED.inc()
+        due = time.time() + DEFER_S * random.uniform(0.5, 1.5)
+        self.redis.zadd(WEBHOOK_RETRY_KEY, {json.dumps(delivery): due})
 
     def _send(self, delivery: dict[str, Any]) -> Response:
         timestamp = int(time.time())
@@ -173,10 +134,11 @@ class Deliverer:
 
     def _outcome(self, response: Response, attempt: int) -> str:
         code = response.status_code
-        if code is not None and 200 <= code < 300:
-            return "delivered"
         if code == 410:
             return "gone"
+        # A 2xx whose answer did not finish in time (a trickle) is no delivery.
+        if code is not None and 200 <= code < 300 and response.error is None:
+            return "delivered"
         if response.permanent or attempt > len(self.settings.webhook_retry_delays_s):
             return "failed"
         return "retrying"

@@ -17,6 +17,12 @@ for _outcome in ("delivered", "retrying", "failed", "gone"):
 
 WEBHOOK_DELIVERY_SECONDS = Histogram(
     "darkroom_webhook_delivery_seconds",
-    "One delivery attempt, connect to response.",
+    "One delivery attempt, resolve to response (WEBHOOK_TIMEOUT_S bounds it).",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+WEBHOOK_DEFERRED = Counter(
+    "darkroom_webhook_deferred",
+    "Deliveries put back for a moment, no attempt made, because their API key "
+    "already had WEBHOOK_MAX_PER_KEY deliveries running.",
 )

@@ -104,6 +104,7 @@ CONTRACT: dict[str, Metric] = {
         "counter", WEBHOOKS, {"outcome": frozenset({"delivered", "retrying", "failed", "gone"})}
     ),
     "darkroom_webhook_delivery_seconds": _histogram(WEBHOOKS),
+    "darkroom_webhook_deferred_total": Metric("counter", WEBHOOKS),
 }
 # Read from Redis by every API replica: equal on all of them, so combined with
 # max, never summed.
