@@ -13,3 +13,11 @@ def request_cancel(client: redis.Redis, job_id: str, ttl_s: int) -> None:
 
 def cancel_requested(client: redis.Redis, job_id: str) -> bool:
     return bool(client.exists(CANCEL_KEY_PREFIX + job_id))
+
+
+def cancels_requested(client: redis.Redis, job_ids: list[str]) -> set[str]:
+    """Which of `job_ids` a client asked to stop (one pipelined round trip)."""
+    pipe = client.pipeline(transaction=False)
+    for job_id in job_ids:
+        pipe.exists(CANCEL_KEY_PREFIX + job_id)
+    return {job_id for job_id, found in zip(job_ids, pipe.execute(), strict=True) if found}

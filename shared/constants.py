@@ -73,6 +73,18 @@ MODEL_QUEUE_PREFIX = "darkroom.model."
 NO_MODEL_QUEUE_PREFIX = "darkroom.idle."
 GENERATE_TASK = "darkroom.generate"
 
+# Storage outages (worker.storing): a job's images wait in the worker's local spool
+# and are retried this long before the job fails with storage_error; five minutes
+# rides out an object store's restart or failover. Backoff between tries doubles
+# up to the cap, AWS SDKs' own (20 s): an outage's end is seen within it.
+DEFAULT_STORAGE_RETRY_S = 300.0
+DEFAULT_STORAGE_RETRY_MAX_DELAY_S = 20.0
+# The spool's budget: a worker whose spool holds this much takes no new job. A
+# 1024x1024 PNG is 1-2 MB, so 1 GiB holds 500+ images: minutes of even a fast
+# GPU's output (a blip never stops it), and small beside a worker's disk (or the
+# RAM of a tmpfs /tmp).
+DEFAULT_STORAGE_SPOOL_BYTES = 1024**3
+
 # Progress is written at most this often per job: a step of a tiny model takes
 # milliseconds, and a Redis round trip per step would cost more than the step.
 PROGRESS_WRITE_INTERVAL_S = 0.25

@@ -16,7 +16,12 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.apikeys import check_plain_key, hash_key, read_key_digests, split_api_keys
-from shared.constants import DEFAULT_JOB_TTL_S
+from shared.constants import (
+    DEFAULT_JOB_TTL_S,
+    DEFAULT_STORAGE_RETRY_MAX_DELAY_S,
+    DEFAULT_STORAGE_RETRY_S,
+    DEFAULT_STORAGE_SPOOL_BYTES,
+)
 
 
 class Settings(BaseSettings):
@@ -62,6 +67,16 @@ class Settings(BaseSettings):
     s3_public_endpoint_url: str | None = None
     presign_expiry_s: int = Field(3600, ge=60, le=7 * 24 * 3600)
     public_base_url: str = "http://127.0.0.1:8000"
+    # A storage failure does not fail a generated job: its images wait in the
+    # worker's spool (local disk) and are retried for STORAGE_RETRY_S (0: fail at
+    # once), backing off up to STORAGE_RETRY_MAX_DELAY_S; a worker whose spool
+    # holds STORAGE_SPOOL_BYTES takes no new job until it drains (worker/storing.py).
+    # Capped well below the broker's 2 h visibility timeout.
+    storage_retry_s: float = Field(DEFAULT_STORAGE_RETRY_S, ge=0, le=3600)
+    storage_retry_max_delay_s: float = Field(DEFAULT_STORAGE_RETRY_MAX_DELAY_S, gt=0, le=300)
+    # Each worker spools under <dir>/<its name>/; unset: <system temp dir>/darkroom-spool.
+    storage_spool_dir: Path | None = None
+    storage_spool_bytes: int = Field(DEFAULT_STORAGE_SPOOL_BYTES, ge=0)
 
     # Webhooks. WEBHOOK_SECRET holds one or more whsec_ secrets, space or
     # comma separated; every one signs (key rotation: add the new, drop the old).

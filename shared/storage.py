@@ -35,12 +35,16 @@ class LocalStorage:
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
         target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Write then rename, so a reader never sees a half-written image.
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".part-")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Write then rename, so a reader never sees a half-written image.
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".part-")
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, target)
+        except OSError as exc:
+            # A full or unmounted disk is a storage failure like S3's: retried, not a crash.
+            raise StorageError(f"writing {key} under {self.root} failed: {exc}") from exc
 
     def url(self, key: str) -> str:
         return f"{self.public_base_url}/files/{key}"
@@ -78,6 +82,7 @@ class S3Storage:
         endpoint_url: str | None,
         presign_expiry_s: int,
         public_endpoint_url: str | None = None,
+        retries: int = 5,
     ):
         import boto3
         from botocore.config import Config
@@ -85,7 +90,7 @@ class S3Storage:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.presign_expiry_s = presign_expiry_s
-        config = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5)
+        config = Config(retries={"max_attempts": retries, "mode": "standard"}, connect_timeout=5)
         self.client = boto3.client("s3", endpoint_url=endpoint_url, config=config)
         # Presigning is local computation, but the signature covers the host:
         # sign with the endpoint clients will use (docker compose: localhost).
@@ -126,7 +131,9 @@ class S3Storage:
             raise StorageError(f"bucket s3://{self.bucket} is not reachable: {exc}") from exc
 
 
-def storage_from_settings(settings: Settings) -> Storage:
+def storage_from_settings(settings: Settings, s3_retries: int = 5) -> Storage:
+    """The storage STORAGE_URL names. `s3_retries`: boto3's own retries of a request
+    (a worker, which retries uploads itself for STORAGE_RETRY_S, asks for fewer)."""
     parsed = urlparse(settings.storage_url)
     if parsed.scheme == "s3":
         return S3Storage(
@@ -135,6 +142,7 @@ def storage_from_settings(settings: Settings) -> Storage:
             endpoint_url=settings.s3_endpoint_url,
             presign_expiry_s=settings.presign_expiry_s,
             public_endpoint_url=settings.s3_public_endpoint_url,
+            retries=s3_retries,
         )
     # file:///abs/path, or file://./relative for a path relative to the cwd.
     root = Path(parsed.netloc + parsed.path) if parsed.netloc == "." else Path(parsed.path)

@@ -77,7 +77,10 @@ class AheadRunner:
             jobs.time_limits.soft_s,
             check_cancel=not self.engine.checks_cancels,
         )
-        watchdog = start_hard_limit(running.id, jobs.time_limits.hard_s)
+        # The hard limit bounds generation only: once the call is done, storing the
+        # images (by the finisher, perhaps after the job before it) is bound by
+        # STORAGE_RETRY_S, and the deadline was checked at each step.
+        watchdog = start_hard_limit(running.id, jobs.time_limits.hard_s, call.finished.is_set)
 
         def record_outcome() -> None:
             try:

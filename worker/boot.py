@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from shared.cancel import cancels_requested
 from shared.connections import master_check, redis_client
 from shared.constants import DEFAULT_QUEUE, NO_MODEL_QUEUE_PREFIX, model_queue
 from shared.durability import ReplicaAck
@@ -19,7 +20,7 @@ from shared.queue import make_celery
 from shared.reaper import reap_lost_jobs, reap_predecessor_jobs
 from shared.registry import ModelEntry, registry_for
 from shared.settings import Settings
-from shared.storage import storage_from_settings
+from shared.storage import Storage, storage_from_settings
 from shared.store import JobStore
 from shared.workers import ModelFailure, WorkerInfo
 from worker.batching import BatchPolicy, CompanionFinder
@@ -30,7 +31,9 @@ from worker.loader import LoadFailure, load_first_available
 from worker.metrics import set_gpu_memory, start_counting
 from worker.prompts import PromptOptimizer
 from worker.runner import JobRunner
+from worker.spool import Spool, spool_dir
 from worker.stopping import TimeLimits
+from worker.storing import WORKER_S3_RETRIES, RetryPolicy, Storer
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,7 @@ def start_worker(
         torch.set_num_threads(settings.torch_threads)
     registry = registry_for(settings)
     client = redis_client(settings)
-    storage = storage_from_settings(settings)
+    storage = storage_from_settings(settings, s3_retries=WORKER_S3_RETRIES)
     celery = make_celery(settings)
     store = JobStore(
         client,
@@ -106,6 +109,7 @@ def start_worker(
         finisher=Finisher(),
         engine=engine or InlineEngine(loaded),
         queues=queues,
+        storer=_storer(settings, name, storage, store),
         on_start=lambda ids: heartbeat.update_soon(
             state="busy", current_job=ids[0], current_batch=ids if len(ids) > 1 else []
         ),
@@ -133,6 +137,15 @@ def _time_limits(entry: ModelEntry, settings: Settings) -> TimeLimits:
         soft_s=entry.soft_time_limit_s or settings.job_soft_time_limit_s,
         hard_s=entry.time_limit_s or settings.job_time_limit_s,
     )
+
+
+def _storer(settings: Settings, name: str, storage: Storage, store: JobStore) -> Storer:
+    spool = Spool(spool_dir(settings.storage_spool_dir, name), settings.storage_spool_bytes)
+    # A predecessor's images under this name: its jobs were handed back above.
+    spool.clear()
+    policy = RetryPolicy(settings.storage_retry_s, settings.storage_retry_max_delay_s)
+    canceled = functools.partial(cancels_requested, store.redis)
+    return Storer(storage, spool, policy, canceled)
 
 
 def _batching(entry: ModelEntry, store: JobStore, queues: list[str]) -> CompanionFinder | None:

@@ -74,6 +74,19 @@ GPU_MEMORY = Gauge(
     multiprocess_mode="livesum",
 )
 
+# Storage outages (worker.storing): images waiting in the spool for storage to
+# answer (summed over a pool's live processes), and the failed tries to store a
+# job's images that are retried later.
+SPOOL_BYTES = Gauge(
+    "darkroom_storage_spool_bytes",
+    "Bytes of images in the worker's spool, waiting for storage to answer.",
+    multiprocess_mode="livesum",
+)
+STORAGE_RETRIES = Counter(
+    "darkroom_storage_retries",
+    "Failed tries to store a job's images, to be tried again.",
+)
+
 
 def observe_model_load(model: str, seconds: float) -> None:
     MODEL_LOAD.labels(model).observe(seconds)

@@ -2,7 +2,9 @@
 
 A failed job is data (status failed, error type and message), never a crashed
 worker. A job whose record moved on meanwhile (canceled at the last step,
-handed to another worker) is logged and left as it is.
+handed to another worker) is logged and left as it is. Images that storage
+cannot take yet wait in the worker's spool (worker.storing): the job's outcome
+is then recorded once they are stored, given up on or canceled.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ from PIL import Image
 
 from shared.errors import DarkroomError, InvalidTransition, JobNotFound
 from shared.jobs import JobErrorInfo, JobRecord, JobStatus, StoredImage
-from shared.storage import Storage
 from shared.store import JobStore
 from worker import failover, inference
 from worker.devices import free_memory
 from worker.metrics import JOBS_FINISHED, RUN
 from worker.stopping import JobStopped
+from worker.storing import Storer, Upload
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,7 @@ class Outcomes:
     """Writes a job's terminal status for the worker serving `model_name`."""
 
     store: JobStore
-    storage: Storage
+    storer: Storer
     model_name: str
 
     def succeed(
@@ -41,11 +43,31 @@ class Outcomes:
         batch_size: int,
         inference_s: float | None = None,
     ) -> JobStatus:
-        """Store the images and record success; the status the job ends with."""
+        """Store the images and record success: the status the job ends with, or
+        RUNNING while its images wait for storage (recorded once they are stored)."""
         try:
-            stored = store_images(self.storage, record, images)
-        except Exception as exc:  # noqa: BLE001 -- storage failing fails this job, as data
+            uploads, stored = encode_images(record, images)
+        except Exception as exc:  # noqa: BLE001 -- a job's failure is data
             return self.fail(record, exc)
+
+        def finish(problem: Exception | None) -> JobStatus:
+            if isinstance(problem, JobStopped):  # canceled while its images waited
+                return self.stop(record, problem)
+            if problem is not None:
+                return self.fail(record, problem)
+            return self._succeeded(record, stored, started, batch_size, inference_s)
+
+        return self.storer.store(record.id, uploads, finish)
+
+    def _succeeded(
+        self,
+        record: JobRecord,
+        stored: list[StoredImage],
+        started: float,
+        batch_size: int,
+        inference_s: float | None,
+    ) -> JobStatus:
+        """Record the success of a job whose images are stored."""
         if not self._record_success(record, stored, batch_size, inference_s):
             return self._current_status(record.id)
         log.info(
@@ -59,9 +81,9 @@ class Outcomes:
         return JobStatus.SUCCEEDED
 
     def stop(self, record: JobRecord, stop: JobStopped) -> JobStatus:
-        """Record a job stopped mid-generation (canceled, deadline, soft time limit)."""
+        """Record a job stopped before it finished (canceled, deadline, soft time limit)."""
         why = stop.error.message if stop.error else "canceled by the client"
-        log.info("job %s stopped mid-generation (%s): %s", record.id, stop.status, why)
+        log.info("job %s stopped before it finished (%s): %s", record.id, stop.status, why)
         try:
             self._finished(
                 failover.transition(self.store, record.id, stop.status, error=stop.error)
@@ -118,20 +140,21 @@ class Outcomes:
         return record.status if record is not None else JobStatus.CANCELED
 
 
-def store_images(
-    storage: Storage, record: JobRecord, images: list[Image.Image]
-) -> list[StoredImage]:
-    """Write a job's images as PNGs under jobs/<job id>/<index>.png."""
-    stored = []
+def encode_images(
+    record: JobRecord, images: list[Image.Image]
+) -> tuple[list[Upload], list[StoredImage]]:
+    """A job's images as PNGs to store under jobs/<job id>/<index>.png, and as the
+    record will list them."""
+    uploads, stored = [], []
     for index, image in enumerate(images):
         # Keyed by job and index: a re-run overwrites, never duplicates.
         key = f"jobs/{record.id}/{index}.png"
-        storage.put(key, inference.encode_png(image), "image/png")
+        uploads.append(Upload(key, inference.encode_png(image), "image/png"))
         width, height = image.size
         stored.append(
             StoredImage(key=key, width=width, height=height, seed=record.params.seed + index)
         )
-    return stored
+    return uploads, stored
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -1,15 +1,18 @@
 """Run a job (or a batch of them): claim, generate, record the outcome.
 
 Leaves Celery to tasks.py, where pipeline calls run to engine.py, torch to
-inference.py, claiming to claims.py, when to stop to stopping.py and recording
-how a job ended to outcomes.py. On an engine process a job that runs alone
-goes through ahead.py (prepared while the job before it denoises). A failed
-job is data (status failed, error type and message), never a crashed worker.
+inference.py, claiming to claims.py, when to stop to stopping.py, recording
+how a job ended to outcomes.py and storing its images to storing.py (whose
+full spool turns new jobs away: backpressure.py). On an engine process a job
+that runs alone goes through ahead.py (prepared while the job before it
+denoises). A failed job is data (status failed, error type and message), never
+a crashed worker.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -19,11 +22,13 @@ from typing import TypeVar
 
 from PIL import Image
 
+from shared.cancel import cancels_requested
+from shared.constants import DEFAULT_STORAGE_SPOOL_BYTES
 from shared.jobs import GenerationParams, JobRecord, JobStatus
 from shared.logs import log_context
 from shared.storage import Storage
 from shared.store import JobStore
-from worker import failover, inference
+from worker import backpressure, failover, inference
 from worker.ahead import AheadRunner
 from worker.batching import CompanionFinder, may_lead
 from worker.claims import Claimer
@@ -34,7 +39,9 @@ from worker.loader import LoadedModel
 from worker.metrics import BATCH_SIZE, INFERENCE, WORKER_BUSY, set_gpu_memory
 from worker.outcomes import Outcomes, is_out_of_memory
 from worker.prompts import PromptOptimizer, optimized_batch_params, optimized_params
+from worker.spool import Spool, spool_dir
 from worker.stopping import BatchMonitor, JobStopped, StepMonitor, TimeLimits, hard_limit
+from worker.storing import SHUTDOWN_WAIT_S, Storer
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +73,9 @@ class JobRunner:
     on_idle: Callable[[], None] | None = None
     # The queues this worker consumes: where a higher-priority job would wait.
     queues: list[str] = field(default_factory=list)
+    # Stores images, through storage outages (the worker's, from its settings);
+    # by default with the default retry window and a spool in the temp dir.
+    storer: Storer | None = None
     _last_call_s: float | None = field(default=None, init=False, repr=False)
     claims: Claimer = field(init=False, repr=False)
     outcomes: Outcomes = field(init=False, repr=False)
@@ -75,7 +85,13 @@ class JobRunner:
 
     def __post_init__(self) -> None:
         self.claims = Claimer(self.store, self.model.name, self.worker_name)
-        self.outcomes = Outcomes(self.store, self.storage, self.model.name)
+        if self.storer is None:
+            self.storer = Storer(
+                self.storage,
+                Spool(spool_dir(None, self.worker_name), DEFAULT_STORAGE_SPOOL_BYTES),
+                canceled=functools.partial(cancels_requested, self.store.redis),
+            )
+        self.outcomes = Outcomes(self.store, self.storer, self.model.name)
         if self.engine is None:
             self.engine = InlineEngine(self.model)
 
@@ -87,11 +103,15 @@ class JobRunner:
     def run(self, job_id: str) -> JobStatus | None:
         """Run a job (and any companions batched with it) to a terminal status.
 
-        Returns the job's status; None when it was not ours to run. With a
-        finisher, a job whose images are still being stored is RUNNING; with an
-        engine process, so is a job still denoising. Raises JobHandedBack when
-        the worker stops before the job it prepared could start.
+        Returns the job's status; None when it was not ours to run, or was turned
+        away because the spool is full. With a finisher, a job whose images are
+        still being stored is RUNNING, as is one whose images wait for storage;
+        with an engine process, so is a job still denoising. Raises JobHandedBack
+        when the worker stops before the job it prepared could start.
         """
+        if self._storer.full:
+            self._turn_away(job_id)
+            return None
         if isinstance(self.engine, ProcessEngine):
             return self._run_on_process(job_id, self.engine)
         leader = self.claims.claim(job_id)
@@ -100,6 +120,13 @@ class JobRunner:
     def hand_back(self) -> None:
         """Start no job prepared ahead from now on (the worker is stopping)."""
         self.handing_back = True
+
+    def _turn_away(self, job_id: str) -> None:
+        """The spool is full: the job goes back to its queue for another worker, and
+        this task returns once there is room again (worker.backpressure)."""
+        with log_context(job_id=job_id):
+            backpressure.turn_away(self.store.redis, self.claims.queued(job_id), self._storer)
+        backpressure.wait_for_room(self._storer, lambda: self.handing_back)
 
     def _run_claimed(self, leader: JobRecord) -> JobStatus:
         """Run a claimed job, with companions when its model batches, to the end."""
@@ -194,8 +221,11 @@ class JobRunner:
             self.finisher.drain()
 
     def close(self) -> None:
-        """Record what is left, then stop the engine (the worker is exiting)."""
+        """Record what is left, then stop the engine (the worker is exiting). Images
+        storage has not taken are waited for up to SHUTDOWN_WAIT_S; their jobs are
+        then left to the reaper."""
         self.drain()
+        self._storer.close(SHUTDOWN_WAIT_S)
         if self.engine is not None:
             self.engine.close()
 
@@ -215,6 +245,11 @@ class JobRunner:
     def _engine(self) -> InlineEngine | ProcessEngine:
         assert self.engine is not None  # set in __post_init__
         return self.engine
+
+    @property
+    def _storer(self) -> Storer:
+        assert self.storer is not None  # set in __post_init__
+        return self.storer
 
     def _run_batch(self, batch: list[JobRecord]) -> dict[str, JobStatus]:
         started = time.monotonic()

@@ -155,15 +155,23 @@ def hard_limit(label: str, limit_s: float) -> Iterator[None]:
         watchdog.cancel()
 
 
-def start_hard_limit(label: str, limit_s: float) -> threading.Timer:
-    """End the worker process in `limit_s` unless the returned timer is canceled first."""
-    watchdog = threading.Timer(limit_s, _hard_limit_exit, (label, limit_s))
+def start_hard_limit(
+    label: str, limit_s: float, generated: Callable[[], bool] | None = None
+) -> threading.Timer:
+    """End the worker process in `limit_s` unless the returned timer is canceled first,
+    or `generated()` says the pipeline call has returned by then (what is left, storing
+    the images, is bound by STORAGE_RETRY_S instead)."""
+    watchdog = threading.Timer(limit_s, _hard_limit_exit, (label, limit_s, generated))
     watchdog.daemon = True
     watchdog.start()
     return watchdog
 
 
-def _hard_limit_exit(job_ids: str, limit_s: float) -> None:
+def _hard_limit_exit(
+    job_ids: str, limit_s: float, generated: Callable[[], bool] | None = None
+) -> None:
+    if generated is not None and generated():
+        return
     log.critical(
         "job %s exceeded the hard time limit of %.0fs: exiting the worker", job_ids, limit_s
     )

@@ -100,6 +100,8 @@ CONTRACT: dict[str, Metric] = {
         WORKER,
         {"device": ANY_VALUE, "kind": frozenset({"allocated", "reserved", "peak"})},
     ),
+    "darkroom_storage_spool_bytes": Metric("gauge", WORKER),
+    "darkroom_storage_retries_total": Metric("counter", WORKER),
     "darkroom_webhook_deliveries_total": Metric(
         "counter", WEBHOOKS, {"outcome": frozenset({"delivered", "retrying", "failed", "gone"})}
     ),

@@ -157,3 +157,10 @@ def test_storage_from_s3_url(s3_endpoint: str) -> None:
     assert storage.prefix == "some/prefix"
     assert storage.presign_expiry_s == 120
     storage.ping()
+
+
+def test_local_put_that_the_disk_refuses_is_a_storage_error(local: LocalStorage) -> None:
+    local.root.parent.mkdir(parents=True, exist_ok=True)
+    local.root.write_bytes(b"a file where the image directory should be")
+    with pytest.raises(StorageError, match=r"writing job1/0\.png under"):
+        local.put("job1/0.png", PNG, "image/png")
