@@ -79,10 +79,13 @@ def submit_call(
     mask: bytes | None,
     settings: Settings,
     idempotency: tuple[str, str] | None,
+    limits: ratelimit.Limits | None = None,
 ) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of the script for a new job; `idempotency`: the key's name and entry."""
+    """KEYS and ARGV of the script for a new job; `idempotency`: the key's name and entry;
+    `limits`: the owner's (default: the server-wide ones)."""
     store_keys, store_args = store_job_call(record, init_image, mask, settings.job_ttl_s)
-    rate_keys, rate_args = ratelimit.rate_call(settings, record.owner, record.id)
+    limits = limits or ratelimit.Limits.of(settings)
+    rate_keys, rate_args = ratelimit.rate_call(limits, settings, record.owner, record.id)
     message = job_message(record.id, record.queue, record.priority)
     key_name, key_entry = idempotency or ("", "")
     keys = [*store_keys, *rate_keys, key_name, message.list_name]

@@ -55,6 +55,7 @@ HTTP_STATUS: dict[type[DarkroomError], int] = {
     errors.DarkroomError: 500,
     errors.InvalidRequest: 422,
     errors.Unauthorized: 401,
+    errors.Forbidden: 403,
     errors.JobNotFound: 404,
     errors.FileNotFound: 404,
     errors.InvalidTransition: 409,

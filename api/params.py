@@ -19,6 +19,7 @@ def resolve_params(
 ) -> GenerationParams:
     """Fill unset fields from the model's defaults and refuse what exceeds its limits."""
     limits = entry.params
+    _check_input_sizes(entry, init_image, mask)
     if mask is not None:
         _check_inpainting(entry, init_image, mask)
     elif init_image is not None and not limits.supports_i2i:
@@ -78,6 +79,22 @@ def _strength(
     # Inpainting repaints the masked area from scratch by default, as A1111's
     # "denoising strength" 1.0 for inpainting does; img2img keeps more of its input.
     return 1.0 if mask is not None else 0.75
+
+
+def _check_input_sizes(
+    entry: ModelEntry, init_image: DecodedImage | None, mask: DecodedImage | None
+) -> None:
+    """Input images within the model's max_size: an inpainted image keeps its input's
+    size, so bounding the input bounds the work and the output (and a 4096x4096
+    input on a 512 model would cost minutes of a GPU for nothing it can do well)."""
+    max_w, max_h = entry.params.max_size
+    for field, image in (("init_image", init_image), ("mask_image", mask)):
+        if image is not None and (image.width > max_w or image.height > max_h):
+            raise InvalidRequest(
+                f"{field} is {image.width}x{image.height}; this model takes at most "
+                f"{max_w}x{max_h} (its max_size): scale the image down first",
+                field,
+            )
 
 
 def _check_inpainting(

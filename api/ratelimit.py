@@ -20,14 +20,17 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 from redis.commands.core import Script
 
-from shared.constants import ACTIVE_KEY_PREFIX, SUBMITS_KEY_PREFIX
+from shared.constants import ACTIVE_KEY_PREFIX, JOB_KEY_PREFIX, SUBMITS_KEY_PREFIX
 from shared.errors import RateLimited
 from shared.jobs import JobStatus
+from shared.keypolicy import DEFAULT_POLICY, KeyPolicy
+from shared.multiplexed import LuaScript, MultiplexedRedis
 from shared.settings import Settings
 from shared.store import job_key
 
@@ -101,37 +104,59 @@ def active_key(owner: str) -> str:
     return ACTIVE_KEY_PREFIX + owner
 
 
-def rate_call(settings: Settings, owner: str, job_id: str) -> tuple[list[str], list[Any]]:
+@dataclass(frozen=True)
+class Limits:
+    """One key's limits (0: off)."""
+
+    submits_per_minute: int
+    max_queued: int
+
+    @classmethod
+    def of(cls, settings: Settings, policy: KeyPolicy = DEFAULT_POLICY) -> Limits:
+        """The server-wide limits, with the key's own `max_queued` where it has one."""
+        max_queued = settings.rate_limit_max_queued
+        return cls(
+            settings.rate_limit_submits_per_minute,
+            max_queued if policy.max_queued is None else policy.max_queued,
+        )
+
+
+def rate_call(
+    limits: Limits, settings: Settings, owner: str, job_id: str
+) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of LUA's functions for `owner`'s new job `job_id`."""
     keys = [submits_key(owner), active_key(owner)]
     args: list[Any] = [
         job_id,
-        settings.rate_limit_submits_per_minute,
-        settings.rate_limit_max_queued,
+        limits.submits_per_minute,
+        limits.max_queued,
         WINDOW_MS,
         settings.job_ttl_s,
     ]
     return keys, args
 
 
-def admit(client: redis.Redis, settings: Settings, owner: str, job_id: str) -> None:
+def admit(
+    client: redis.Redis, settings: Settings, owner: str, job_id: str, limits: Limits | None = None
+) -> None:
     """Count the new job `job_id` against `owner`'s limits, or raise RateLimited.
 
     A refused job counts against nothing.
     """
-    if not settings.rate_limit_submits_per_minute and not settings.rate_limit_max_queued:
+    limits = limits or Limits.of(settings)
+    if not limits.submits_per_minute and not limits.max_queued:
         return
-    keys, args = rate_call(settings, owner, job_id)
+    keys, args = rate_call(limits, settings, owner, job_id)
     verdict, wait_ms = _ADMIT_SCRIPT(keys=keys, args=args, client=client)
     if verdict == TOO_MANY_ACTIVE and prune_finished(client, owner):
         verdict, wait_ms = _ADMIT_SCRIPT(keys=keys, args=args, client=client)
-    check(int(verdict), int(wait_ms), settings)
+    check(int(verdict), int(wait_ms), limits)
 
 
-def check(verdict: int, wait_ms: int, settings: Settings) -> None:
+def check(verdict: int, wait_ms: int, limits: Limits) -> None:
     """Raise RateLimited for a refusing verdict of rate_check."""
     if verdict == TOO_FAST:
-        per_minute = settings.rate_limit_submits_per_minute
+        per_minute = limits.submits_per_minute
         retry_after = max(1, math.ceil(wait_ms / 1000))
         raise RateLimited(
             f"rate limit exceeded: at most {per_minute} jobs per minute per API key "
@@ -141,7 +166,7 @@ def check(verdict: int, wait_ms: int, settings: Settings) -> None:
             retry_after,
         )
     if verdict == TOO_MANY_ACTIVE:
-        max_active = settings.rate_limit_max_queued
+        max_active = limits.max_queued
         raise RateLimited(
             f"rate limit exceeded: at most {max_active} jobs queued or running at once per "
             "API key (RATE_LIMIT_MAX_QUEUED); retry when one of yours has finished",
@@ -177,3 +202,44 @@ def _finished(raw_status: bytes | None, old_enough_to_expire: bool) -> bool:
     if raw_status is None:  # expired, or not written yet
         return old_enough_to_expire
     return JobStatus(json.loads(raw_status)).is_terminal()  # fields are JSON-encoded
+
+
+# What a key has in flight, for GET /me: jobs accepted in the last minute, and
+# its jobs now queued and running (from the active set, read with their statuses).
+# KEYS[1], KEYS[2]: the submits log and active set; ARGV[1]: the window (ms),
+# ARGV[2]: the job record key prefix.
+_USAGE = LuaScript.of(
+    """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local submits = redis.call('ZCOUNT', KEYS[1], now_ms - tonumber(ARGV[1]), '+inf')
+local queued, running = 0, 0
+for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local status = redis.call('HGET', ARGV[2] .. id, 'status')
+  if status == '"queued"' then queued = queued + 1
+  elseif status == '"running"' then running = running + 1 end
+end
+return {submits, queued, running}
+"""
+)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A key's jobs now; None where its limit is off (nothing counts what nothing limits)."""
+
+    submits_last_minute: int | None
+    queued: int | None
+    running: int | None
+
+
+async def usage(client: MultiplexedRedis, owner: str, limits: Limits) -> Usage:
+    submits, queued, running = await client.run_script(
+        _USAGE, [submits_key(owner), active_key(owner)], [WINDOW_MS, JOB_KEY_PREFIX]
+    )
+    active = limits.max_queued > 0
+    return Usage(
+        submits_last_minute=int(submits) if limits.submits_per_minute > 0 else None,
+        queued=int(queued) if active else None,
+        running=int(running) if active else None,
+    )

@@ -11,6 +11,7 @@ from celery import Celery
 from redis.asyncio import Redis as AsyncRedis
 
 from api.metrics import ApiMetrics
+from api.readiness import Readiness
 from shared.apikeys import KeyRing
 from shared.connections import (
     async_master_check,
@@ -51,10 +52,13 @@ class AppState:
     keys: KeyRing
     # This process's counters (the app's own registry; /metrics renders it).
     metrics: ApiMetrics
+    # /readyz's bounded checks of Redis and the storage.
+    readiness: Readiness
 
     @classmethod
     def build(cls, settings: Settings, metrics: ApiMetrics) -> AppState:
         client = redis_client(settings)
+        aredis = async_redis_client(settings)
         storage = storage_from_settings(settings)
         celery = make_celery(settings)
         emitter = WebhookEmitter(celery, settings, storage)
@@ -64,7 +68,7 @@ class AppState:
             settings=settings,
             registry=registry_for(settings),
             redis=client,
-            aredis=async_redis_client(settings),
+            aredis=aredis,
             mux=mux,
             submit_mux=(
                 multiplexed_client(settings, extra_timeout_s=settings.redis_ack_timeout_s)
@@ -75,8 +79,9 @@ class AppState:
             store=JobStore(client, settings.job_ttl_s, on_event=emitter, replica_ack=replica_ack),
             storage=storage,
             celery=celery,
-            keys=KeyRing(settings.api_key_digests),
+            keys=KeyRing(settings.api_key_policies),
             metrics=metrics,
+            readiness=Readiness(aredis, storage),
         )
         _freeze_startup_heap()
         return state

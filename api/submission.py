@@ -19,8 +19,14 @@ from api.reads import fetch_record
 from api.state import AppState
 from shared.apikeys import ANONYMOUS
 from shared.constants import DEFAULT_QUEUE, model_queue
-from shared.errors import InvalidRequest, JobNotFound, NotReplicated, ServiceUnavailable
-from shared.jobs import GenerationParams, JobCreate, JobRecord, utcnow
+from shared.errors import (
+    Forbidden,
+    InvalidRequest,
+    JobNotFound,
+    NotReplicated,
+    ServiceUnavailable,
+)
+from shared.jobs import GenerationParams, JobCreate, JobRecord, Priority, utcnow
 from shared.webhooks import check_webhook_url
 
 log = logging.getLogger(__name__)
@@ -70,11 +76,12 @@ async def submit(
     if idempotency_key is not None:
         key = idempotency.redis_key(owner, idempotency_key)
         claim = (key, idempotency.entry(request, job.record.id))
-    verdict, value = await _enqueue(state, job, claim)
+    limits = ratelimit.Limits.of(state.settings, state.keys.policy(owner))
+    verdict, value = await _enqueue(state, job, claim, limits)
     if verdict == enqueue.REPLAY:
         earlier = await _replayed(state, idempotency.earlier_job(value, request))
         return Submission(earlier, replayed=True)
-    ratelimit.check(verdict, value, state.settings)
+    ratelimit.check(verdict, value, limits)
     _note_queued(state, job.record)
     return Submission(job.record, replayed=False, queue_position=int(value))
 
@@ -96,6 +103,7 @@ def prepare(state: AppState, request: JobCreate, owner: str) -> NewJob:
     Blocks (DNS, image decoding) only for a request with a webhook or images.
     """
     registry = state.registry
+    priority = _allowed_priority(state, request, owner)
     model = request.model or registry.runtime.primary_model
     if model not in registry.models:
         raise InvalidRequest(
@@ -112,14 +120,18 @@ def prepare(state: AppState, request: JobCreate, owner: str) -> NewJob:
     # A job that names its model runs only where that model is loaded; one that
     # does not goes to the shared queue and runs on whichever worker is free.
     queue = model_queue(model) if request.model else DEFAULT_QUEUE
-    record = _new_record(uuid.uuid4().hex, request, model, queue, params, owner)
+    record = _new_record(uuid.uuid4().hex, request, model, queue, params, owner, priority)
     return NewJob(record, init_image.data if init_image else None, mask.data if mask else None)
 
 
-async def _enqueue(state: AppState, job: NewJob, claim: tuple[str, str] | None) -> tuple[int, Any]:
+async def _enqueue(
+    state: AppState, job: NewJob, claim: tuple[str, str] | None, limits: ratelimit.Limits
+) -> tuple[int, Any]:
     """Run the submission script; once more after pruning a full active set."""
     record = job.record
-    keys, args = enqueue.submit_call(record, job.init_image, job.mask, state.settings, claim)
+    keys, args = enqueue.submit_call(
+        record, job.init_image, job.mask, state.settings, claim, limits
+    )
     replica_ack = state.store.replica_ack
     try:
         verdict, value = await enqueue.run(
@@ -165,12 +177,13 @@ def _new_record(
     queue: str,
     params: GenerationParams,
     owner: str,
+    priority: Priority,
 ) -> JobRecord:
     created_at = utcnow()
     return JobRecord(
         id=job_id,
         created_at=created_at,
-        priority=request.priority,
+        priority=priority,
         deadline_at=(
             created_at + timedelta(seconds=request.deadline) if request.deadline else None
         ),
@@ -181,6 +194,21 @@ def _new_record(
         webhook_events_filter=request.webhook_events_filter or ["completed"],
         owner=owner,
     )
+
+
+def _allowed_priority(state: AppState, request: JobCreate, owner: str) -> Priority:
+    """The job's priority: the one asked for, if the key may use it (403 otherwise),
+    else the key's default (API_KEYS_FILE grants priorities per key)."""
+    policy = state.keys.policy(owner)
+    if "priority" not in request.model_fields_set:
+        return policy.default_priority()
+    if request.priority not in policy.priorities:
+        raise Forbidden(
+            f"priority {request.priority!r} is not open to this API key; it may use "
+            f"{', '.join(policy.priorities)} (GET /me)",
+            "priority",
+        )
+    return request.priority
 
 
 def _check_webhook(state: AppState, url: str) -> None:

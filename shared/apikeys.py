@@ -2,7 +2,8 @@
 
 API_KEYS holds plain keys (convenient for one host); API_KEYS_FILE holds one
 hex digest per line (`printf %s "$KEY" | sha256sum`), so a leaked file or
-settings dump reveals no key. Both are read at start; errors never echo a key.
+settings dump reveals no key, optionally followed by what the key may do
+(shared.keypolicy). Both are read at start; errors never echo a key.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+from shared.keypolicy import DEFAULT_POLICY, OPEN_POLICY, KeyPolicy, parse_policy
 
 # The caller when authentication is off: every job belongs to it.
 ANONYMOUS = "anonymous"
@@ -50,38 +53,45 @@ def split_api_keys(value: str) -> list[str]:
     return [key.strip() for key in value.split(",") if key.strip()]
 
 
-def read_key_digests(path: Path) -> list[str]:
-    """The digests in an API_KEYS_FILE, lower-cased. `#` starts a comment.
+def read_key_file(path: Path) -> dict[str, KeyPolicy]:
+    """The entries of an API_KEYS_FILE: each digest (lower-cased) and its key's policy.
 
-    Raises ValueError naming the file and the line (never its content: a
-    plain key pasted by mistake must not reach the logs).
+    A line is a digest, then optional settings (shared.keypolicy); `#` starts a
+    comment. Raises ValueError naming the file and the line (never its
+    content: a plain key pasted by mistake must not reach the logs).
     """
     try:
         text = path.read_text()
     except OSError as exc:
         raise ValueError(f"API_KEYS_FILE {path} cannot be read: {exc.strerror}") from None
-    digests = []
+    entries: dict[str, KeyPolicy] = {}
     for number, line in enumerate(text.splitlines(), start=1):
-        entry = line.split("#", 1)[0].strip()
-        if not entry:
+        words = line.split("#", 1)[0].split()
+        if not words:
             continue
-        if not _HEX_DIGEST.match(entry):
+        digest, *fields = words
+        if not _HEX_DIGEST.match(digest):
             raise ValueError(
                 f"API_KEYS_FILE {path} line {number}: expected a SHA-256 hex digest "
                 "(64 hex characters), not a key"
             )
-        digests.append(entry.lower())
-    if not digests:
+        try:
+            entries[digest.lower()] = parse_policy(fields)
+        except ValueError as exc:
+            raise ValueError(f"API_KEYS_FILE {path} line {number}: {exc}") from None
+    if not entries:
         # An empty file would silently leave the API open.
         raise ValueError(f"API_KEYS_FILE {path} holds no key digests")
-    return digests
+    return entries
 
 
 class KeyRing:
-    """The accepted keys, held as SHA-256 digests only."""
+    """The accepted keys, held as SHA-256 digests only, and what each may do."""
 
-    def __init__(self, digests: Iterable[str]):
-        self._digests = [bytes.fromhex(d) for d in sorted(set(digests))]
+    def __init__(self, keys: Mapping[str, KeyPolicy] | Iterable[str]):
+        policies = keys if isinstance(keys, Mapping) else dict.fromkeys(keys, DEFAULT_POLICY)
+        self._digests = [bytes.fromhex(d) for d in sorted(policies)]
+        self._policies = {owner_id(d): policy for d, policy in policies.items()}
 
     @property
     def enabled(self) -> bool:
@@ -102,3 +112,9 @@ class KeyRing:
             if hmac.compare_digest(candidate, digest):
                 match = candidate
         return owner_id(match.hex()) if match is not None else None
+
+    def policy(self, owner: str) -> KeyPolicy:
+        """What `owner` may do; with keys off, the single trusted user may do everything."""
+        if not self.enabled:
+            return OPEN_POLICY
+        return self._policies.get(owner, DEFAULT_POLICY)

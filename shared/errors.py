@@ -94,6 +94,16 @@ class Unauthorized(DarkroomError):
         self.headers = {"WWW-Authenticate": challenge}
 
 
+class Forbidden(DarkroomError):
+    """The caller's API key is not allowed what it asked for (a priority, a setting)."""
+
+    type = "forbidden"
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
 class RateLimited(DarkroomError):
     """The caller's API key is over one of its limits."""
 

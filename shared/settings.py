@@ -15,13 +15,14 @@ from urllib.parse import urlparse
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.apikeys import check_plain_key, hash_key, read_key_digests, split_api_keys
+from shared.apikeys import check_plain_key, hash_key, read_key_file, split_api_keys
 from shared.constants import (
     DEFAULT_JOB_TTL_S,
     DEFAULT_STORAGE_RETRY_MAX_DELAY_S,
     DEFAULT_STORAGE_RETRY_S,
     DEFAULT_STORAGE_SPOOL_BYTES,
 )
+from shared.keypolicy import DEFAULT_POLICY, KeyPolicy
 
 
 class Settings(BaseSettings):
@@ -98,7 +99,8 @@ class Settings(BaseSettings):
 
     # Security (README "Security"). Any key configured turns authentication on.
     # API_KEYS: plain keys, comma separated; API_KEYS_FILE: one SHA-256 hex
-    # digest of a key per line, so the server need not hold the keys themselves.
+    # digest of a key per line, so the server need not hold the keys themselves,
+    # each optionally followed by the key's settings (shared.keypolicy).
     api_keys: SecretStr | None = None
     api_keys_file: Path | None = None
     # Per API key, shared by every API process (counted in Redis); 0 turns one off.
@@ -113,21 +115,38 @@ class Settings(BaseSettings):
                 check_plain_key(key)
         return value
 
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None  # METRICS_TOKEN= (empty) leaves /metrics open, as unset does
+        try:
+            check_plain_key(value.get_secret_value())
+        except ValueError as exc:
+            raise ValueError(str(exc).replace("API_KEYS entries", "METRICS_TOKEN")) from None
+        return value
+
     @field_validator("api_keys_file")
     @classmethod
     def _api_keys_file(cls, value: Path | None) -> Path | None:
         if value is not None:
-            read_key_digests(value)  # refuse a missing, empty or malformed file at start
+            read_key_file(value)  # refuse a missing, empty or malformed file at start
         return value
+
+    @property
+    def api_key_policies(self) -> dict[str, KeyPolicy]:
+        """Every accepted API key's SHA-256 hex digest and what it may do: API_KEYS
+        with the defaults, then API_KEYS_FILE (whose settings win for a key in both)."""
+        plain = split_api_keys(self.api_keys.get_secret_value()) if self.api_keys else []
+        policies = {hash_key(key): DEFAULT_POLICY for key in plain}
+        if self.api_keys_file is not None:
+            policies.update(read_key_file(self.api_keys_file))
+        return policies
 
     @property
     def api_key_digests(self) -> frozenset[str]:
         """SHA-256 hex digests of every accepted API key (API_KEYS hashed, and API_KEYS_FILE)."""
-        plain = split_api_keys(self.api_keys.get_secret_value()) if self.api_keys else []
-        digests = {hash_key(key) for key in plain}
-        if self.api_keys_file is not None:
-            digests.update(read_key_digests(self.api_keys_file))
-        return frozenset(digests)
+        return frozenset(self.api_key_policies)
 
     # Reliability. A worker whose heartbeat is older than WORKER_TTL_S is dead;
     # its running job goes back to the queue, and fails after JOB_MAX_ATTEMPTS.
@@ -153,10 +172,13 @@ class Settings(BaseSettings):
     # worker), for log pipelines (Loki, Elasticsearch, CloudWatch) that parse it.
     log_format: Literal["text", "json"] = "text"
 
-    # Observability. GET /metrics on the API (open, like /healthz: it holds
-    # counts, never a job id, prompt or key); each worker serves its own on
-    # WORKER_METRICS_PORT (unset: none).
+    # Observability. GET /metrics on the API (open, like /healthz, unless
+    # METRICS_TOKEN is set: it holds counts, never a job id, prompt or key); each
+    # worker serves its own on WORKER_METRICS_PORT (unset: none).
     metrics_enabled: bool = True
+    # Set: GET /metrics of the API answers only `Authorization: Bearer <token>`
+    # (the scrape configs in deploy/observability send it from a file).
+    metrics_token: SecretStr | None = None
 
     # The OpenAI (/v1) and AUTOMATIC1111 (/sdapi/v1) compatible APIs answer with
     # the finished images, waiting for the job (without holding a thread) up to

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import io
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -65,7 +66,12 @@ def generate_batch(
         sources = [
             _load_init_image(r.init_image or b"", first.width, first.height) for r in requests
         ]
-        kwargs.update(image=_per_image(sources, counts), strength=first.strength)
+        length = steps_for_strength(first.steps, first.strength)
+        kwargs.update(
+            image=_per_image(sources, counts),
+            num_inference_steps=length,
+            strength=strength_for_schedule(length, first.strength),
+        )
     else:
         kwargs.update(width=first.width, height=first.height)
     images = _call(pipe, kwargs, model, first.sampler, on_step)
@@ -103,15 +109,47 @@ def _inpaint(
     size = (params.width, params.height)
     work_source = source if source.size == size else source.resize(size, Image.Resampling.LANCZOS)
     work_mask = mask if mask.size == size else mask.resize(size, Image.Resampling.NEAREST)
+    length = steps_for_strength(params.steps, params.strength)
     kwargs.update(
         image=work_source,
         mask_image=work_mask,
-        strength=params.strength,
+        num_inference_steps=length,
+        strength=strength_for_schedule(length, params.strength),
         width=params.width,
         height=params.height,
     )
     images = _call(model.inpaint, kwargs, model, params.sampler, on_step)
     return [[keep_unmasked(image, source, mask) for image in images]]
+
+
+# The longest schedule steps_for_strength makes: schedulers refuse more steps
+# than their training timesteps (1000 for SD, SDXL, SD3 and FLUX).
+MAX_SCHEDULE_STEPS = 1000
+
+
+def steps_for_strength(steps: int, strength: float | None) -> int:
+    """The schedule length that makes an image-to-image call run at least one step.
+
+    diffusers runs int(steps x strength) of a `steps`-long schedule: 3 steps at
+    0.2 would run none and fail ("cannot reshape tensor of 0 elements"). A1111
+    runs one step then, and so does darkroom, on the shortest schedule whose
+    strength share is a whole step (its last, least noisy step: as close to the
+    asked strength as one step gets). Otherwise the job's steps are kept as asked.
+    Below 1/MAX_SCHEDULE_STEPS the step is that of strength 1/MAX_SCHEDULE_STEPS.
+    """
+    if strength is None or int(steps * strength) >= 1:
+        return steps
+    length = max(steps, math.ceil(1 / strength))
+    while int(length * strength) < 1 and length < MAX_SCHEDULE_STEPS:
+        length += 1  # float rounding: 1 / 0.3 * 0.3 may fall short
+    return min(length, MAX_SCHEDULE_STEPS)
+
+
+def strength_for_schedule(length: int, strength: float | None) -> float | None:
+    """`strength`, raised where needed so that a `length`-step schedule runs one step."""
+    if strength is None or int(length * strength) >= 1:
+        return strength
+    return 1 / length + 1e-9
 
 
 def _per_image(values: list[Any], counts: list[int]) -> list[Any]:

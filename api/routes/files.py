@@ -5,7 +5,7 @@ from fastapi.responses import FileResponse
 
 from api.auth import OwnerDep
 from api.deps import StateDep
-from shared.errors import FileNotFound, JobNotFound, StorageError
+from shared.errors import FileNotFound, InvalidRequest, JobNotFound, StorageError
 from shared.storage import LocalStorage
 
 router = APIRouter(tags=["files"])
@@ -21,6 +21,9 @@ def get_file(key: str, state: StateDep, owner: OwnerDep) -> FileResponse:
     storage = state.storage
     if not isinstance(storage, LocalStorage):
         raise FileNotFound("images are served by the object store, not by the API")
+    if "\x00" in key:
+        # No file name holds one; the filesystem would refuse it with a ValueError.
+        raise InvalidRequest("the file name contains a NUL byte (%00)", "key")
     try:
         path = storage.path(key)
     except StorageError:

@@ -1,22 +1,30 @@
-"""The service's status: Redis, live workers and the models they serve, queue depths."""
+"""The service's status: Redis, live workers and the models they serve, queue depths.
 
+Open to every key, so it shows each caller only what is its own or harmless:
+job ids of the caller's jobs alone, and worker pids only to admin keys.
+"""
+
+import json
+import logging
 from typing import Literal
 
 import redis
 from fastapi import APIRouter
 from pydantic import BaseModel
 
+from api.auth import OwnerDep
 from api.deps import StateDep
 from shared.constants import DEFAULT_QUEUE, broker_lists, model_queue
-from shared.store import waiting_key
+from shared.store import job_key, waiting_key
 from shared.workers import WorkerInfo, live_workers
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["system"])
 
 
 class RedisHealth(BaseModel):
     reachable: bool
-    # Only when it is not: why.
+    # Only when it is not: "unreachable" or "timeout" (the details are in the API's log).
     error: str | None = None
 
 
@@ -43,14 +51,20 @@ class ServiceStatus(BaseModel):
 # exclude_unset: what was not measured is left out of the answer, not sent as
 # null or empty (redis.error when Redis answers; all but redis when it does not).
 @router.get("/status", response_model=ServiceStatus, response_model_exclude_unset=True)
-def service_status(state: StateDep) -> ServiceStatus:
-    """Redis reachability, live workers (with the model each serves) and queue depths."""
+def service_status(state: StateDep, owner: OwnerDep) -> ServiceStatus:
+    """Redis reachability, live workers (with the model each serves) and queue depths.
+
+    A worker's running job ids show only to the job's owner, its pid only to admin keys.
+    """
     try:
         workers = live_workers(state.redis)
         queues = _queue_depths(state)
         waiting = _waiting_jobs(state)
+        workers = _as_seen_by(state, workers, owner)
     except redis.RedisError as exc:
-        return ServiceStatus(status="down", redis=RedisHealth(reachable=False, error=str(exc)))
+        log.warning("GET /status: Redis unreachable: %s", exc)
+        kind = "timeout" if isinstance(exc, redis.TimeoutError) else "unreachable"
+        return ServiceStatus(status="down", redis=RedisHealth(reachable=False, error=kind))
     serving = [w for w in workers if w.model]
     models = _per_model(state, workers, waiting)
     return ServiceStatus(
@@ -61,6 +75,32 @@ def service_status(state: StateDep) -> ServiceStatus:
         models=models,
         problems=_problems(workers, models),
     )
+
+
+def _as_seen_by(state: StateDep, workers: list[WorkerInfo], owner: str) -> list[WorkerInfo]:
+    """The workers with what `owner` may not see left out: other keys' job ids, and
+    (unless its key is an admin's) worker pids."""
+    running = sorted({job for w in workers for job in [w.current_job, *w.current_batch] if job})
+    pipe = state.redis.pipeline(transaction=False)
+    for job_id in running:
+        pipe.hget(job_key(job_id), "owner")
+    owners = pipe.execute() if running else []
+    mine = {job for job, raw in zip(running, owners, strict=True) if _owned_by(raw, owner)}
+    admin = state.keys.policy(owner).admin
+    return [
+        w.model_copy(
+            update={
+                "current_job": w.current_job if w.current_job in mine else None,
+                "current_batch": [job for job in w.current_batch if job in mine],
+                "pid": w.pid if admin else None,
+            }
+        )
+        for w in workers
+    ]
+
+
+def _owned_by(raw_owner: bytes | None, owner: str) -> bool:
+    return raw_owner is not None and json.loads(raw_owner) == owner
 
 
 def _queue_depths(state: StateDep) -> dict[str, int]:

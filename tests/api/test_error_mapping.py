@@ -16,6 +16,7 @@ EXPECTED = {
     "GenerationError": 500,
     "InvalidRequest": 422,
     "Unauthorized": 401,
+    "Forbidden": 403,
     "JobNotFound": 404,
     "FileNotFound": 404,
     "InvalidTransition": 409,

@@ -15,6 +15,7 @@ import redis
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from api.images import decode_image
 from shared.constants import DEFAULT_QUEUE, broker_lists, model_queue
 
 
@@ -108,11 +109,36 @@ def test_hostile_init_images_are_refused(
     assert nothing_stored(api_redis)
 
 
-def test_the_largest_allowed_image_is_accepted(api: TestClient) -> None:
-    # The bound is on pixels (16 M, 4096x4096), not on the file's size.
-    image = b64(encoded(Image.new("RGB", (4096, 4096)), "PNG"))
+def test_the_largest_decodable_image_decodes() -> None:
+    # The decoder's bound is on pixels (16 M, 4096x4096), not on the file's size.
+    decoded = decode_image(b64(encoded(Image.new("RGB", (4096, 4096)), "PNG")), "init_image")
+    assert (decoded.width, decoded.height) == (4096, 4096)
+
+
+def test_the_largest_image_the_model_takes_is_accepted(api: TestClient) -> None:
+    image = b64(encoded(Image.new("RGB", (256, 256)), "PNG"))  # tiny-sd's max_size
     body = {"prompt": "x", "model": "tiny-sd", "init_image": image, "width": 64, "height": 64}
     assert api.post("/jobs", json=body).status_code == 202
+
+
+@pytest.mark.parametrize("field", ["init_image", "mask_image"])
+def test_an_input_image_over_the_models_max_size_is_422(
+    api: TestClient, api_redis: redis.Redis, field: str
+) -> None:
+    """The probe: a 4096x4096 image and mask, n=4, on a model limited to 256
+    (inpainting keeps the input's size, so it would have made four 4096x4096 images)."""
+    small = b64(encoded(Image.new("RGB", (256, 256)), "PNG"))
+    large = b64(encoded(Image.new("RGB", (4096, 4096)), "PNG"))
+    images = {"init_image": small, "mask_image": small, field: large}
+    response = api.post(
+        "/jobs", json={"prompt": "x", "model": "tiny-sd", "num_images": 4, **images}
+    )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["field"] == field
+    assert "4096x4096" in error["message"]
+    assert "256x256" in error["message"]
+    assert nothing_stored(api_redis)
 
 
 BAD_FIELDS: dict[str, tuple[dict[str, Any], str]] = {

@@ -163,7 +163,9 @@ def test_img2img_explicit_size_and_strength() -> None:
 
 
 def test_img2img_init_image_larger_than_max_size_refused() -> None:
-    assert refused(job(), SD, image(2000, 600)) == "width"
+    # Named as the field that is too large, with or without an output size.
+    assert refused(job(), SD, image(2000, 600)) == "init_image"
+    assert refused(job(width=512, height=512), SD, image(2000, 600)) == "init_image"
 
 
 def test_img2img_init_image_smaller_than_8_pixels_refused() -> None:

@@ -290,9 +290,7 @@ def test_each_darkroom_container_runs_its_image() -> None:
             assert image_name(container["image"]) == expected, workload.label
     assert commands == set(IMAGE_FOR_COMMAND)
     for worker in GPU_WORKERS:
-        assert [image_name(c["image"]) for c in containers(worker)] == [
-            IMAGE_FOR_COMMAND["worker"]
-        ]
+        assert [image_name(c["image"]) for c in containers(worker)] == [IMAGE_FOR_COMMAND["worker"]]
 
 
 def test_kustomization_names_both_images() -> None:
@@ -604,7 +602,15 @@ SCRAPE_JOBS = {
 }
 POD_MONITORS = by_kind(ALL, "PodMonitor")
 POD_MONITOR_KEYS = {"selector", "podMetricsEndpoints", "namespaceSelector", "jobLabel"}
-ENDPOINT_KEYS = {"port", "path", "interval", "scrapeTimeout", "relabelings", "metricRelabelings"}
+ENDPOINT_KEYS = {
+    "port",
+    "path",
+    "interval",
+    "scrapeTimeout",
+    "relabelings",
+    "metricRelabelings",
+    "authorization",
+}
 
 
 def pod_labels(workload: Manifest) -> dict[str, str]:
@@ -647,6 +653,19 @@ def test_pod_monitor_shape(monitor: Manifest) -> None:
     assert "namespaceSelector" not in spec, "its own namespace: the one darkroom is applied to"
     for endpoint in spec["podMetricsEndpoints"]:
         assert set(endpoint) <= ENDPOINT_KEYS
+
+
+def test_api_pod_monitor_sends_the_metrics_token_of_the_secret() -> None:
+    """METRICS_TOKEN: the API's /metrics may need it; the PodMonitor reads it from
+    the Secret every darkroom pod takes its settings from (optional: it may be unset)."""
+    [monitor] = [m for m in POD_MONITORS if m.obj["metadata"]["name"] == "darkroom-api"]
+    [endpoint] = monitor.obj["spec"]["podMetricsEndpoints"]
+    assert endpoint["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": "darkroom-secrets", "key": "METRICS_TOKEN", "optional": True},
+    }
+    [secret] = [m for m in ALL if m.obj["kind"] == "Secret"]
+    assert "METRICS_TOKEN" in secret.obj["stringData"]
 
 
 @pytest.mark.parametrize("workload", darkroom_workloads(), ids=ids(darkroom_workloads()))

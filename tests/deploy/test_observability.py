@@ -221,10 +221,30 @@ def test_rules_unit_tests_pass(promtool: str) -> None:
     run_promtool(promtool, "test", "rules", RULES_TESTS.name)
 
 
-def test_compose_scrape_config_passes_promtool(promtool: str) -> None:
-    """The compose config, with the rules file it names (relative path) checked too."""
-    output = run_promtool(promtool, "check", "config", COMPOSE_PROMETHEUS.name)
+def test_compose_scrape_config_passes_promtool(promtool: str, tmp_path: Path) -> None:
+    """The compose config, with the rules file it names (relative path) checked too.
+
+    promtool wants the METRICS_TOKEN file it names to exist: compose writes it
+    into the container; here it is a file of the test's.
+    """
+    config = yaml.safe_load(COMPOSE_PROMETHEUS.read_text(encoding="utf-8"))
+    _with_token_files(config, tmp_path)
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    shutil.copy(RULES_FILE, tmp_path / RULES_FILE.name)
+    output = run_promtool(promtool, "check", "config", "prometheus.yml", cwd=tmp_path)
     assert "1 rule files found" in output
+
+
+def _with_token_files(config: dict[str, Any], tmp_path: Path) -> None:
+    """Point each job's credentials file at an empty file of the test's; the API's
+    job must have one (METRICS_TOKEN)."""
+    token = tmp_path / "metrics-token"
+    token.write_text("")
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert "credentials_file" in jobs["darkroom-api"]["authorization"]
+    for job in jobs.values():
+        if "authorization" in job:
+            job["authorization"]["credentials_file"] = str(token)
 
 
 def test_kubernetes_scrape_config_passes_promtool(promtool: str, tmp_path: Path) -> None:
@@ -235,6 +255,7 @@ def test_kubernetes_scrape_config_passes_promtool(promtool: str, tmp_path: Path)
     for job in config["scrape_configs"]:
         assert job.pop("kubernetes_sd_configs") == [{"role": "pod"}], job["job_name"]
         job["static_configs"] = [{"targets": []}]
+    _with_token_files(config, tmp_path)
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
     shutil.copy(RULES_FILE, tmp_path / RULES_FILE.name)
     run_promtool(promtool, "check", "config", "prometheus.yml", cwd=tmp_path)

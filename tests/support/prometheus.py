@@ -17,12 +17,27 @@ from tests.support.system import require_program
 
 
 @contextmanager
-def running_prometheus(targets: dict[str, str], workdir: Path) -> Iterator[str]:
-    """Prometheus scraping `targets` (job name -> host:port) every second; yields its URL."""
+def running_prometheus(
+    targets: dict[str, str], workdir: Path, credentials_files: dict[str, Path] | None = None
+) -> Iterator[str]:
+    """Prometheus scraping `targets` (job name -> host:port) every second; yields its URL.
+
+    `credentials_files`: per job, a file whose content Prometheus sends as a Bearer
+    token (as deploy/observability's configs send METRICS_TOKEN).
+    """
+    credentials_files = credentials_files or {}
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "scrape_configs": [
-            {"job_name": job, "static_configs": [{"targets": [target]}]}
+            {
+                "job_name": job,
+                "static_configs": [{"targets": [target]}],
+                **(
+                    {"authorization": {"credentials_file": str(credentials_files[job])}}
+                    if job in credentials_files
+                    else {}
+                ),
+            }
             for job, target in targets.items()
         ],
     }

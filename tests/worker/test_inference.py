@@ -10,7 +10,12 @@ from PIL import Image
 
 from shared.jobs import GenerationParams
 from shared.registry import Registry
-from worker.inference import generate
+from worker.inference import (
+    MAX_SCHEDULE_STEPS,
+    generate,
+    steps_for_strength,
+    strength_for_schedule,
+)
 from worker.loader import LoadedModel, load_model
 
 
@@ -148,6 +153,52 @@ def test_on_step_for_img2img_ends_at_the_total(tiny: LoadedModel) -> None:
 
     # strength 0.5 of 4 steps runs the last 2.
     assert calls == [(1, 2), (2, 2)]
+
+
+@pytest.mark.parametrize(("steps", "strength"), [(3, 0.2), (2, 0.3), (4, 0.2), (2, 1e-9)])
+def test_img2img_below_one_step_of_strength_runs_one_step(
+    tiny: LoadedModel, steps: int, strength: float
+) -> None:
+    """int(steps x strength) is 0: diffusers would fail on an empty schedule; A1111
+    runs one step, and so does darkroom (the probe: steps 3, denoising 0.2)."""
+    calls: list[tuple[int, int]] = []
+
+    [image] = generate(
+        tiny,
+        params(mode="img2img", strength=strength, steps=steps),
+        init_image=png_bytes(64, 64, (0, 255, 0)),
+        on_step=lambda done, total: calls.append((done, total)),
+    )
+
+    assert image.size == (64, 64)
+    assert calls == [(1, 1)]
+
+
+def test_inpainting_below_one_step_of_strength_runs_one_step(tiny: LoadedModel) -> None:
+    mask = png_bytes(64, 64, (255, 255, 255))
+    calls: list[tuple[int, int]] = []
+
+    [image] = generate(
+        tiny,
+        params(mode="inpaint", strength=0.3, steps=2),
+        init_image=png_bytes(64, 64, (0, 255, 0)),
+        mask=mask,
+        on_step=lambda done, total: calls.append((done, total)),
+    )
+
+    assert image.size == (64, 64)
+    assert calls == [(1, 1)]
+
+
+@pytest.mark.parametrize(
+    ("steps", "strength", "length"),
+    [(4, 0.5, 4), (3, 0.2, 5), (2, 0.3, 4), (10, 0.01, 100), (2, 1e-6, MAX_SCHEDULE_STEPS)],
+)
+def test_steps_for_strength_keeps_the_asked_steps_unless_none_would_run(
+    steps: int, strength: float, length: int
+) -> None:
+    assert steps_for_strength(steps, strength) == length
+    assert int(length * strength_for_schedule(length, strength)) == 1 or length == steps
 
 
 class Canceled(Exception):
