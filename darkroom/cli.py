@@ -7,7 +7,7 @@ import os
 import sys
 
 from darkroom.client_commands import add_client_commands
-from darkroom.options import add_api_options
+from darkroom.options import add_allow_api_url_option, add_api_options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--once", action="store_true", help="stop after the demo job finished")
     up.add_argument("--ui-port", type=int, default=8501, help="port of the web page (default 8501)")
     up.add_argument("--no-ui", action="store_true", help="do not start the web page")
+    add_allow_api_url_option(up)
     up.set_defaults(run=_up)
 
     api = commands.add_parser("api", help="run the HTTP API (same as uvicorn api.main:app)")
@@ -63,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=8501)
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
     add_api_options(ui)
+    add_allow_api_url_option(ui)
     ui.set_defaults(run=_ui)
 
     hooks = commands.add_parser("webhooks", help="run the light webhook delivery worker")
@@ -90,6 +92,7 @@ def _up(args: argparse.Namespace) -> int:
         model=args.model,
         demo=not args.no_demo,
         ui_port=None if args.no_ui else args.ui_port,
+        allowed_api_urls=args.allow_api_url,
     ).run(once=args.once)
 
 
@@ -128,13 +131,11 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _ui(args: argparse.Namespace) -> int:
-    from darkroom.commands import streamlit_ui
+    from darkroom.commands import streamlit_ui, streamlit_ui_env
 
     # The page reads the API's address and key from its environment (not argv,
     # which `ps` shows to every user of the machine).
-    env = {**os.environ, "DARKROOM_API_URL": args.api_url}
-    if args.api_key:
-        env["DARKROOM_API_KEY"] = args.api_key
+    env = {**os.environ, **streamlit_ui_env(args.api_url, args.api_key, args.allow_api_url)}
     argv = streamlit_ui(args.port, args.host)
     print(f"darkroom ui: http://{args.host}:{args.port} (API {args.api_url})", flush=True)
     os.execve(argv[0], argv, env)

@@ -16,7 +16,7 @@ from typing import Any
 
 from rich.console import Console
 
-from darkroom.client import TERMINAL, ApiError, DarkroomClient
+from darkroom.client import PRIORITIES, TERMINAL, ApiError, DarkroomClient, allowed_priorities
 from darkroom.options import add_api_options
 from darkroom.progress import watch
 from darkroom.saving import save_images
@@ -43,7 +43,12 @@ def add_client_commands(commands: Any) -> None:
     submit.add_argument("--height", type=int, default=None)
     submit.add_argument("--guidance-scale", type=float, default=None)
     submit.add_argument("-n", "--num-images", type=int, default=None)
-    submit.add_argument("--priority", choices=["low", "normal", "high"], default=None)
+    submit.add_argument(
+        "--priority",
+        choices=PRIORITIES,
+        default=None,
+        help="one your API key may use (darkroom checks before submitting)",
+    )
     submit.add_argument("--init-image", type=Path, default=None, help="image file: img2img")
     submit.add_argument("--strength", type=float, default=None)
     submit.add_argument("--wait", action="store_true", help="wait, showing progress, until done")
@@ -92,6 +97,10 @@ def _explain(exc: ApiError) -> str:
 
 
 def _submit(args: argparse.Namespace, client: DarkroomClient, console: Console) -> int:
+    refusal = _priority_refusal(client, args.priority)
+    if refusal is not None:
+        print(f"darkroom: {refusal}", file=sys.stderr)
+        return EXIT_FAILED
     job = client.submit(build_body(args))
     if args.wait or args.output:
         try:
@@ -104,6 +113,16 @@ def _submit(args: argparse.Namespace, client: DarkroomClient, console: Console) 
             )
             return EXIT_INTERRUPTED
     return _show_job(args, client, console, job)
+
+
+def _priority_refusal(client: DarkroomClient, priority: str | None) -> str | None:
+    """Why the key may not use `priority` (None: it may), asked before anything is queued."""
+    if priority is None:
+        return None
+    allowed = allowed_priorities(client)
+    if priority in allowed:
+        return None
+    return f"priority {priority!r} is not allowed for this API key (allowed: {', '.join(allowed)})"
 
 
 def _get(args: argparse.Namespace, client: DarkroomClient, console: Console) -> int:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+from darkroom.ui.access import ALLOWED_API_URLS_ENV
 from shared.constants import WEBHOOK_QUEUE
 
 
@@ -93,7 +95,7 @@ UI_SCRIPT = Path(__file__).resolve().parent / "ui" / "app.py"
 def streamlit_ui(port: int, host: str = "127.0.0.1") -> list[str]:
     """The web page: `streamlit run darkroom/ui/app.py`, headless (no browser opened,
     no usage statistics sent). The API's URL and key reach it through the
-    environment (DARKROOM_API_URL, DARKROOM_API_KEY), never argv: `ps` shows argv."""
+    environment (`streamlit_ui_env`), never argv: `ps` shows argv."""
     return [
         sys.executable,
         "-m",
@@ -114,3 +116,20 @@ def streamlit_ui(port: int, host: str = "127.0.0.1") -> list[str]:
         "--client.toolbarMode",
         "minimal",
     ]
+
+
+def streamlit_ui_env(
+    api_url: str, api_key: str | None, allowed_api_urls: Sequence[str] = ()
+) -> dict[str, str]:
+    """What the web page reads from its environment: the API it calls, the key it calls
+    that API with (kept on the server), and the other URLs visitors may choose.
+
+    Without `allowed_api_urls`, an inherited DARKROOM_UI_ALLOWED_API_URLS stands
+    (else the page calls the configured URL only).
+    """
+    env = {"DARKROOM_API_URL": api_url}
+    if allowed_api_urls:
+        env[ALLOWED_API_URLS_ENV] = " ".join(allowed_api_urls)
+    if api_key:
+        env["DARKROOM_API_KEY"] = api_key
+    return env

@@ -1,4 +1,4 @@
-"""Options every client command shares: where the API is and which key to use."""
+"""Options the commands share: where the API is, which key to use, what the web page may call."""
 
 from __future__ import annotations
 
@@ -19,4 +19,16 @@ def add_api_options(parser: argparse.ArgumentParser) -> None:
         "--api-key",
         default=default_api_key(),
         help="API key, when the API has keys on (default: DARKROOM_API_KEY)",
+    )
+
+
+def add_allow_api_url_option(parser: argparse.ArgumentParser) -> None:
+    """The web page's `--allow-api-url` (`darkroom ui`, `darkroom up`)."""
+    parser.add_argument(
+        "--allow-api-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="another API URL visitors of the web page may choose (repeatable; '*': any). "
+        "Default: only --api-url. The page's own key is never sent to these",
     )

@@ -7,11 +7,9 @@ queue, and keeps everything running until Ctrl-C, which stops all it started.
 
 from __future__ import annotations
 
-import base64
 import importlib.util
 import logging
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -19,12 +17,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from darkroom import commands
+from darkroom import commands, webhook_secret
 from darkroom.client import DarkroomClient
 from darkroom.commands import threads_per_worker
 from shared.apikeys import split_api_keys
@@ -33,6 +32,22 @@ from shared.workers import unique_name
 log = logging.getLogger("darkroom.up")
 
 DEMO_PROMPT = "a lighthouse on a cliff at dusk, oil painting"
+# Where the stack keeps what it makes (the demo image, the webhook secret), under
+# the directory it was started in.
+DATA_DIR = Path("data")
+WEBHOOK_SECRET_FILE = DATA_DIR / "webhook_secret"
+# The values pydantic reads as true (WEBHOOK_ALLOW_PRIVATE_NETWORKS is a bool setting).
+TRUE_VALUES = {"1", "true", "t", "yes", "y", "on"}
+# Secrets of the server side: the web page, a client of the API, gets none of them.
+SERVER_SECRETS = (
+    "API_KEYS",
+    "API_KEYS_FILE",
+    "WEBHOOK_SECRET",
+    "METRICS_TOKEN",
+    "OPENAI_API_KEY",
+    "HF_TOKEN",
+    "AWS_SECRET_ACCESS_KEY",
+)
 
 
 def free_port() -> int:
@@ -55,10 +70,17 @@ def redis_server_binary() -> str | None:
 
 class LocalStack:
     def __init__(
-        self, port: int, workers: int, model: str | None, demo: bool, ui_port: int | None = None
+        self,
+        port: int,
+        workers: int,
+        model: str | None,
+        demo: bool,
+        ui_port: int | None = None,
+        allowed_api_urls: Sequence[str] = (),
     ):
         self.port = port
         self.ui_port = ui_port
+        self.allowed_api_urls = tuple(allowed_api_urls)
         self.workers = workers
         self.model = model
         self.demo = demo
@@ -66,7 +88,7 @@ class LocalStack:
         self.env = dict(os.environ)
 
     def run(self, once: bool = False) -> int:
-        logging.basicConfig(level="INFO", format="%(asctime)s %(name)s: %(message)s")
+        logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         logging.getLogger("httpx").setLevel(logging.WARNING)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:
@@ -92,19 +114,14 @@ class LocalStack:
         if "REDIS_URL" not in self.env:
             self.env["REDIS_URL"] = self._start_redis()
         self.env.setdefault("PRIMARY_MODEL", "tiny-sd")
-        if "WEBHOOK_SECRET" not in self.env:
-            secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-            self.env["WEBHOOK_SECRET"] = secret
-            log.info("webhooks are signed with WEBHOOK_SECRET=%s (set your own to keep it)", secret)
-        # A local stack calls local receivers.
-        self.env.setdefault("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")
+        self._webhook_settings()
         self.env["PUBLIC_BASE_URL"] = f"http://127.0.0.1:{self.port}"
         self.env["PYTHONUNBUFFERED"] = "1"
         self._spawn("api", commands.uvicorn("api.main:app", self.port))
         if self.ui_port:
             self._start_ui(self.ui_port)
         self._spawn("webhooks", commands.webhook_worker("webhooks@%h", loglevel="WARNING"))
-        threads = threads_per_worker(self.workers)
+        threads = threads_per_worker(max(1, self.workers))  # --workers 0: API and page only
         for index in range(self.workers):
             env = {"TORCH_THREADS": str(threads)}
             if self.model:
@@ -116,16 +133,36 @@ class LocalStack:
             )
         self._wait_ready(timeout_s=180)
 
+    def _webhook_settings(self) -> None:
+        if "WEBHOOK_SECRET" not in self.env:
+            secret = webhook_secret.new_secret()
+            self.env["WEBHOOK_SECRET"] = secret
+            path = webhook_secret.save_secret(WEBHOOK_SECRET_FILE, secret)
+            log.info(
+                "webhooks are signed with a new WEBHOOK_SECRET, saved in %s (mode 0600; "
+                "set WEBHOOK_SECRET to use your own)",
+                path,
+            )
+        # A local stack calls local receivers.
+        self.env.setdefault("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")
+        if self.env["WEBHOOK_ALLOW_PRIVATE_NETWORKS"].strip().lower() in TRUE_VALUES:
+            log.warning(
+                "WEBHOOK_ALLOW_PRIVATE_NETWORKS is on: webhooks may call loopback, private "
+                "and link-local addresses (169.254.169.254, cloud metadata, included) from "
+                "this machine, for local receivers. Set WEBHOOK_ALLOW_PRIVATE_NETWORKS=false "
+                "where others can submit jobs"
+            )
+
     def _start_ui(self, port: int) -> None:
         if importlib.util.find_spec("streamlit") is None:
             log.warning("no web page: it needs pip install 'darkroom[ui]' (Streamlit)")
             self.ui_port = None
             return
-        env = {"DARKROOM_API_URL": f"http://127.0.0.1:{self.port}"}
-        key = self._api_key()
-        if key:
-            env["DARKROOM_API_KEY"] = key
-        self._spawn("ui", commands.streamlit_ui(port), extra_env=env)
+        # The page calls this stack's API with its key, which stays on the server.
+        env = commands.streamlit_ui_env(
+            f"http://127.0.0.1:{self.port}", self._api_key(), self.allowed_api_urls
+        )
+        self._spawn("ui", commands.streamlit_ui(port), extra_env=env, drop=SERVER_SECRETS)
         log.info("starting the web page at http://127.0.0.1:%d (--no-ui leaves it out)", port)
 
     def _start_redis(self) -> str:
@@ -141,8 +178,14 @@ class LocalStack:
         log.info("started an embedded Redis (%s) on port %d", binary, port)
         return f"redis://127.0.0.1:{port}/0"
 
-    def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> None:
-        env = {**self.env, **(extra_env or {})}
+    def _spawn(
+        self,
+        name: str,
+        argv: list[str],
+        extra_env: dict[str, str] | None = None,
+        drop: Sequence[str] = (),
+    ) -> None:
+        env = {k: v for k, v in {**self.env, **(extra_env or {})}.items() if k not in drop}
         self.children.append((name, subprocess.Popen(argv, env=env)))
 
     def _wait_ready(self, timeout_s: float) -> None:
@@ -202,7 +245,7 @@ class LocalStack:
             log.error("demo job %s: %s", job["status"], job.get("error"))
             return False
         image = job["images"][0]
-        out = Path("data") / "demo.png"
+        out = DATA_DIR / "demo.png"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(client.download(image["url"]))
         log.info(

@@ -20,7 +20,8 @@ MAX_SEED = 2**32 - 1
 USUAL_MAX_GUIDANCE = 20.0
 # diffusers' image-to-image default, which the API applies when none is sent.
 DEFAULT_STRENGTH = 0.75
-PRIORITIES = ("normal", "high", "low")
+# What a job gets when it asks for none (where the key may use it).
+DEFAULT_PRIORITY = "normal"
 
 
 @dataclass(frozen=True)
@@ -92,9 +93,14 @@ class FormValues:
     guidance_scale: float | None = None
     seed: int | None = None
     num_images: int = 1
-    priority: str = "normal"
+    priority: str = DEFAULT_PRIORITY
     init_image: bytes | None = None
     strength: float | None = None
+
+
+def default_priority_index(priorities: tuple[str, ...]) -> int:
+    """Where the priority select starts: `normal` where offered, else the first offered."""
+    return priorities.index(DEFAULT_PRIORITY) if DEFAULT_PRIORITY in priorities else 0
 
 
 def request_body(model: ModelLimits, values: FormValues) -> dict[str, Any]:

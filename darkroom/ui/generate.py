@@ -13,9 +13,9 @@ from darkroom.ui.form import (
     MAX_IMAGES,
     MAX_SEED,
     MIN_SIZE,
-    PRIORITIES,
     FormValues,
     ModelLimits,
+    default_priority_index,
     request_body,
 )
 from darkroom.ui.messages import describe_api_error, escape_markdown, short_prompt
@@ -37,7 +37,7 @@ def render(connected: Connected) -> None:
     session.show_notice(PLACE)
     form_column, result_column = st.columns([5, 6], gap="large")
     with form_column:
-        values = _form(connected.model)
+        values = _form(connected.model, connected.priorities)
     with result_column:
         if values is not None:
             _submit(connected, values)
@@ -51,7 +51,7 @@ def render(connected: Connected) -> None:
             st.caption("Images show here once a job finishes.")
 
 
-def _form(model: ModelLimits) -> FormValues | None:
+def _form(model: ModelLimits, priorities: tuple[str, ...]) -> FormValues | None:
     """The form; its values once Generate is pressed, else None.
 
     A form sends everything at once on Generate: a prompt typed and not yet
@@ -67,7 +67,7 @@ def _form(model: ModelLimits) -> FormValues | None:
                 "Negative prompt", value=model.negative_prompt, key="negative_prompt", height=68
             )
         sizes = _size_fields(model)
-        sampling = _sampling_fields()
+        sampling = _sampling_fields(priorities)
         init_image, strength = _image_to_image_fields(model)
         pressed = st.form_submit_button("Generate", type="primary", key="generate")
     if not pressed:
@@ -102,7 +102,7 @@ def _size_fields(model: ModelLimits) -> dict[str, Any]:
     }
 
 
-def _sampling_fields() -> dict[str, Any]:
+def _sampling_fields(priorities: tuple[str, ...]) -> dict[str, Any]:
     seed_column, images_column, priority_column = st.columns(3)
     return {
         "seed": seed_column.number_input(
@@ -116,7 +116,10 @@ def _sampling_fields() -> dict[str, Any]:
             "parameters make the same image.",
         ),
         "num_images": images_column.number_input("Images", 1, MAX_IMAGES, 1, key="num_images"),
-        "priority": priority_column.selectbox("Priority", PRIORITIES, key="priority"),
+        # Only what the caller's key may use (GET /me): the API refuses the others.
+        "priority": priority_column.selectbox(
+            "Priority", priorities, index=default_priority_index(priorities), key="priority"
+        ),
     }
 
 

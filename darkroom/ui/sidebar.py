@@ -1,7 +1,9 @@
 """The sidebar: which API, which key, which model.
 
 Everything else on the page needs what it returns; when the API cannot
-answer, the page shows why (and reconnects by itself once it can).
+answer, the page shows why (and reconnects by itself once it can). Which API
+URLs a visitor may choose, and where the server's own key goes, is
+`access.PageAccess`'s to say.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from darkroom.client import ApiError, DarkroomClient, default_api_key, default_api_url
+from darkroom.client import ApiError, DarkroomClient, allowed_priorities
 from darkroom.ui import session
+from darkroom.ui.access import PageAccess
 from darkroom.ui.form import ModelLimits, default_model, models_from_api
 from darkroom.ui.messages import describe_api_error, is_transient
 
@@ -27,24 +30,25 @@ class Connected:
     api: DarkroomClient
     models: dict[str, ModelLimits]
     model: ModelLimits  # the one picked in the sidebar
+    priorities: tuple[str, ...]  # those the caller's key may use, highest first
 
 
 def render() -> Connected | None:
-    """The sidebar; None (after saying why in the main area) when the API did not answer."""
+    """The sidebar; None (after saying why in the main area) when the API did not answer
+    or may not be called."""
+    access = PageAccess.from_environment()
     with st.sidebar:
         st.header("darkroom")
         st.caption("Diffusion image generation on a queue of GPU workers.")
-        api_url = st.text_input("API URL", value=default_api_url(), key="api_url").strip()
-        api_key = st.text_input(
-            "API key",
-            value=default_api_key() or "",
-            key="api_key",
-            type="password",
-            help="Needed when the API has keys on (API_KEYS); sent as a Bearer token.",
-        ).strip()
-    api = session.client(api_url, api_key or None)
+        api_url, typed_key = _connection_fields(access)
+    refusal = access.refusal(api_url)
+    if refusal is not None:
+        st.error(refusal)  # and nothing dialled
+        return None
+    api = session.client(api_url, access.key_for(api_url, typed_key))
     try:
         answer = api.models()
+        priorities = allowed_priorities(api)
     except ApiError as exc:
         st.error(describe_api_error(exc, api.base_url))
         if is_transient(exc):
@@ -53,7 +57,40 @@ def render() -> Connected | None:
     models = models_from_api(answer)
     with st.sidebar:
         model = _pick_model(models, default_model(answer))
-    return Connected(api, models, model)
+    return Connected(api, models, model, priorities)
+
+
+def _connection_fields(access: PageAccess) -> tuple[str, str | None]:
+    """The API URL and the key the visitor typed (None: none typed).
+
+    The server's key is never a widget's value: every widget value travels to
+    the browser. The field only says that one is set.
+    """
+    api_url = st.text_input(
+        "API URL", value=access.configured_url, key="api_url", help=_url_help(access)
+    ).strip()
+    server_key_set = bool(access.server_key)
+    typed_key = st.text_input(
+        "API key",
+        key="api_key",
+        type="password",
+        placeholder="set on the server" if server_key_set else "",
+        help=(
+            f"This page's server holds a key for {access.configured_url}; a key typed "
+            "here replaces it for your session only."
+            if server_key_set
+            else "Needed when the API has keys on (API_KEYS); sent as a Bearer token."
+        ),
+    ).strip()
+    return api_url, typed_key or None
+
+
+def _url_help(access: PageAccess) -> str:
+    if access.any_url:
+        return "Any http(s) URL: this page's operator allows them all."
+    return "The URLs this page may call: " + ", ".join(
+        [access.configured_url, *access.allowed_urls]
+    )
 
 
 def _pick_model(models: dict[str, ModelLimits], default: str) -> ModelLimits:

@@ -88,3 +88,9 @@ def test_api_errors_read_as_what_to_do() -> None:
         "the API refused the request (HTTP 404): no such job"
     )
     assert messages.escape_markdown("*bold* [x]") == r"\*bold\* \[x\]"
+
+
+def test_the_priority_select_starts_at_normal_where_offered() -> None:
+    assert form.default_priority_index(("high", "normal", "low")) == 1
+    assert form.default_priority_index(("normal", "low")) == 0
+    assert form.default_priority_index(("low",)) == 0

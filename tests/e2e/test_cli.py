@@ -241,3 +241,26 @@ def test_api_key_from_the_environment_or_the_flag(keyed_api: ApiProcess) -> None
 
     assert darkroom(keyed_api.url, "jobs", DARKROOM_API_KEY=API_KEY).returncode == 0
     assert darkroom(keyed_api.url, "jobs", "--api-key", API_KEY).returncode == 0
+
+
+def test_a_priority_the_key_may_not_use_is_refused_before_submitting(
+    keyed_api: ApiProcess,
+) -> None:
+    # Keys from API_KEYS may use normal and low (GET /me), not high.
+    with DarkroomClient(keyed_api.url, api_key=API_KEY) as owner:
+        assert owner.me()["priorities"] == ["normal", "low"]
+        before = [job["id"] for job in owner.list_jobs(limit=100)]
+        refused = darkroom(
+            keyed_api.url, "submit", "a fox", "--priority", "high", "--api-key", API_KEY
+        )
+        assert refused.returncode == 1
+        assert refused.stderr == (
+            "darkroom: priority 'high' is not allowed for this API key (allowed: normal, low)\n"
+        )
+        assert [job["id"] for job in owner.list_jobs(limit=100)] == before  # nothing queued
+
+    allowed = darkroom(
+        keyed_api.url, "submit", "a fox", "--priority", "low", "--json", DARKROOM_API_KEY=API_KEY
+    )
+    assert allowed.returncode == 0, allowed.stderr
+    assert json.loads(allowed.stdout)["priority"] == "low"

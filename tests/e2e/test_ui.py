@@ -154,6 +154,17 @@ def test_the_form_follows_the_chosen_models_limits(open_page: OpenPage) -> None:
     assert "text-to-image only" in page_text(at)
 
 
+def test_the_priority_select_offers_what_the_key_may_use(
+    open_page: OpenPage, keyed_api: ApiProcess
+) -> None:
+    # API keys off: the one caller may use every priority, highest first.
+    select = open_page().selectbox(key="priority")
+    assert (select.options, select.value) == (["high", "normal", "low"], "normal")
+    # A key from API_KEYS may use normal and low (GET /me), so high is not offered.
+    select = open_page(api_url=keyed_api.url, api_key=KEY_A).selectbox(key="priority")
+    assert (select.options, select.value) == (["normal", "low"], "normal")
+
+
 def test_an_empty_prompt_is_caught_on_the_page(open_page: OpenPage) -> None:
     at = open_page()
     at.text_area(key="prompt").input("   ")
