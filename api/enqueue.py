@@ -18,12 +18,14 @@ from __future__ import annotations
 from typing import Any
 
 from api import ratelimit
+from shared import lua
 from shared.constants import CANCEL_KEY_PREFIX, IDEMPOTENCY_TTL_S
 from shared.durability import AsyncMasterCheck, ReplicaAck
 from shared.errors import NotReplicated
 from shared.jobs import JobRecord
+from shared.keypolicy import DEFAULT_POLICY, KeyPolicy
 from shared.multiplexed import LuaScript, MultiplexedRedis
-from shared.queue import job_message
+from shared.queue import token_message
 from shared.settings import Settings
 from shared.store import STORE_JOB_LUA, store_job_call
 
@@ -65,12 +67,13 @@ if redis.call('HGET', KEYS[1], 'status') ~= '"queued"' then
   return 0
 end
 redis.call('LREM', KEYS[10], 1, ARGV[8])
+sched_remove(job_of(id))
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 for i = 4, 8 do redis.call('ZREM', KEYS[i], id) end
 if ARGV[6] ~= '' and redis.call('GET', KEYS[9]) == ARGV[6] then redis.call('DEL', KEYS[9]) end
 return 1
 """
-_UNDO = LuaScript.of(_UNSUBMIT)
+_UNDO = LuaScript.of(lua.source() + _UNSUBMIT)
 
 
 def submit_call(
@@ -80,13 +83,18 @@ def submit_call(
     settings: Settings,
     idempotency: tuple[str, str] | None,
     limits: ratelimit.Limits | None = None,
+    policy: KeyPolicy = DEFAULT_POLICY,
 ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of the script for a new job; `idempotency`: the key's name and entry;
-    `limits`: the owner's (default: the server-wide ones)."""
-    store_keys, store_args = store_job_call(record, init_image, mask, settings.job_ttl_s)
-    limits = limits or ratelimit.Limits.of(settings)
+    `limits` and `policy`: the owner's (default: the server-wide ones)."""
+    store_keys, store_args = store_job_call(
+        record, init_image, mask, settings.job_ttl_s, settings.fair_share_half_life_s, policy
+    )
+    limits = limits or ratelimit.Limits.of(settings, policy)
     rate_keys, rate_args = ratelimit.rate_call(limits, settings, record.owner, record.id)
-    message = job_message(record.id, record.queue, record.priority)
+    # The job's wake-up token (docs/scheduling.md): an idle worker consuming the
+    # queue takes it and asks the scheduler which job to run.
+    message = token_message(record.queue, record.id)
     key_name, key_entry = idempotency or ("", "")
     keys = [*store_keys, *rate_keys, key_name, message.list_name]
     args = [*rate_args, key_entry, IDEMPOTENCY_TTL_S, message.payload, *store_args]

@@ -10,7 +10,6 @@ from kombu.exceptions import OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from api.state import AppState
-from shared.constants import job_queues
 from shared.reaper import reap_lost_jobs
 from shared.storage import LocalStorage
 
@@ -26,11 +25,7 @@ async def reap_forever(state: AppState) -> None:
         await asyncio.sleep(settings.worker_ttl_s / 3)
         try:
             await run_in_threadpool(
-                reap_lost_jobs,
-                state.store,
-                state.celery,
-                settings.job_max_attempts,
-                job_queues(state.registry.models),
+                reap_lost_jobs, state.store, state.scheduler, settings.job_max_attempts
             )
         except (redis.RedisError, OperationalError) as exc:  # Redis or the broker away
             log.warning("reaper: %s", exc)  # the next round tries again

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import time
 
+import redis
 from starlette.concurrency import run_in_threadpool
 
 from api.control import expire_if_past_deadline
 from api.state import AppState
 from shared.errors import JobNotFound
 from shared.jobs import Job, JobRecord, JobStatus
-from shared.public import add_view_reads, build_public, public_from_reads
+from shared.public import POSITION_SCRIPT, add_view_reads, build_public, public_from_reads
 from shared.snapshot import READ_SCRIPT, JobSnapshot, decode_snapshot, read_call
 from shared.webhooks import webhook_info
 
@@ -25,7 +26,7 @@ from shared.webhooks import webhook_info
 async def fetch_snapshot(state: AppState, job_id: str) -> JobSnapshot | None:
     """The job as it stands with its queue position and webhook log, in one round
     trip (a queued job past its deadline is canceled first)."""
-    keys, args = read_call(job_id)
+    keys, args = read_call(job_id, state.settings.fair_share_half_life_s)
     snapshot = decode_snapshot(await state.mux.run_script(READ_SCRIPT, keys, args))
     if snapshot is None:
         return None
@@ -51,6 +52,7 @@ def public_job(state: AppState, snapshot: JobSnapshot) -> Job:
         webhook_info(record, snapshot.webhook_log),
         state.storage,
         state.settings.public_base_url,
+        snapshot.eta_s,
     )
 
 
@@ -58,10 +60,19 @@ async def public_jobs(state: AppState, records: list[JobRecord]) -> list[Job]:
     """The jobs as clients see them: every route that answers with stored jobs goes
     through here. Their extra reads (webhook logs, queue positions) take one round
     trip together, and none when no job has any."""
-    async with state.aredis.pipeline(transaction=False) as pipe:
-        for record in records:
-            add_view_reads(pipe, record)
-        answers = iter(await pipe.execute())
+    half_life = state.settings.fair_share_half_life_s
+    for attempt in (1, 2):
+        async with state.aredis.pipeline(transaction=False) as pipe:
+            for record in records:
+                add_view_reads(pipe, record, half_life)
+            try:
+                answers = iter(await pipe.execute())
+                break
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                # Redis restarted and forgot the script: load it, read again.
+                await state.aredis.script_load(POSITION_SCRIPT.source)
     storage, base_url = state.storage, state.settings.public_base_url
     return [public_from_reads(record, answers, storage, base_url) for record in records]
 

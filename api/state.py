@@ -25,6 +25,7 @@ from shared.events import WebhookEmitter
 from shared.multiplexed import MultiplexedRedis
 from shared.queue import make_celery
 from shared.registry import Registry, registry_for
+from shared.scheduler import Scheduler
 from shared.settings import Settings
 from shared.storage import Storage, storage_from_settings
 from shared.store import JobStore
@@ -54,6 +55,8 @@ class AppState:
     metrics: ApiMetrics
     # /readyz's bounded checks of Redis and the storage.
     readiness: Readiness
+    # The fair-share scheduler's reads (GET /me's usage and share).
+    scheduler: Scheduler
 
     @classmethod
     def build(cls, settings: Settings, metrics: ApiMetrics) -> AppState:
@@ -76,12 +79,19 @@ class AppState:
                 else mux
             ),
             master_check=async_master_check(settings),
-            store=JobStore(client, settings.job_ttl_s, on_event=emitter, replica_ack=replica_ack),
+            store=JobStore(
+                client,
+                settings.job_ttl_s,
+                on_event=emitter,
+                replica_ack=replica_ack,
+                half_life_s=settings.fair_share_half_life_s,
+            ),
             storage=storage,
             celery=celery,
             keys=KeyRing(settings.api_key_policies),
             metrics=metrics,
             readiness=Readiness(aredis, storage),
+            scheduler=Scheduler(client, settings.fair_share_half_life_s),
         )
         _freeze_startup_heap()
         return state

@@ -27,6 +27,8 @@ from shared.errors import (
     ServiceUnavailable,
 )
 from shared.jobs import GenerationParams, JobCreate, JobRecord, Priority, utcnow
+from shared.keypolicy import KeyPolicy
+from shared.scheduler import job_cost
 from shared.webhooks import check_webhook_url
 
 log = logging.getLogger(__name__)
@@ -76,8 +78,9 @@ async def submit(
     if idempotency_key is not None:
         key = idempotency.redis_key(owner, idempotency_key)
         claim = (key, idempotency.entry(request, job.record.id))
-    limits = ratelimit.Limits.of(state.settings, state.keys.policy(owner))
-    verdict, value = await _enqueue(state, job, claim, limits)
+    policy = state.keys.policy(owner)
+    limits = ratelimit.Limits.of(state.settings, policy)
+    verdict, value = await _enqueue(state, job, claim, limits, policy)
     if verdict == enqueue.REPLAY:
         earlier = await _replayed(state, idempotency.earlier_job(value, request))
         return Submission(earlier, replayed=True)
@@ -121,16 +124,21 @@ def prepare(state: AppState, request: JobCreate, owner: str) -> NewJob:
     # does not goes to the shared queue and runs on whichever worker is free.
     queue = model_queue(model) if request.model else DEFAULT_QUEUE
     record = _new_record(uuid.uuid4().hex, request, model, queue, params, owner, priority)
+    record.cost = _cost(params, registry.models[model].params.cost_factor)
     return NewJob(record, init_image.data if init_image else None, mask.data if mask else None)
 
 
 async def _enqueue(
-    state: AppState, job: NewJob, claim: tuple[str, str] | None, limits: ratelimit.Limits
+    state: AppState,
+    job: NewJob,
+    claim: tuple[str, str] | None,
+    limits: ratelimit.Limits,
+    policy: KeyPolicy,
 ) -> tuple[int, Any]:
     """Run the submission script; once more after pruning a full active set."""
     record = job.record
     keys, args = enqueue.submit_call(
-        record, job.init_image, job.mask, state.settings, claim, limits
+        record, job.init_image, job.mask, state.settings, claim, limits, policy
     )
     replica_ack = state.store.replica_ack
     try:
@@ -194,6 +202,15 @@ def _new_record(
         webhook_events_filter=request.webhook_events_filter or ["completed"],
         owner=owner,
     )
+
+
+def _cost(params: GenerationParams, factor: float) -> float:
+    """The job's estimated cost (docs/scheduling.md): image-to-image runs only its
+    strength's share of the steps (at least one)."""
+    steps = params.steps
+    if params.strength is not None:
+        steps = max(1, int(steps * params.strength))
+    return job_cost(steps, params.width, params.height, params.num_images, factor)
 
 
 def _allowed_priority(state: AppState, request: JobCreate, owner: str) -> Priority:

@@ -72,6 +72,9 @@ MODEL_QUEUE_PREFIX = "darkroom.model."
 # nothing publishes to: it stays up (so GET /status can say why) and takes no job.
 NO_MODEL_QUEUE_PREFIX = "darkroom.idle."
 GENERATE_TASK = "darkroom.generate"
+# Each worker also consumes a queue of its own, where its heartbeat puts a wake-up
+# token when the worker is idle and its queues hold work (docs/scheduling.md).
+PRIVATE_QUEUE_PREFIX = "darkroom.worker."
 
 # Storage outages (worker.storing): a job's images wait in the worker's local spool
 # and are retried this long before the job fails with storage_error; five minutes
@@ -84,6 +87,11 @@ DEFAULT_STORAGE_RETRY_MAX_DELAY_S = 20.0
 # GPU's output (a blip never stops it), and small beside a worker's disk (or the
 # RAM of a tmpfs /tmp).
 DEFAULT_STORAGE_SPOOL_BYTES = 1024**3
+
+# Fair shares (docs/scheduling.md): a key's usage (the estimated GPU-seconds of the
+# jobs it was given) halves every this many seconds, so the last ten minutes or
+# so decide whose turn it is (FAIR_SHARE_HALF_LIFE_S).
+DEFAULT_FAIR_SHARE_HALF_LIFE_S = 600.0
 
 # Progress is written at most this often per job: a step of a tiny model takes
 # milliseconds, and a Redis round trip per step would cost more than the step.

@@ -58,7 +58,13 @@ class WebhookEmitter:
         return True
 
     def _delivery(self, store: JobStore, record: JobRecord, event: str) -> dict[str, Any]:
-        [job] = read_public(store.redis, [record], self.storage, self.settings.public_base_url)
+        [job] = read_public(
+            store.redis,
+            [record],
+            self.storage,
+            self.settings.public_base_url,
+            self.settings.fair_share_half_life_s,
+        )
         payload = {
             "type": EVENT_TYPES[event],
             "timestamp": utcnow().isoformat(),

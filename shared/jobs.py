@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_SEED = 2**32 - 1
 MAX_PROMPT_CHARS = 4000
@@ -188,6 +188,17 @@ class JobRecord(BaseModel):
     # Who submitted it: the id of its API key (api.auth), or "anonymous" with
     # authentication off. Only that caller sees the job; never shown to clients.
     owner: str = "anonymous"
+    # The scheduler's (docs/scheduling.md): the estimated cost charged to the owner's
+    # usage when the job is given to a worker, and its place in its key's line
+    # (creation, ms; a job handed back keeps it, so it goes first again).
+    cost: float = 1.0
+    arrival_ms: float = 0.0
+
+    @model_validator(mode="after")
+    def _arrival(self) -> JobRecord:
+        if not self.arrival_ms:
+            self.arrival_ms = self.created_at.timestamp() * 1000
+        return self
 
     def past_deadline(self, now: datetime | None = None) -> bool:
         return self.deadline_at is not None and (now or utcnow()) >= self.deadline_at
@@ -251,7 +262,17 @@ class Job(BaseModel):
     deadline_at: datetime | None
     cancel_requested: bool
     queue_position: int | None = Field(
-        None, description="Jobs ahead of this one in its queue (0: next); null unless queued."
+        None,
+        description=(
+            "Jobs that will run before this one as things stand (0: next); null unless queued."
+        ),
+    )
+    eta_s: float | None = Field(
+        None,
+        description=(
+            "Estimated seconds until it starts, from the work ahead of it and the model's "
+            "recent speed; null unless queued, or when no live worker can run it."
+        ),
     )
     timings: JobTimings
 

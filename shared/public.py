@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 import redis
 
+from shared import lua
 from shared.jobs import (
     ImageOut,
     Job,
@@ -18,29 +19,35 @@ from shared.jobs import (
     utcnow,
 )
 from shared.storage import Storage
-from shared.store import waiting_key
 from shared.webhooks import log_key, webhook_info
 
 # The record's attributes a client sees as they are (the rest is built below).
 _SHARED_FIELDS = [
-    name for name in JobRecord.model_fields if name not in {"images", "webhook", "owner"}
+    name
+    for name in JobRecord.model_fields
+    if name not in {"images", "webhook", "owner", "cost", "arrival_ms"}
 ]
+
+
+# shared/lua/position.lua: a queued job's position and ETA, as the scheduler sees them.
+POSITION_SCRIPT = lua.script("position")
 
 
 class _Pipeline(Protocol):
     """What add_view_reads needs of a pipeline: redis' sync and asyncio ones both fit."""
 
     def lrange(self, name: str, start: int, end: int) -> Any: ...
-    def zrank(self, name: str, value: str) -> Any: ...
+    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any: ...
 
 
-def add_view_reads(pipe: _Pipeline, record: JobRecord) -> None:
+def add_view_reads(pipe: _Pipeline, record: JobRecord, half_life_s: float) -> None:
     """Queue on `pipe` what the public view needs beyond the record: the webhook
-    log of a job with a webhook, the queue position of a queued one (else nothing)."""
+    log of a job with a webhook, the position and ETA of a queued one (else nothing).
+    Redis must know POSITION_SCRIPT (lua.preload) before the pipeline runs."""
     if record.webhook is not None:
         pipe.lrange(log_key(record.id), 0, -1)
     if record.status is JobStatus.QUEUED:
-        pipe.zrank(waiting_key(record.queue), record.id)
+        pipe.evalsha(POSITION_SCRIPT.sha, 0, record.id, repr(half_life_s))
 
 
 def public_from_reads(
@@ -48,25 +55,37 @@ def public_from_reads(
 ) -> Job:
     """The public view, taking add_view_reads' answers for `record` from `answers`."""
     log = next(answers) if record.webhook is not None else []
-    position = None
+    position = eta = None
     if record.status is JobStatus.QUEUED:
-        rank = next(answers)
+        rank, seconds = next(answers)
         position = int(rank) if rank is not None else None
-    return build_public(record, position, webhook_info(record, log), storage, base_url)
+        eta = round(float(seconds), 1) if seconds is not None else None
+    return build_public(record, position, webhook_info(record, log), storage, base_url, eta)
 
 
 def read_public(
-    client: redis.Redis, records: list[JobRecord], storage: Storage, base_url: str
+    client: redis.Redis,
+    records: list[JobRecord],
+    storage: Storage,
+    base_url: str,
+    half_life_s: float,
 ) -> list[Job]:
     """Public views of `records`, their extra reads in one round trip (none if none).
 
     Synchronous, for the worker side (webhook payloads); the API reads with async
     Redis through the same add_view_reads and public_from_reads.
     """
-    pipe = client.pipeline(transaction=False)
-    for record in records:
-        add_view_reads(pipe, record)
-    answers = iter(pipe.execute())
+    for attempt in (1, 2):
+        pipe = client.pipeline(transaction=False)
+        for record in records:
+            add_view_reads(pipe, record, half_life_s)
+        try:
+            answers = iter(pipe.execute())
+            break
+        except redis.exceptions.NoScriptError:
+            if attempt == 2:
+                raise
+            lua.preload(client, POSITION_SCRIPT)  # Redis restarted: it forgot the script
     return [public_from_reads(record, answers, storage, base_url) for record in records]
 
 
@@ -76,6 +95,7 @@ def build_public(
     webhook: WebhookInfo | None,
     storage: Storage,
     base_url: str,
+    eta_s: float | None = None,
 ) -> Job:
     """The public view from what was already read (no I/O: usable on an event loop)."""
     return Job(
@@ -83,6 +103,7 @@ def build_public(
         # dump-and-revalidate round trip.
         **{name: getattr(record, name) for name in _SHARED_FIELDS},
         queue_position=queue_position,
+        eta_s=eta_s,
         timings=timings(record),
         images=[
             ImageOut(

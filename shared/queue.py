@@ -89,16 +89,6 @@ def _sentinel_transport_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def publish_job(app: Celery, job_id: str, queue: str, priority: str = "normal") -> None:
-    """Send the job to its queue through Celery; the message carries only the id.
-
-    For the reaper's rare requeues; the API's submissions push job_message.
-    """
-    app.send_task(
-        GENERATE_TASK, args=[job_id], queue=queue, priority=PRIORITIES[priority], retry=False
-    )
-
-
 @dataclass(frozen=True)
 class BrokerMessage:
     # The Redis list kombu's consumers pop for the queue and priority (LPUSH onto it).
@@ -139,6 +129,14 @@ def job_message(job_id: str, queue: str, priority: str = "normal") -> BrokerMess
         },
     }
     return BrokerMessage(_list_name(queue, level), json.dumps(message).encode())
+
+
+def token_message(queue: str, job_id: str = "") -> BrokerMessage:
+    """A wake-up token for `queue`: the message a worker's task is handed when it
+    is idle, meaning "there is work in this queue" (the scheduler picks which job:
+    docs/scheduling.md). Always on the queue's own list (kombu's priority step 0),
+    so one list per queue counts them; `job_id` only says which job sent it."""
+    return job_message(job_id, queue, "high")
 
 
 def _headers(task_id: str, args: list[str]) -> dict[str, object]:

@@ -43,6 +43,11 @@ class ModelParams(_Strict):
     default_size: Size = (1024, 1024)
     max_size: Size = (1024, 1024)
     negative_prompt: str = ""
+    # The scheduler's estimate of a job's cost (docs/scheduling.md): GPU-seconds per
+    # step per megapixel per image on the reference GPU. Only ratios between models
+    # matter for fair shares (an SDXL step costs more than an SD 1.5 one); ETAs use
+    # the measured speed once workers have run the model.
+    cost_factor: float = Field(0.05, gt=0, le=100)
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelParams:

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.apikeys import check_plain_key, hash_key, read_key_file, split_api_keys
 from shared.constants import (
+    DEFAULT_FAIR_SHARE_HALF_LIFE_S,
     DEFAULT_JOB_TTL_S,
     DEFAULT_STORAGE_RETRY_MAX_DELAY_S,
     DEFAULT_STORAGE_RETRY_S,
@@ -147,6 +148,10 @@ class Settings(BaseSettings):
     def api_key_digests(self) -> frozenset[str]:
         """SHA-256 hex digests of every accepted API key (API_KEYS hashed, and API_KEYS_FILE)."""
         return frozenset(self.api_key_policies)
+
+    # Fair shares across API keys (docs/scheduling.md): a key's usage halves every
+    # FAIR_SHARE_HALF_LIFE_S; the API and every worker must agree on it.
+    fair_share_half_life_s: float = Field(DEFAULT_FAIR_SHARE_HALF_LIFE_S, ge=1, le=7 * 24 * 3600)
 
     # Reliability. A worker whose heartbeat is older than WORKER_TTL_S is dead;
     # its running job goes back to the queue, and fails after JOB_MAX_ATTEMPTS.

@@ -12,56 +12,37 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from shared.constants import WAITING_KEY_PREFIX
+from shared import lua
 from shared.jobs import JobRecord
-from shared.multiplexed import LuaScript
-from shared.store import job_key
-from shared.webhooks import log_key
 
-# KEYS: the record, its webhook log. ARGV: the waiting-set key prefix, the job id.
-# The waiting set is named by the record's queue, so its key is made here, not
-# passed in KEYS: fine on one Redis (darkroom does not run on Redis Cluster).
-# Returns nil for no record, else {record as a JSON object, rank or nil, log or nil}.
-_READ = """
-local fields = redis.call('HGETALL', KEYS[1])
-if #fields == 0 then return false end
-local parts, by_name = {}, {}
-for i = 1, #fields, 2 do
-  parts[#parts + 1] = '"' .. fields[i] .. '":' .. fields[i + 1]
-  by_name[fields[i]] = fields[i + 1]
-end
-local rank, log = false, false
-if by_name['status'] == '"queued"' then
-  rank = redis.call('ZRANK', ARGV[1] .. cjson.decode(by_name['queue']), ARGV[2])
-end
-if by_name['webhook'] and by_name['webhook'] ~= 'null' then
-  log = redis.call('LRANGE', KEYS[2], 0, -1)
-end
-return {'{' .. table.concat(parts, ',') .. '}', rank, log}
-"""
-READ_SCRIPT = LuaScript.of(_READ)
+# shared/lua/read.lua: the record, a queued job's position and ETA (the
+# scheduler's, shared/lua/sched.lua), a webhook's delivery log.
+READ_SCRIPT = lua.script("read")
 
 
 class JobSnapshot(NamedTuple):
     record: JobRecord
-    # Jobs ahead of it in its queue; None unless queued.
+    # Jobs that will run before it; None unless queued.
     queue_position: int | None
     # The raw delivery log (shared.webhooks.webhook_info reads it); empty without a webhook.
     webhook_log: list[Any]
+    # Estimated seconds until it starts; None unless queued, or when no worker can run it.
+    eta_s: float | None = None
 
 
-def read_call(job_id: str) -> tuple[list[str], list[str]]:
+def read_call(job_id: str, half_life_s: float) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of READ_SCRIPT for `job_id`."""
-    return [job_key(job_id), log_key(job_id)], [WAITING_KEY_PREFIX, job_id]
+    return [], [job_id, repr(half_life_s)]
 
 
 def decode_snapshot(reply: Any) -> JobSnapshot | None:
     """READ_SCRIPT's reply as a snapshot; None when the record does not exist."""
-    if reply is None:
+    if not reply:
         return None
-    document, rank, log = reply
+    document, rank, eta, log = reply
     return JobSnapshot(
         record=JobRecord.model_validate_json(document),
         queue_position=int(rank) if rank is not None else None,
         webhook_log=log or [],
+        eta_s=round(float(eta), 1) if eta is not None else None,
     )

@@ -6,13 +6,16 @@ progress write touches one small field instead of rewriting the whole job.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
 from pydantic_core import to_json
 
+from shared import lua
 from shared.constants import (
+    DEFAULT_FAIR_SHARE_HALF_LIFE_S,
     JOB_INPUT_KEY_PREFIX,
     JOB_KEY_PREFIX,
     JOBS_INDEX_KEY,
@@ -23,6 +26,8 @@ from shared.constants import (
 from shared.durability import ReplicaAck
 from shared.errors import InvalidTransition, JobNotFound
 from shared.jobs import JobRecord, JobStatus, utcnow
+from shared.keypolicy import DEFAULT_POLICY, KeyPolicy
+from shared.queue import token_message
 
 
 def job_key(job_id: str) -> str:
@@ -64,37 +69,22 @@ def _encode(fields: Mapping[str, Any]) -> dict[Any, Any]:
     return {name: to_json(value) for name, value in fields.items()}
 
 
-# Lua: store a new job (record, init image, mask, index entries, waiting-set
-# entry) and return its rank in its waiting set. A function of offsets into KEYS
-# and ARGV, so that a larger script (the API's submission, which also admits and
-# enqueues the job) stores a job exactly as JobStore.create does.
-# KEYS[k+1..k+6]: record, init image, mask, jobs index, owner's index, waiting set.
-# ARGV[a+1..]: job id, TTL (s), created (ms), waiting score, init image or '',
-# mask or '' (an empty image is refused before it gets here), then the record's
-# field names and JSON values.
-STORE_JOB_LUA = """
-local function store_job(k, a)
-  local id, ttl, created = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  redis.call('HSET', KEYS[k + 1], unpack(ARGV, a + 7))
-  redis.call('EXPIRE', KEYS[k + 1], ttl)
-  if ARGV[a + 5] ~= '' then redis.call('SET', KEYS[k + 2], ARGV[a + 5], 'EX', ttl) end
-  if ARGV[a + 6] ~= '' then redis.call('SET', KEYS[k + 3], ARGV[a + 6], 'EX', ttl) end
-  for i = k + 4, k + 5 do
-    redis.call('ZADD', KEYS[i], ARGV[a + 3], id)
-    -- Entries of expired records leave the index as new jobs arrive.
-    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', created - ttl * 1000)
-  end
-  redis.call('EXPIRE', KEYS[k + 5], ttl)
-  redis.call('ZADD', KEYS[k + 6], ARGV[a + 4], id)
-  return redis.call('ZRANK', KEYS[k + 6], id)
-end
-"""
+# Lua (shared/lua/store_job.lua): store a new job and queue it with the scheduler.
+STORE_JOB_LUA = lua.source("store_job")
+_CREATE = lua.script("store_job", tail="return store_job(0, 0)")
+_TRANSITION = lua.script("transition")
+_POSITION = lua.script("position")
 
 
 def store_job_call(
-    record: JobRecord, init_image: bytes | None, mask: bytes | None, ttl_s: int
+    record: JobRecord,
+    init_image: bytes | None,
+    mask: bytes | None,
+    ttl_s: int,
+    half_life_s: float = DEFAULT_FAIR_SHARE_HALF_LIFE_S,
+    policy: KeyPolicy = DEFAULT_POLICY,
 ) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of STORE_JOB_LUA's store_job(0, 0) for a new job."""
+    """KEYS and ARGV of store_job(0, 0) for a new job of a key with `policy`."""
     keys = [
         job_key(record.id),
         input_key(record.id),
@@ -108,7 +98,9 @@ def store_job_call(
         record.id,
         ttl_s,
         repr(record.created_at.timestamp() * 1000),
-        repr(waiting_score(record)),
+        repr(half_life_s),
+        repr(policy.weight),
+        policy.max_running or 0,
         init_image or b"",
         mask or b"",
         *fields,
@@ -132,25 +124,32 @@ class JobStore:
         ttl_s: int,
         on_event: EventListener | None = None,
         replica_ack: ReplicaAck | None = None,
+        half_life_s: float = DEFAULT_FAIR_SHARE_HALF_LIFE_S,
     ):
         self.redis = client
         self.ttl_s = ttl_s
         self.on_event = on_event
         # REDIS_MIN_REPLICAS_ACK: a status change is done once replicas hold it.
         self.replica_ack = replica_ack
+        # FAIR_SHARE_HALF_LIFE_S: how fast a key's usage fades (the scheduler's).
+        self.half_life_s = half_life_s
         # Registered once: EVALSHA per write instead of the script text.
         self._set_if_exists = client.register_script(_SET_IF_EXISTS)
-        self._store_job = client.register_script(STORE_JOB_LUA + "return store_job(0, 0)")
 
     def create(
-        self, record: JobRecord, init_image: bytes | None = None, mask: bytes | None = None
+        self,
+        record: JobRecord,
+        init_image: bytes | None = None,
+        mask: bytes | None = None,
+        policy: KeyPolicy = DEFAULT_POLICY,
     ) -> int:
-        """Store a new job (and its init image and mask) with the retention TTL.
+        """Store a new job (and its init image and mask) with the retention TTL, and
+        queue it (no wake-up token: the API's submission pushes those).
 
-        Returns its queue position as it was stored (jobs ahead of it).
+        Returns its queue position as it was stored (jobs that will run before it).
         """
-        keys, args = store_job_call(record, init_image, mask, self.ttl_s)
-        return int(self._store_job(keys=keys, args=args))
+        keys, args = store_job_call(record, init_image, mask, self.ttl_s, self.half_life_s, policy)
+        return int(lua.run(self.redis, _CREATE, keys, args))
 
     def get(self, job_id: str) -> JobRecord:
         record = self.get_or_none(job_id)
@@ -181,50 +180,44 @@ class JobStore:
     def transition(self, job_id: str, target: JobStatus, **fields: Any) -> JobRecord:
         """Move a job to `target`, setting `fields` with it, if the move is allowed.
 
+        One script (shared/lua/transition.lua) checks the move and keeps every
+        index the job lives in with it: the waiting set and the scheduler's lines,
+        reservations, its key's busy set, the running index and wake-up tokens.
         Raises InvalidTransition when the job's current status cannot reach
         `target` (for example a worker finishing a job a client just canceled),
         and JobNotFound when the record is gone. With `replica_ack`, returns once
         enough replicas hold the change, else raises NotReplicated (the change is
         made on the master: a retry finds the job at `target` already).
         """
-        key = job_key(job_id)
-        with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    pipe.watch(key)  # type: ignore[no-untyped-call]  # untyped in redis-py
-                    raw = pipe.hgetall(key)
-                    if not raw:
-                        raise JobNotFound(job_id)
-                    current = decode_record(raw)
-                    if not current.status.can_move_to(target):
-                        raise InvalidTransition(
-                            f"job {job_id} is {current.status}; it cannot become {target}"
-                        )
-                    changes = {"status": target, **_timestamps(target), **fields}
-                    updated = current.model_copy(update=changes)
-                    pipe.multi()
-                    pipe.hset(key, mapping=_encode(_changed_fields(updated, changes)))
-                    if target is JobStatus.QUEUED:
-                        pipe.zadd(waiting_key(updated.queue), {job_id: waiting_score(updated)})
-                    elif current.status is JobStatus.QUEUED:
-                        pipe.zrem(waiting_key(current.queue), job_id)
-                    if target is JobStatus.RUNNING:
-                        pipe.hset(RUNNING_KEY, job_id, updated.worker or "")
-                    elif current.status is JobStatus.RUNNING:
-                        pipe.hdel(RUNNING_KEY, job_id)
-                    pipe.execute()
-                    self.confirm_replicated(f"job {job_id} became {target}")
-                    self._emit(updated, _event_of(target))
-                    return updated
-                except redis.WatchError:
-                    continue
+        changes = {"status": target, **_timestamps(target), **fields}
+        allowed = ",".join(s.value for s in JobStatus if s.can_move_to(target))
+        worker = (fields.get("worker") or "") if target is JobStatus.RUNNING else ""
+        token = b""
+        if target is JobStatus.QUEUED:
+            queue = self.redis.hget(job_key(job_id), "queue")
+            if queue is None:
+                raise JobNotFound(job_id)
+            token = token_message(json.loads(queue)).payload
+        encoded = [item for pair in _encode(changes).items() for item in pair]
+        args = [job_id, target.value, allowed, repr(self.half_life_s), worker, token, *encoded]
+        answer = lua.run(self.redis, _TRANSITION, [], args)
+        verdict = _text(answer[0])
+        if verdict == "missing":
+            raise JobNotFound(job_id)
+        if verdict == "refused":
+            current = _text(answer[1])
+            raise InvalidTransition(f"job {job_id} is {current}; it cannot become {target}")
+        updated = JobRecord.model_validate_json(answer[1])
+        self.confirm_replicated(f"job {job_id} became {target}")
+        self._emit(updated, _event_of(target))
+        return updated
 
     def queue_position(self, record: JobRecord) -> int | None:
-        """How many jobs are ahead of a queued job in its queue (None unless queued)."""
+        """How many jobs will run before a queued job (None unless queued)."""
         if record.status is not JobStatus.QUEUED:
             return None
-        rank = self.redis.zrank(waiting_key(record.queue), record.id)
-        return int(rank) if rank is not None else None  # type: ignore[arg-type]
+        rank, _ = lua.run(self.redis, _POSITION, [], [record.id, repr(self.half_life_s)])
+        return int(rank) if rank is not None else None
 
     def list(
         self,
@@ -325,8 +318,8 @@ def _timestamps(target: JobStatus) -> dict[str, Any]:
     return {}
 
 
-def _changed_fields(record: JobRecord, changes: Mapping[str, Any]) -> dict[str, Any]:
-    return record.model_dump(mode="json", include=set(changes))
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def decode_record(raw: Mapping[Any, Any]) -> JobRecord:

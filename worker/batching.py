@@ -1,17 +1,15 @@
-"""Dynamic batching: find queued jobs that can share a pipeline call with the one a worker took.
+"""Dynamic batching: queued jobs that can share a pipeline call with the one a worker was given.
 
-Celery hands the worker one job (the leader). With `max_batch_size` above 1
-on its model, the worker then looks in the waiting sets of the queues it
-consumes (the same sorted sets that give `queue_position`, so companions are
-taken in priority-then-arrival order) for queued jobs with the same batch key,
-claims them through the job store (a checked queued -> running transition, so
-a job is never taken twice) and keeps looking for at most `batch_window`
-seconds while the batch has room.
+The scheduler gives the worker one job (the leader). With `max_batch_size`
+above 1 on its model, the worker then looks at the jobs the scheduler would
+give it next (shared.scheduler's peek: its order, fair shares included) for
+queued jobs with the same batch key, reserves them through the scheduler (a
+job is never reserved twice) and keeps looking while the batch has room: for
+`batch_window` seconds, and for as long as the device is still busy with the
+call before (a batch prepared ahead fills up for free while it waits).
 
-A companion's own Celery message stays on the broker; when it comes up, the
-claim finds the job no longer queued and the message is dropped (one Redis
-read). If the worker dies mid-batch, every claimed job is in the running index
-under its name and the reaper re-queues each one.
+If the worker dies, its reservations are given back by the reaper and its
+claimed jobs re-queued (they are in the running index under its name).
 """
 
 from __future__ import annotations
@@ -21,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from shared.jobs import GenerationParams, JobRecord, JobStatus
-from shared.store import JobStore, waiting_key
+from shared.scheduler import Scheduler
+from shared.store import JobStore
 
 # How many waiting jobs per queue are looked at on each pass.
 SCAN_DEPTH = 64
@@ -70,12 +69,13 @@ class BatchPolicy:
 
 
 def may_lead(record: JobRecord, policy: BatchPolicy) -> bool:
-    # A job on its second attempt may have killed its worker: it runs alone,
-    # so a poison job never takes healthy companions down with it again.
-    # Inpainting jobs run alone: each has its own mask and composite.
+    """Whether queued job `record`, given to a worker, may take companions."""
+    # A job run before (handed back: its worker died) may have killed that worker:
+    # it runs alone, so a poison job never takes healthy companions down with it
+    # again. Inpainting jobs run alone: each has its own mask and composite.
     return (
         policy.enabled
-        and record.attempts <= 1
+        and record.attempts == 0
         and record.params.num_images < policy.max_images
         and record.params.mode != "inpaint"
     )
@@ -92,46 +92,42 @@ def may_join(record: JobRecord, key: BatchKey, room: int) -> bool:
     )
 
 
-# Claims a queued job for this worker: the running record, or None if it was
-# taken, canceled or expired meanwhile.
-Claim = Callable[[JobRecord], JobRecord | None]
-
-
 @dataclass
 class CompanionFinder:
     store: JobStore
+    scheduler: Scheduler
     queues: list[str]
     policy: BatchPolicy
 
-    def gather(self, leader: JobRecord, claim: Claim) -> list[JobRecord]:
-        """Claim compatible queued jobs to run with `leader`; returns them (running)."""
+    def gather(
+        self, leader: JobRecord, worker: str, device_busy: Callable[[], bool]
+    ) -> list[JobRecord]:
+        """Reserve compatible queued jobs to run with `leader`; returns them (queued)."""
         key = BatchKey.of(leader.params)
         room = self.policy.max_images - leader.params.num_images
         companions: list[JobRecord] = []
         looked_at = {leader.id}
         closes = time.monotonic() + self.policy.window_s
+        epoch: int | None = None
         while room > 0:
-            for candidate in self._waiting(looked_at):
-                looked_at.add(candidate.id)
-                if not may_join(candidate, key, room):
-                    continue
-                claimed = claim(candidate)
-                if claimed is not None:
-                    companions.append(claimed)
-                    room -= claimed.params.num_images
-                    if room <= 0:
-                        break
-            if room <= 0 or time.monotonic() >= closes:
+            current = self.scheduler.epoch()
+            if current != epoch:  # new jobs were queued since the last look
+                epoch = current
+                for candidate in self._waiting(looked_at):
+                    looked_at.add(candidate.id)
+                    if may_join(candidate, key, room) and self.scheduler.reserve_job(
+                        candidate.id, worker
+                    ):
+                        companions.append(candidate)
+                        room -= candidate.params.num_images
+                        if room <= 0:
+                            break
+            if room <= 0 or (time.monotonic() >= closes and not device_busy()):
                 break
             time.sleep(POLL_INTERVAL_S)
         return companions
 
     def _waiting(self, looked_at: set[str]) -> list[JobRecord]:
-        """Queued jobs not looked at yet, in queue order (model queue first): the
-        waiting sets of every queue in one round trip, the new records in another."""
-        pipe = self.store.redis.pipeline(transaction=False)
-        for queue in self.queues:
-            pipe.zrange(waiting_key(queue), 0, SCAN_DEPTH - 1)
-        pages: list[list[bytes]] = pipe.execute()
-        fresh = [job_id.decode() for page in pages for job_id in page]
-        return self.store.get_many([job_id for job_id in fresh if job_id not in looked_at])
+        """Queued jobs not looked at yet, about in the order the scheduler gives them."""
+        fresh = [j for j in self.scheduler.peek(self.queues, SCAN_DEPTH) if j not in looked_at]
+        return self.store.get_many(fresh)

@@ -8,10 +8,17 @@ import os
 from dataclasses import dataclass
 
 import torch
+from celery import Celery
 
 from shared.cancel import cancels_requested
 from shared.connections import master_check, redis_client
-from shared.constants import DEFAULT_QUEUE, NO_MODEL_QUEUE_PREFIX, model_queue
+from shared.constants import (
+    DEFAULT_QUEUE,
+    GENERATE_TASK,
+    NO_MODEL_QUEUE_PREFIX,
+    PRIVATE_QUEUE_PREFIX,
+    model_queue,
+)
 from shared.durability import ReplicaAck
 from shared.events import WebhookEmitter
 from shared.jobs import utcnow
@@ -19,11 +26,12 @@ from shared.logs import set_process_context
 from shared.queue import make_celery
 from shared.reaper import reap_lost_jobs, reap_predecessor_jobs
 from shared.registry import ModelEntry, registry_for
+from shared.scheduler import Scheduler, announce_serving
 from shared.settings import Settings
 from shared.storage import Storage, storage_from_settings
 from shared.store import JobStore
 from shared.workers import ModelFailure, WorkerInfo
-from worker.batching import BatchPolicy, CompanionFinder
+from worker.batching import BatchPolicy
 from worker.engine import InlineEngine, ProcessEngine
 from worker.finisher import Finisher
 from worker.heartbeat import Heartbeat
@@ -42,7 +50,11 @@ log = logging.getLogger(__name__)
 class WorkerContext:
     heartbeat: Heartbeat
     runner: JobRunner | None
+    # The queues the scheduler looks in for this worker's jobs.
     queues: list[str]
+    # What Celery consumes: those, and the worker's own (its heartbeat wakes it there).
+    consumed: list[str]
+    private_queue: str | None = None
 
 
 def start_worker(
@@ -64,7 +76,9 @@ def start_worker(
         settings.job_ttl_s,
         on_event=WebhookEmitter(celery, settings, storage),
         replica_ack=ReplicaAck.from_settings(settings, master_check(settings)),
+        half_life_s=settings.fair_share_half_life_s,
     )
+    scheduler = Scheduler(client, settings.fair_share_half_life_s)
     heartbeat = Heartbeat(
         client,
         WorkerInfo(name=name, state="loading", pid=os.getpid(), started_at=utcnow().isoformat()),
@@ -75,8 +89,11 @@ def start_worker(
         log.critical(name_taken_message(holder))
         raise SystemExit(1)  # Celery's worker stops and exits with this code
     heartbeat.start()
-    for job_id in reap_predecessor_jobs(store, celery, name, settings.job_max_attempts):
-        log.warning("job %s was left running under this worker's name: handed back", job_id)
+    for job_id in reap_predecessor_jobs(store, scheduler, name, settings.job_max_attempts):
+        log.warning(
+            "job %s was left running under this worker's name (or reserved by it): handed back",
+            job_id,
+        )
     if settings.worker_engine == "process":
         engine = engine or ProcessEngine(settings, name)
         loaded, failures = engine.start()
@@ -91,24 +108,23 @@ def start_worker(
         # Stay up (so GET /status can say why) but consume only a private queue.
         idle = [NO_MODEL_QUEUE_PREFIX + name]
         heartbeat.update(state="no_model", failures=failure_records, queues=idle)
-        return WorkerContext(heartbeat=heartbeat, runner=None, queues=idle)
+        return WorkerContext(heartbeat=heartbeat, runner=None, queues=idle, consumed=idle)
 
     queues = [model_queue(loaded.name), DEFAULT_QUEUE]
-    heartbeat.on_beat = functools.partial(
-        reap_lost_jobs, store, celery, settings.job_max_attempts, queues
-    )
+    private = private_queue(name)
     prompts = PromptOptimizer(registry.runtime.prompt_optimization, settings)
     runner = JobRunner(
         store,
         storage,
         loaded,
         name,
+        scheduler,
+        queues,
         prompts,
         time_limits=_time_limits(loaded.entry, settings),
-        batching=_batching(loaded.entry, store, queues),
+        batching=_batching(loaded.entry),
         finisher=Finisher(),
         engine=engine or InlineEngine(loaded),
-        queues=queues,
         storer=_storer(settings, name, storage, store),
         on_start=lambda ids: heartbeat.update_soon(
             state="busy", current_job=ids[0], current_batch=ids if len(ids) > 1 else []
@@ -116,6 +132,9 @@ def start_worker(
         on_idle=lambda: heartbeat.update_soon(
             state="ready", current_job=None, current_batch=[], jobs_done=runner.jobs_done
         ),
+    )
+    heartbeat.on_beat = functools.partial(
+        _on_beat, store, scheduler, runner, settings, loaded.name, private, celery
     )
     # "ready" is announced by the worker_ready signal, once Celery consumes.
     heartbeat.update(
@@ -129,7 +148,31 @@ def start_worker(
     start_counting(loaded.name)
     set_gpu_memory(loaded.plan.device, runner.gpu_memory())
     log.info("worker %s ready: serving %s, consuming %s", name, loaded.name, ", ".join(queues))
-    return WorkerContext(heartbeat=heartbeat, runner=runner, queues=queues)
+    consumed = [*queues, private]
+    return WorkerContext(heartbeat, runner, queues, consumed, private)
+
+
+def private_queue(name: str) -> str:
+    """The worker's own queue: tokens its heartbeat sends to wake it."""
+    return PRIVATE_QUEUE_PREFIX + name
+
+
+def _on_beat(
+    store: JobStore,
+    scheduler: Scheduler,
+    runner: JobRunner,
+    settings: Settings,
+    model: str,
+    private: str,
+    celery: Celery,
+) -> None:
+    """Every heartbeat: say this worker serves `model` (for ETAs), hand on the jobs of
+    dead workers, and wake this worker if it is idle while its queues hold work (a
+    wake-up token can be lost with a worker killed as it took it)."""
+    announce_serving(store.redis, runner.worker_name, model, settings.worker_ttl_s)
+    reap_lost_jobs(store, scheduler, settings.job_max_attempts)
+    if not runner.running_jobs and not runner.busy and scheduler.has_work(runner.queues):
+        celery.send_task(GENERATE_TASK, args=[""], queue=private, retry=False)
 
 
 def _time_limits(entry: ModelEntry, settings: Settings) -> TimeLimits:
@@ -148,7 +191,7 @@ def _storer(settings: Settings, name: str, storage: Storage, store: JobStore) ->
     return Storer(storage, spool, policy, canceled)
 
 
-def _batching(entry: ModelEntry, store: JobStore, queues: list[str]) -> CompanionFinder | None:
+def _batching(entry: ModelEntry) -> BatchPolicy | None:
     policy = BatchPolicy(max_images=entry.max_batch_size, window_s=entry.batch_window)
     if not policy.enabled:
         return None
@@ -157,7 +200,7 @@ def _batching(entry: ModelEntry, store: JobStore, queues: list[str]) -> Companio
         policy.max_images,
         policy.window_s,
     )
-    return CompanionFinder(store, queues, policy)
+    return policy
 
 
 def name_taken_message(holder: WorkerInfo) -> str:

@@ -1,4 +1,5 @@
-"""Claiming a job for this worker: queued -> running, or the reason not to run it."""
+"""Claiming a job the scheduler gave this worker: queued -> running, or the reason not to
+run it (canceled, past its deadline, gone)."""
 
 from __future__ import annotations
 
@@ -22,11 +23,6 @@ class Claimer:
     model_name: str
     worker_name: str
 
-    def claim(self, job_id: str) -> JobRecord | None:
-        """The job, now running here; None when its message is not ours to run."""
-        current = self.queued(job_id)
-        return None if current is None else self.claim_queued(current)
-
     def queued(self, job_id: str) -> JobRecord | None:
         """The job's record if it waits to be run; None (and why, logged) if not."""
         current = failover.retrying(
@@ -36,9 +32,8 @@ class Claimer:
             log.warning("job %s has no record (expired or deleted); dropping it", job_id)
             return None
         if current.status is not JobStatus.QUEUED:
-            # Run already (batched with another job, or by a worker that then
-            # died and was replaced), canceled while queued, or finished.
-            log.info("job %s is %s; dropping its message", job_id, current.status)
+            # Canceled as it was given to this worker, or finished meanwhile.
+            log.info("job %s is %s; not running it", job_id, current.status)
             return None
         return current
 

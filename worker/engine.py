@@ -1,11 +1,12 @@
 """Where pipeline calls run: in this process (InlineEngine) or in an engine process
 of their own (ProcessEngine, the Celery worker's), fed one call ahead.
 
-The process engine takes a call (`submit`) while the one before it still runs,
-starts it the moment the device is free and reports it through a `Call`: when
-it started, each step, its images or its error. Until it starts, a submitted
-call can be withdrawn, which is what lets the worker prepare the next job
-before the device is free without claiming it early (see worker.ahead).
+Both take a call (`submit`) while the one before it still runs, start it the
+moment the device is free and report it through a `Call`: when it started,
+each step, its images or its error. Until it starts, a submitted call can be
+withdrawn, which is what lets the worker prepare the next job before the device
+is free without claiming it early (worker.runner). The runner never asks which
+engine it has.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import itertools
 import logging
 import multiprocessing
 import os
+import queue
 import sys
 import threading
+import time
 import types
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -36,8 +39,8 @@ if TYPE_CHECKING:  # torch and diffusers: the engine process's, not needed to la
 log = logging.getLogger(__name__)
 
 # The worker's exit status when its engine process died (EX_OSERR): its running
-# job is in the running index under this worker and the job it held ahead in
-# shared.held, so the reaper hands both on.
+# job is in the running index under this worker and the job it reserved to run
+# next in the scheduler's reservations, so the reaper hands both on.
 ENGINE_LOST_EXIT_CODE = 71
 
 BatchImages = list[list["Image.Image"]]
@@ -56,33 +59,6 @@ def _no_main_module() -> Iterator[None]:
         sys.modules["__main__"] = main
 
 
-class InlineEngine:
-    """Pipeline calls in the calling thread, on a model loaded in this process."""
-
-    # The step callback checks cancels itself (between two steps, in this thread).
-    checks_cancels = False
-
-    def __init__(self, model: LoadedModel):
-        self.model = model
-
-    def gpu_memory(self) -> dict[str, int] | None:
-        return model_gpu_memory(self.model)
-
-    def generate_batch(
-        self,
-        requests: list[Request],
-        on_step: StepCallback | None = None,
-        cancel_ids: tuple[str, ...] = (),
-    ) -> BatchImages:
-        from worker import inference
-
-        # `cancel_ids` is for the engine process; here `on_step` checks cancels itself.
-        return inference.generate_batch(self.model, requests, on_step)
-
-    def close(self) -> None:
-        """Nothing to stop: the model goes with the process."""
-
-
 class Call:
     """One pipeline call submitted to the engine process, followed from this side."""
 
@@ -95,8 +71,10 @@ class Call:
         self.error: Exception | None = None
         self.seconds: float | None = None
         # Set when on_step raised JobStopped: the call ends with it, images or not
-        # (a cancel seen at the last step cancels the job, as it does inline).
+        # (a cancel seen at the last step cancels the job).
         self.stop_reason: JobStopped | None = None
+        # The worker stopped it (its jobs were taken from it): it ends with no images.
+        self.stop_requested = False
 
     def result(self) -> BatchImages:
         """Wait for the call's images; raises JobStopped or the call's error."""
@@ -110,7 +88,142 @@ class Call:
         return self.images
 
 
-class ProcessEngine:
+class _CallBook:
+    """The calls an engine took and has not finished: what both engines share."""
+
+    def __init__(self) -> None:
+        self._seqs = itertools.count(1)
+        self._calls: dict[int, Call] = {}
+        self._idle = threading.Condition()
+
+    def submit(
+        self,
+        requests: list[Request],
+        on_step: StepCallback | None = None,
+        cancel_ids: tuple[str, ...] = (),
+    ) -> Call:
+        raise NotImplementedError
+
+    def generate_batch(
+        self,
+        requests: list[Request],
+        on_step: StepCallback | None = None,
+        cancel_ids: tuple[str, ...] = (),
+    ) -> BatchImages:
+        return self.submit(requests, on_step, cancel_ids).result()
+
+    @property
+    def busy(self) -> bool:
+        """Whether a call is running or waiting to."""
+        with self._idle:
+            return bool(self._calls)
+
+    def wait_idle(self) -> None:
+        """Return once no submitted call is left to run or finish."""
+        with self._idle:
+            self._idle.wait_for(lambda: not self._calls)
+
+    def _register(self, on_step: StepCallback | None) -> Call:
+        call = Call(next(self._seqs), on_step)
+        with self._idle:
+            self._calls[call.seq] = call
+        return call
+
+    def _forget(self, call: Call) -> None:
+        with self._idle:
+            self._calls.pop(call.seq, None)
+            self._idle.notify_all()
+
+
+class InlineEngine(_CallBook):
+    """Pipeline calls on a thread of this process, on a model loaded here: the same
+    calls as the engine process's (taken ahead, withdrawn until they start, stopped
+    at a step), so the runner never asks which engine it has."""
+
+    # The step callback checks cancels itself (between two steps, on the engine thread).
+    checks_cancels = False
+
+    def __init__(self, model: LoadedModel):
+        super().__init__()
+        self.model = model
+        self._work: queue.Queue[tuple[Call, list[Request]] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._serve, name="engine", daemon=True)
+        self._thread.start()
+
+    def gpu_memory(self) -> dict[str, int] | None:
+        return model_gpu_memory(self.model)
+
+    def submit(
+        self,
+        requests: list[Request],
+        on_step: StepCallback | None = None,
+        cancel_ids: tuple[str, ...] = (),
+    ) -> Call:
+        """Queue one pipeline call; it starts once the calls before it ended.
+        (`cancel_ids` is for the engine process: here the step callback checks.)"""
+        call = self._register(on_step)
+        self._work.put((call, requests))
+        return call
+
+    def withdraw(self, call: Call) -> bool:
+        """Take back a call that has not started: True if it never will."""
+        with self._idle:
+            if call.started.is_set() or self._calls.pop(call.seq, None) is None:
+                return False
+            self._idle.notify_all()
+        call.finished.set()
+        return True
+
+    def stop(self, call: Call) -> None:
+        """Stop `call` at its next step (it ends with no images)."""
+        call.stop_requested = True
+
+    def close(self) -> None:
+        """Let the engine thread end once the calls submitted so far are done."""
+        self._work.put(None)
+        self._thread.join(timeout=30)
+
+    def _serve(self) -> None:
+        from worker import inference  # torch: only where calls run
+
+        while (item := self._work.get()) is not None:
+            call, requests = item
+            with self._idle:
+                if call.seq not in self._calls:
+                    continue  # withdrawn
+                call.started.set()
+            began = time.perf_counter()
+            try:
+                call.images = inference.generate_batch(self.model, requests, _stepper(call))
+            except _StoppedByWorker:
+                pass  # no images, no reason: result() says the call was stopped
+            except JobStopped as stop:
+                call.stop_reason = stop
+            except Exception as exc:  # noqa: BLE001 -- the call's error goes to its caller
+                call.error = exc
+            finally:
+                call.seconds = time.perf_counter() - began
+                self._forget(call)
+                call.finished.set()
+
+
+class _StoppedByWorker(JobStopped):
+    """The worker stopped the call (InlineEngine.stop), not its step callback."""
+
+
+def _stepper(call: Call) -> StepCallback:
+    """The call's step callback, which also ends a call the worker stopped."""
+
+    def step(done: int, total: int) -> None:
+        if call.stop_requested:
+            raise _StoppedByWorker(None)
+        if call.on_step is not None:
+            call.on_step(done, total)
+
+    return step
+
+
+class ProcessEngine(_CallBook):
     """The worker's side of worker.engine_process: submits calls, reads what comes back."""
 
     # Each call stops at the first step after which its jobs are all canceled
@@ -118,6 +231,7 @@ class ProcessEngine:
     checks_cancels = True
 
     def __init__(self, settings: Settings, worker_name: str):
+        super().__init__()
         context = multiprocessing.get_context("spawn")  # CUDA does not survive a fork
         self._requests: Any = context.Queue()
         self._events, child_events = context.Pipe(duplex=False)
@@ -134,9 +248,6 @@ class ProcessEngine:
             daemon=True,
         )
         self._child_events = child_events
-        self._seqs = itertools.count(1)
-        self._calls: dict[int, Call] = {}
-        self._idle = threading.Condition()
         self._closing = False
         self._gpu_memory: dict[str, int] | None = None
 
@@ -175,9 +286,7 @@ class ProcessEngine:
     ) -> Call:
         """Queue one pipeline call; it starts once the calls before it ended. It stops
         after any step at which every job of `cancel_ids` is canceled."""
-        call = Call(next(self._seqs), on_step)
-        with self._idle:
-            self._calls[call.seq] = call
+        call = self._register(on_step)
         self._requests.put(Work(call.seq, requests, cancel_ids))
         return call
 
@@ -195,23 +304,10 @@ class ProcessEngine:
         """Stop `call` at its next step (it ends with no images)."""
         self._control.stop.value = call.seq
 
-    def generate_batch(
-        self,
-        requests: list[Request],
-        on_step: StepCallback | None = None,
-        cancel_ids: tuple[str, ...] = (),
-    ) -> BatchImages:
-        return self.submit(requests, on_step, cancel_ids).result()
-
     def gpu_memory(self) -> dict[str, int] | None:
         """The engine's CUDA memory as of its last call (asking torch.cuda here
         would make a CUDA context in this process for nothing)."""
         return self._gpu_memory
-
-    def wait_idle(self) -> None:
-        """Return once no submitted call is left to run or finish."""
-        with self._idle:
-            self._idle.wait_for(lambda: not self._calls)
 
     def close(self) -> None:
         """Let the engine process end once the calls submitted so far are done."""
@@ -258,11 +354,6 @@ class ProcessEngine:
             self.stop(call)
         except Exception:
             log.exception("the step callback of call %d failed", call.seq)
-
-    def _forget(self, call: Call) -> None:
-        with self._idle:
-            self._calls.pop(call.seq, None)
-            self._idle.notify_all()
 
     def _lost(self) -> None:
         if self._closing:

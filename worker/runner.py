@@ -1,12 +1,17 @@
-"""Run a job (or a batch of them): claim, generate, record the outcome.
+"""Run jobs: ask the scheduler, prepare ahead, claim at start, record the outcome.
 
-Leaves Celery to tasks.py, where pipeline calls run to engine.py, torch to
-inference.py, claiming to claims.py, when to stop to stopping.py, recording
-how a job ended to outcomes.py and storing its images to storing.py (whose
-full spool turns new jobs away: backpressure.py). On an engine process a job
-that runs alone goes through ahead.py (prepared while the job before it
-denoises). A failed job is data (status failed, error type and message), never
-a crashed worker.
+One path for every job and every engine (docs/scheduling.md). While a job
+denoises, the next one is reserved for this worker (still `queued`), its inputs
+read, its prompt optimised and its call handed to the engine, which starts it
+the moment the device is free; it is claimed (`queued -> running`) when the
+engine says it started, and its outcome is recorded on the finisher thread
+while the job after it runs. A batch is the same with several jobs in one call.
+
+Leaves Celery to tasks.py, pipeline calls to engine.py, torch to inference.py,
+the choice of job to the scheduler (shared.scheduler), claiming to claims.py,
+when to stop to stopping.py, recording how a job ended to outcomes.py and
+storing its images to storing.py (whose full spool turns new jobs away:
+backpressure.py). A failed job is data, never a crashed worker.
 """
 
 from __future__ import annotations
@@ -16,37 +21,61 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
 
+import redis
 from PIL import Image
 
 from shared.cancel import cancels_requested
 from shared.constants import DEFAULT_STORAGE_SPOOL_BYTES
-from shared.jobs import GenerationParams, JobRecord, JobStatus
+from shared.jobs import GenerationParams, JobRecord
 from shared.logs import log_context
+from shared.scheduler import Reservation, Scheduler
 from shared.storage import Storage
 from shared.store import JobStore
 from worker import backpressure, failover, inference
-from worker.ahead import AheadRunner
-from worker.batching import CompanionFinder, may_lead
+from worker.batching import BatchPolicy, CompanionFinder, may_lead
 from worker.claims import Claimer
 from worker.devices import free_memory
-from worker.engine import InlineEngine, ProcessEngine
-from worker.finisher import Finisher, Stopwatch
+from worker.engine import Call, InlineEngine, ProcessEngine
+from worker.finisher import Finisher
 from worker.loader import LoadedModel
 from worker.metrics import BATCH_SIZE, INFERENCE, WORKER_BUSY, set_gpu_memory
 from worker.outcomes import Outcomes, is_out_of_memory
-from worker.prompts import PromptOptimizer, optimized_batch_params, optimized_params
+from worker.prompts import PromptOptimizer, optimized_batch_params
 from worker.spool import Spool, spool_dir
-from worker.stopping import BatchMonitor, JobStopped, StepMonitor, TimeLimits, hard_limit
+from worker.stopping import (
+    BatchMonitor,
+    JobStopped,
+    StepMonitor,
+    TimeLimits,
+    start_hard_limit,
+)
 from worker.storing import SHUTDOWN_WAIT_S, Storer
 
 log = logging.getLogger(__name__)
 
 BatchImages = list[list[Image.Image]]
-T = TypeVar("T")
+Engine = InlineEngine | ProcessEngine
+
+# How often a job waiting for the device looks whether a better one came
+# (one GET of the scheduler's epoch; the scheduler is asked only when it moved).
+OVERTAKE_POLL_S = 0.05
+
+
+@dataclass
+class Pending:
+    """Jobs reserved for this worker and their call, submitted to the engine."""
+
+    jobs: list[JobRecord]
+    # Each job's share of the call (its optimised prompt, its inputs), in order.
+    requests: list[inference.Request]
+    call: Call
+
+    @property
+    def leader(self) -> JobRecord:
+        return self.jobs[0]
 
 
 @dataclass
@@ -55,33 +84,33 @@ class JobRunner:
     storage: Storage
     model: LoadedModel
     worker_name: str
+    scheduler: Scheduler
+    # The queues this worker consumes: where the scheduler looks for its jobs.
+    queues: list[str]
     prompts: PromptOptimizer | None = None
     time_limits: TimeLimits = field(default_factory=TimeLimits)
-    batching: CompanionFinder | None = None
-    # Told the ids of the jobs about to run (one, or a batch) once they are claimed:
-    # the worker record shows them. A message whose job is not ours never calls it.
+    batching: BatchPolicy | None = None
+    # Told the ids of the jobs about to run (one, or a batch) once they are claimed.
     on_start: Callable[[list[str]], None] | None = None
-    # Jobs this runner took to a terminal status (or tried to): the heartbeat's count.
-    jobs_done: int = 0
-    # Records successes on a thread of its own while the next job runs (the Celery
-    # worker has one); without it they are recorded before run() returns.
-    finisher: Finisher | None = None
-    # Where pipeline calls run: this process (the default), or the worker's engine
-    # process, which lets the next job be prepared while one denoises.
-    engine: InlineEngine | ProcessEngine | None = None
     # Told once no job is left running or being recorded here.
     on_idle: Callable[[], None] | None = None
-    # The queues this worker consumes: where a higher-priority job would wait.
-    queues: list[str] = field(default_factory=list)
-    # Stores images, through storage outages (the worker's, from its settings);
-    # by default with the default retry window and a spool in the temp dir.
+    # Jobs this runner took to a terminal status (or tried to): the heartbeat's count.
+    jobs_done: int = 0
+    # Records outcomes on a thread of its own while the next job runs; without
+    # one they are recorded before the next job is prepared.
+    finisher: Finisher | None = None
+    # Where pipeline calls run: a thread of this process (the default), or the
+    # worker's engine process.
+    engine: Engine | None = None
+    # Stores images, through storage outages (the worker's, from its settings).
     storer: Storer | None = None
-    _last_call_s: float | None = field(default=None, init=False, repr=False)
     claims: Claimer = field(init=False, repr=False)
     outcomes: Outcomes = field(init=False, repr=False)
+    handing_back: bool = field(default=False, init=False, repr=False)
+    # Whether a run of jobs is in progress (an idle worker waits for a token).
+    running_jobs: bool = field(default=False, init=False, repr=False)
     _active: int = field(default=0, init=False, repr=False)
     _active_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    handing_back: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.claims = Claimer(self.store, self.model.name, self.worker_name)
@@ -100,68 +129,261 @@ class JobRunner:
         """Whether a job claimed here is still running or being recorded."""
         return self._active > 0
 
-    def run(self, job_id: str) -> JobStatus | None:
-        """Run a job (and any companions batched with it) to a terminal status.
-
-        Returns the job's status; None when it was not ours to run, or was turned
-        away because the spool is full. With a finisher, a job whose images are
-        still being stored is RUNNING, as is one whose images wait for storage;
-        with an engine process, so is a job still denoising. Raises JobHandedBack
-        when the worker stops before the job it prepared could start.
-        """
+    def run_jobs(self, hand_queue: str | None = None, sender: str = "") -> int:
+        """Run jobs for as long as the scheduler has some for this worker; how many
+        were started. `hand_queue`: the queue of the wake-up token that woke it;
+        `sender`: the job that token was sent for (whichever job runs)."""
         if self._storer.full:
-            self._turn_away(job_id)
-            return None
-        if isinstance(self.engine, ProcessEngine):
-            return self._run_on_process(job_id, self.engine)
-        leader = self.claims.claim(job_id)
-        return None if leader is None else self._run_claimed(leader)
+            backpressure.turn_away(self.store.redis, hand_queue, self._storer, sender)
+            backpressure.wait_for_room(self._storer, lambda: self.handing_back)
+            return 0
+        self.running_jobs = True
+        started = 0
+        try:
+            pending = self._prepare_next(hand_queue)
+            while pending is not None:
+                if self._wait_for_device(pending):
+                    started += self._begin(pending)
+                if self.handing_back or self._storer.full:
+                    break
+                pending = self._prepare_next(None)
+        finally:
+            self.running_jobs = False
+        return started
 
     def hand_back(self) -> None:
         """Start no job prepared ahead from now on (the worker is stopping)."""
         self.handing_back = True
 
-    def _turn_away(self, job_id: str) -> None:
-        """The spool is full: the job goes back to its queue for another worker, and
-        this task returns once there is room again (worker.backpressure)."""
-        with log_context(job_id=job_id):
-            backpressure.turn_away(self.store.redis, self.claims.queued(job_id), self._storer)
-        backpressure.wait_for_room(self._storer, lambda: self.handing_back)
+    # --- choosing and preparing ---------------------------------------------------
 
-    def _run_claimed(self, leader: JobRecord) -> JobStatus:
-        """Run a claimed job, with companions when its model batches, to the end."""
-        batch = [leader]
-        if self.batching is not None and may_lead(leader, self.batching.policy):
-            batch += self.batching.gather(leader, self.claims.claim_queued)
-        self.mark_started([r.id for r in batch])
-        try:
+    def _prepare_next(self, hand_queue: str | None) -> Pending | None:
+        """Reserve this worker's next job (and batch companions), read what it needs
+        and submit its call; None when the scheduler has nothing for it now."""
+        while not self.handing_back:
+            reservation = self._reserve(hand_queue)
+            hand_queue = None  # the token in hand paid for the first reservation
+            if reservation is None:
+                return None
+            leader = reservation.record
+            jobs = [leader, *self._companions(leader)]
             with log_context(job_id=leader.id):
-                if len(batch) == 1:
-                    statuses = {leader.id: self._run_alone(leader)}
-                else:
-                    statuses = self._run_batch(batch)
-        finally:
-            set_gpu_memory(self.model.plan.device, self.gpu_memory())
-            self.mark_finished(len(batch))
-        return statuses[leader.id]
+                pending = self._submit(jobs)
+            if pending is not None:
+                return pending
+        return None
 
-    def _run_on_process(self, job_id: str, engine: ProcessEngine) -> JobStatus | None:
-        current = self.claims.queued(job_id)
-        if current is None:
+    def _reserve(self, hand_queue: str | None) -> Reservation | None:
+        return failover.retrying(
+            lambda: self.scheduler.reserve(self.worker_name, self.queues, hand_queue),
+            "asking the scheduler for the next job",
+        )
+
+    def _companions(self, leader: JobRecord) -> list[JobRecord]:
+        """Queued jobs that can share the leader's call, reserved for it (batching)."""
+        if self.batching is None or not may_lead(leader, self.batching):
+            return []
+        finder = CompanionFinder(self.store, self.scheduler, self.queues, self.batching)
+        return finder.gather(leader, self.worker_name, lambda: self._engine.busy)
+
+    def _submit(self, jobs: list[JobRecord]) -> Pending | None:
+        """Prepare each job's share of the call and submit it; a job whose inputs
+        cannot be read fails at once (the others go on without it)."""
+        max_tokens = self.model.entry.params.max_tokens
+        # A batch's prompts are optimised at once: it waits for the slowest answer.
+        optimized = optimized_batch_params(self.prompts, self.store, jobs, max_tokens)
+        requests, ready = [], []
+        for record, params in zip(jobs, optimized, strict=True):
+            try:
+                requests.append(self._request(record, params))
+                ready.append(record)
+            except Exception as exc:  # noqa: BLE001 -- a job's failure is data
+                self._fail_unprepared(record, exc)
+        if not ready:
             return None
-        if self.batching is not None and may_lead(current, self.batching.policy):
-            # A batch gathers its companions once the device is free: every job
-            # queued by then can join it.
-            engine.wait_idle()
-            leader = self.claims.claim(job_id)
-            return None if leader is None else self._run_claimed(leader)
-        with log_context(job_id=job_id):
-            return AheadRunner(self, engine).run(current)
+        call = self._engine.submit(requests, cancel_ids=tuple(r.id for r in ready))
+        return Pending(ready, requests, call)
 
-    def prepare(self, record: JobRecord) -> inference.Request:
-        """A job's share of a pipeline call: its (optimised) prompt, its inputs."""
-        params = self._optimize_prompt(record)
+    def _request(self, record: JobRecord, params: GenerationParams) -> inference.Request:
+        """A job's share of a pipeline call: its (optimised) parameters, its inputs."""
         return inference.Request(params, self._init_image(record), self._mask(record))
+
+    def _fail_unprepared(self, record: JobRecord, exc: Exception) -> None:
+        running = self.claims.claim_queued(record)
+        if running is None:
+            return
+        self.mark_started([running.id])
+        try:
+            self.outcomes.fail(running, exc)
+        finally:
+            self.mark_finished(1)
+
+    # --- waiting for the device -----------------------------------------------------
+
+    def _wait_for_device(self, pending: Pending) -> bool:
+        """True once the engine started the call. While it waits, a job the scheduler
+        now puts first (a higher priority, a key served less) takes its place, and a
+        stopping worker lets its jobs go: False, the jobs given back to their queues.
+
+        A call that starts within OVERTAKE_POLL_S costs no look at all; after that the
+        scheduler is asked once, then again whenever its epoch moved."""
+        epoch: int | None = None
+        while not pending.call.started.wait(OVERTAKE_POLL_S):
+            if self.handing_back:
+                return not self._let_go(pending, "the worker is stopping")
+            current = self._epoch()
+            if current is not None and current == epoch:
+                continue
+            epoch = current
+            first = self._better(pending.leader)
+            if first is not None and self._let_go(pending, f"{first} goes first"):
+                return False
+        return True
+
+    def _let_go(self, pending: Pending, why: str) -> bool:
+        """Withdraw a call that has not started and give its jobs back; False when it
+        started meanwhile (it runs)."""
+        if not self._engine.withdraw(pending.call):
+            pending.call.started.wait()
+            return False
+        for record in pending.jobs:
+            with contextlib.suppress(redis.RedisError):
+                self.scheduler.release(record.id, self.worker_name, record.queue)
+        log.info("job %s goes back to its queue: %s", pending.leader.id, why)
+        return True
+
+    def _epoch(self) -> int | None:
+        try:
+            return self.scheduler.epoch()
+        except redis.RedisError:
+            return None  # a failover: the prepared job keeps its turn
+
+    def _better(self, record: JobRecord) -> str | None:
+        try:
+            return self.scheduler.better(record.id, self.queues)
+        except redis.RedisError:
+            return None
+
+    # --- running ------------------------------------------------------------------------
+
+    def _begin(self, pending: Pending) -> int:
+        """Claim the jobs of a call the engine started and follow it to its outcome;
+        how many were claimed. A job canceled or taken meanwhile is left out (its
+        share of the call is thrown away); with none left the call is stopped."""
+        running = [r for r in map(self.claims.claim_queued, pending.jobs) if r is not None]
+        if not running:
+            self._engine.stop(pending.call)
+            return 0
+        started = time.monotonic()
+        self.mark_started([r.id for r in running])
+        BATCH_SIZE.labels(self.model.name).observe(len(running))
+        monitors = [self._monitor(r) for r in running]
+        batch = BatchMonitor(monitors, self.outcomes.stop) if len(running) > 1 else None
+        pending.call.on_step = batch or monitors[0]
+        # The hard limit bounds generation only: storing the images afterwards is
+        # bound by STORAGE_RETRY_S, and the deadline was checked at each step.
+        label = ",".join(r.id for r in running)
+        watchdog = start_hard_limit(label, self.time_limits.hard_s, pending.call.finished.is_set)
+
+        def record_outcome() -> None:
+            try:
+                self._record(pending, running, batch, started)
+            finally:
+                watchdog.cancel()
+                set_gpu_memory(self.model.plan.device, self.gpu_memory())
+                self.mark_finished(len(running))
+
+        if self.finisher is None:
+            record_outcome()
+        else:
+            self.finisher.submit(running[0].id, record_outcome)
+        return len(running)
+
+    def _monitor(self, record: JobRecord) -> StepMonitor:
+        # With the engine process, cancels are checked there, between two steps.
+        return StepMonitor(
+            self.store,
+            record,
+            self.time_limits.soft_s,
+            check_cancel=not self._engine.checks_cancels,
+        )
+
+    def _record(
+        self,
+        pending: Pending,
+        running: list[JobRecord],
+        batch: BatchMonitor | None,
+        started: float,
+    ) -> None:
+        """The outcome of each claimed job of a finished call, recorded."""
+        call = pending.call
+        try:
+            images = call.result()
+        except JobStopped as stop:
+            if batch is None:
+                self.outcomes.stop(running[0], stop)
+            return  # a batch's stopped jobs were each recorded as they stopped
+        except Exception as exc:  # noqa: BLE001 -- a job's failure is data
+            self._failed_call(pending, running, batch, exc)
+            return
+        finally:
+            if call.seconds is not None:
+                INFERENCE.labels(self.model.name).observe(call.seconds)
+        self._note_rate(running, call.seconds)
+        by_id = dict(zip((r.id for r in pending.jobs), images, strict=True))
+        stopped = batch.stopped if batch is not None else {}
+        for record in running:
+            if record.id not in stopped:
+                self.outcomes.succeed(record, by_id[record.id], started, len(running), call.seconds)
+
+    def _failed_call(
+        self,
+        pending: Pending,
+        running: list[JobRecord],
+        batch: BatchMonitor | None,
+        failure: Exception,
+    ) -> None:
+        if batch is None:
+            self.outcomes.fail(running[0], failure)
+            return
+        # One bad job (or a batch too large for the GPU) must not fail the others:
+        # each job still running gets a pipeline call of its own.
+        if is_out_of_memory(failure):
+            free_memory()
+        log.warning(
+            "batch of %d jobs failed (%s: %s); running each job alone",
+            len(running),
+            type(failure).__name__,
+            str(failure)[:300],
+        )
+        requests = dict(zip((r.id for r in pending.jobs), pending.requests, strict=True))
+        for record in batch.active:
+            self._run_alone(record, requests[record.id])
+
+    def _run_alone(self, record: JobRecord, request: inference.Request) -> None:
+        """Run one claimed job in a call of its own, waiting for it (a failed batch):
+        its prompt as already optimised, its inputs as already read."""
+        started = time.monotonic()
+        with log_context(job_id=record.id):
+            try:
+                call = self._engine.submit([request], self._monitor(record), (record.id,))
+                (images,) = call.result()
+            except JobStopped as stop:
+                self.outcomes.stop(record, stop)
+                return
+            except Exception as exc:  # noqa: BLE001 -- a job's failure is data
+                self.outcomes.fail(record, exc)
+                return
+            self.outcomes.succeed(record, images, started, 1, call.seconds)
+
+    def _note_rate(self, running: list[JobRecord], seconds: float | None) -> None:
+        """The model's measured seconds per cost unit, for the ETAs of queued jobs."""
+        if seconds is None:
+            return
+        with contextlib.suppress(redis.RedisError):
+            self.scheduler.note_rate(self.model.name, seconds, sum(r.cost for r in running))
+
+    # --- bookkeeping ------------------------------------------------------------------
 
     def mark_started(self, job_ids: list[str]) -> None:
         """Jobs claimed here are about to run: the worker is busy."""
@@ -181,42 +403,8 @@ class JobRunner:
                 if self.on_idle is not None:
                     self.on_idle()
 
-    def _run_alone(self, record: JobRecord, params: GenerationParams | None = None) -> JobStatus:
-        """Run one job; `params` when its prompt was already optimised (a failed batch)."""
-        started = time.monotonic()
-        with hard_limit(record.id, self.time_limits.hard_s):
-            try:
-                job_params = params or self._optimize_prompt(record)
-                init_image = self._init_image(record)
-                mask = self._mask(record)
-                request = inference.Request(job_params, init_image, mask)
-                with self._pipeline_call(1) as call:
-                    monitor = StepMonitor(
-                        self.store,
-                        record,
-                        self.time_limits.soft_s,
-                        check_cancel=not self._engine.checks_cancels,
-                    )
-                    (images,) = self._generate([request], monitor, cancel_ids=(record.id,))
-            except JobStopped as stop:
-                return self.outcomes.stop(record, stop)
-            except Exception as exc:  # noqa: BLE001 -- a job's failure is data; the worker serves on
-                return self.outcomes.fail(record, exc)
-        recorded = self._succeed(
-            record.id, lambda: self.outcomes.succeed(record, images, started, 1, call.seconds)
-        )
-        return recorded or JobStatus.RUNNING
-
-    def _succeed(self, job_id: str, record_success: Callable[[], T]) -> T | None:
-        """Record a success now (its result), or on the finisher while the next job
-        runs (None: not recorded yet)."""
-        if self.finisher is None:
-            return record_success()
-        self.finisher.submit(job_id, record_success)
-        return None
-
     def drain(self) -> None:
-        """Wait until every handed-over success is recorded (the worker is stopping)."""
+        """Wait until every handed-over outcome is recorded (the worker is stopping)."""
         if self.finisher is not None:
             self.finisher.drain()
 
@@ -229,20 +417,12 @@ class JobRunner:
         if self.engine is not None:
             self.engine.close()
 
-    def _generate(
-        self,
-        requests: list[inference.Request],
-        on_step: inference.StepCallback,
-        cancel_ids: tuple[str, ...] = (),
-    ) -> BatchImages:
-        return self._engine.generate_batch(requests, on_step, cancel_ids)
-
     def gpu_memory(self) -> dict[str, int] | None:
         """The CUDA memory of the process that holds the model (None off CUDA)."""
         return self._engine.gpu_memory()
 
     @property
-    def _engine(self) -> InlineEngine | ProcessEngine:
+    def _engine(self) -> Engine:
         assert self.engine is not None  # set in __post_init__
         return self.engine
 
@@ -250,85 +430,6 @@ class JobRunner:
     def _storer(self) -> Storer:
         assert self.storer is not None  # set in __post_init__
         return self.storer
-
-    def _run_batch(self, batch: list[JobRecord]) -> dict[str, JobStatus]:
-        started = time.monotonic()
-        log.info(
-            "running %d jobs in one pipeline call (%d images): %s",
-            len(batch),
-            sum(r.params.num_images for r in batch),
-            ", ".join(r.id for r in batch),
-        )
-        monitor = BatchMonitor(
-            [StepMonitor(self.store, r, self.time_limits.soft_s) for r in batch], self.outcomes.stop
-        )
-        params: dict[str, GenerationParams] = {}
-        try:
-            images = self._call_batch(batch, monitor, params)
-        except JobStopped:
-            return monitor.stopped  # every job in the call stopped, each one recorded
-        if isinstance(images, Exception):
-            return self._run_each_alone(images, monitor, params)
-        statuses = dict(monitor.stopped)
-        done = [(r, imgs) for r, imgs in zip(batch, images, strict=True) if r.id not in statuses]
-        call_s = self._last_call_s
-
-        def record_batch() -> dict[str, JobStatus]:
-            return {
-                r.id: self.outcomes.succeed(r, imgs, started, len(batch), call_s)
-                for r, imgs in done
-            }
-
-        recorded = self._succeed(batch[0].id, record_batch)
-        statuses.update(recorded or {r.id: JobStatus.RUNNING for r, _ in done})
-        return statuses
-
-    def _call_batch(
-        self, batch: list[JobRecord], monitor: BatchMonitor, params: dict[str, GenerationParams]
-    ) -> BatchImages | Exception:
-        """Each job's images from one pipeline call, or the error that failed the call.
-
-        Fills `params` with each job's (optimised) parameters, for a re-run alone.
-        """
-        ids = [r.id for r in batch]
-        with hard_limit(",".join(ids), self.time_limits.hard_s):
-            try:
-                params.update(zip(ids, self._optimize_prompts(batch), strict=True))
-                requests = [inference.Request(params[r.id], self._init_image(r)) for r in batch]
-                with self._pipeline_call(len(batch)):
-                    return self._generate(requests, monitor)
-            except JobStopped:
-                raise
-            except Exception as exc:  # noqa: BLE001 -- any failure: the jobs are run alone
-                return exc
-
-    def _run_each_alone(
-        self, failure: Exception, monitor: BatchMonitor, params: dict[str, GenerationParams]
-    ) -> dict[str, JobStatus]:
-        # One bad job (or a batch too large for the GPU) must not fail the
-        # others: each job still running gets a pipeline call of its own.
-        if is_out_of_memory(failure):
-            free_memory()
-        log.warning(
-            "batch of %d jobs failed (%s: %s); running each job alone",
-            len(monitor.monitors),
-            type(failure).__name__,
-            str(failure)[:300],
-        )
-        alone = {r.id: self._run_alone(r, params.get(r.id)) for r in monitor.active}
-        return {**monitor.stopped, **alone}
-
-    @contextlib.contextmanager
-    def _pipeline_call(self, jobs: int) -> Iterator[Stopwatch]:
-        """Time one pipeline call (raised or not) and count the jobs that shared it."""
-        BATCH_SIZE.labels(self.model.name).observe(jobs)
-        watch = Stopwatch()
-        try:
-            yield watch
-        finally:
-            watch.stop()
-            self._last_call_s = watch.seconds
-            INFERENCE.labels(self.model.name).observe(watch.seconds)
 
     def _init_image(self, record: JobRecord) -> bytes | None:
         if record.params.mode == "txt2img":
@@ -344,12 +445,3 @@ class JobRunner:
             lambda: self.store.get_mask(record.id), f"reading job {record.id}'s mask"
         )
 
-    def _optimize_prompts(self, batch: list[JobRecord]) -> list[GenerationParams]:
-        return optimized_batch_params(self.prompts, self.store, batch, self._max_tokens)
-
-    def _optimize_prompt(self, record: JobRecord) -> GenerationParams:
-        return optimized_params(self.prompts, self.store, record, self._max_tokens)
-
-    @property
-    def _max_tokens(self) -> int:
-        return self.model.entry.params.max_tokens

@@ -38,10 +38,6 @@ class JobStopped(Exception):
         self.status = status
 
 
-class JobHandedBack(Exception):
-    """A job prepared ahead of the device was not started (the worker is stopping):
-    its message goes back to the queue, the job stays queued."""
-
 
 @dataclass(frozen=True)
 class TimeLimits:

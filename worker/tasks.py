@@ -1,8 +1,10 @@
 """Celery glue: the generate task and the worker's lifecycle signals. Nothing of torch here.
 
-The task runs jobs with the runner of a `WorkerRuntime` it is handed, which
-the celeryd_after_setup handler fills once the model is loaded (worker.boot,
-and torch with it, are imported only then). A test hands it a stand-in.
+A message is a wake-up token (docs/scheduling.md): the task asks the runner to
+run jobs for as long as the scheduler has some for this worker, whichever job
+the token was sent for. The runner comes from a `WorkerRuntime` the
+celeryd_after_setup handler fills once the model is loaded (worker.boot, and
+torch with it, are imported only then). A test hands it a stand-in.
 """
 
 from __future__ import annotations
@@ -12,8 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from celery import Celery
-from celery.exceptions import Reject
+from celery import Celery, Task
 from celery.signals import (
     celeryd_after_setup,
     celeryd_init,
@@ -28,7 +29,6 @@ from shared.logs import set_process_context
 from shared.settings import get_settings
 from worker import metrics_server
 from worker.heartbeat import Heartbeat
-from worker.stopping import JobHandedBack
 
 if TYPE_CHECKING:
     from worker.engine import ProcessEngine
@@ -45,7 +45,7 @@ class Runner(Protocol):
     @property
     def busy(self) -> bool: ...
 
-    def run(self, job_id: str) -> object: ...
+    def run_jobs(self, hand_queue: str | None = None, sender: str = "") -> int: ...
 
     def hand_back(self) -> None: ...
 
@@ -62,34 +62,35 @@ class WorkerRuntime:
     runner: Runner | None = None
     # WORKER_ENGINE=process: the engine process, launched as the worker starts.
     engine: ProcessEngine | None = None
+    # The worker's own queue, where its heartbeat wakes it (its tokens pay for nothing).
+    private_queue: str | None = None
 
 
 def register(app: Celery, runtime: WorkerRuntime) -> None:
     """Register the generate task on `app`, running jobs with `runtime`'s runner."""
 
-    def generate(job_id: str) -> None:
-        try:
-            run_job(runtime, job_id)
-        except JobHandedBack:
-            log.info("job %s was not started: its message goes back to the queue", job_id)
-            raise Reject(requeue=True) from None
+    def generate(task: Task, job_id: str = "") -> None:
+        # The token's queue: the list it was taken from (a job's id says only who sent it).
+        queue = (task.request.delivery_info or {}).get("routing_key")
+        run_jobs(runtime, None if queue == runtime.private_queue else queue, job_id)
 
     # Not shared: the task belongs to this app and runtime, not to every app made later
     # in the process (a test's app; the one boot.py makes to send webhook tasks).
-    app.task(name=GENERATE_TASK, ignore_result=True, shared=False)(generate)
+    app.task(name=GENERATE_TASK, ignore_result=True, shared=False, bind=True)(generate)
 
 
-def run_job(runtime: WorkerRuntime, job_id: str) -> None:
-    """Run one job's message, then show the worker ready again if the job ran."""
+def run_jobs(runtime: WorkerRuntime, hand_queue: str | None, sender: str = "") -> None:
+    """Run jobs while the scheduler has some for this worker, then show it ready."""
     heartbeat, runner = runtime.heartbeat, runtime.runner
     if heartbeat is None or runner is None:
         # Should not happen: a worker with no model consumes no job queue.
         raise RuntimeError("this worker has no model loaded")
     try:
-        runner.run(job_id)  # marks the worker busy once it claimed something (on_start)
+        # Marks the worker busy once it claimed a job (on_start).
+        runner.run_jobs(hand_queue, sender)
     finally:
-        # A dropped message (a batched companion's, a canceled job's) wrote nothing;
-        # a job still denoising on the engine process keeps the worker busy.
+        # A run that found nothing wrote nothing; a job still denoising on the engine
+        # or being recorded keeps the worker busy.
         if heartbeat.info.state == "busy" and not runner.busy:
             heartbeat.update_soon(
                 state="ready", current_job=None, current_batch=[], jobs_done=runner.jobs_done
@@ -134,8 +135,9 @@ def _load_model(runtime: WorkerRuntime, sender: str, instance: Any, **_: Any) ->
     # SystemExit (the worker's name is taken) passes through: the worker exits with it.
     context = boot.start_worker(sender, settings, runtime.engine)
     runtime.heartbeat, runtime.runner = context.heartbeat, context.runner
+    runtime.private_queue = context.private_queue
     queues = instance.app.amqp.queues
-    queues.select(context.queues)
+    queues.select(context.consumed)
 
 
 def _announce_ready(runtime: WorkerRuntime, **_: Any) -> None:

@@ -2,6 +2,7 @@
 
 from fastapi import APIRouter
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from api import ratelimit
 from api.auth import OwnerDep
@@ -23,6 +24,11 @@ class MeUsage(BaseModel):
     queued: int | None
     running: int | None
     submits_last_minute: int | None
+    # The estimated GPU-seconds of the jobs the key was given, each halving every
+    # FAIR_SHARE_HALF_LIFE_S (docs/scheduling.md): what decides whose turn it is.
+    gpu_seconds: float
+    # Its fraction of the whole cluster's usage measured the same way (0..1).
+    share: float
 
 
 class Me(BaseModel):
@@ -47,6 +53,8 @@ async def me(state: StateDep, owner: OwnerDep) -> Me:
     policy = state.keys.policy(owner)
     limits = ratelimit.Limits.of(state.settings, policy)
     usage = await ratelimit.usage(state.mux, owner, limits)
+    per_weight, total = await run_in_threadpool(state.scheduler.usage, owner)
+    gpu_seconds = per_weight * policy.weight
     return Me(
         owner=owner,
         name=policy.name,
@@ -63,5 +71,7 @@ async def me(state: StateDep, owner: OwnerDep) -> Me:
             queued=usage.queued,
             running=usage.running,
             submits_last_minute=usage.submits_last_minute,
+            gpu_seconds=round(gpu_seconds, 3),
+            share=round(min(1.0, gpu_seconds / total), 4) if total > 0 else 0.0,
         ),
     )

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from api.auth import OwnerDep
 from api.deps import StateDep
-from shared.constants import DEFAULT_QUEUE, broker_lists, model_queue
+from shared.constants import DEFAULT_QUEUE, model_queue
 from shared.store import job_key, waiting_key
 from shared.workers import WorkerInfo, live_workers
 
@@ -41,7 +41,7 @@ class ServiceStatus(BaseModel):
     redis: RedisHealth
     # The rest is left out when Redis is down: nothing could be read.
     workers: list[WorkerInfo] = []
-    # Messages waiting in each broker queue.
+    # Jobs waiting in each queue (the scheduler's waiting sets: exact).
     queues: dict[str, int] = {}
     models: dict[str, ModelLoad] = {}
     # What an operator should look at, in words.
@@ -59,14 +59,13 @@ def service_status(state: StateDep, owner: OwnerDep) -> ServiceStatus:
     try:
         workers = live_workers(state.redis)
         queues = _queue_depths(state)
-        waiting = _waiting_jobs(state)
         workers = _as_seen_by(state, workers, owner)
     except redis.RedisError as exc:
         log.warning("GET /status: Redis unreachable: %s", exc)
         kind = "timeout" if isinstance(exc, redis.TimeoutError) else "unreachable"
         return ServiceStatus(status="down", redis=RedisHealth(reachable=False, error=kind))
     serving = [w for w in workers if w.model]
-    models = _per_model(state, workers, waiting)
+    models = _per_model(state, workers, queues)
     return ServiceStatus(
         status="ok" if serving else "degraded",
         redis=RedisHealth(reachable=True),
@@ -104,20 +103,9 @@ def _owned_by(raw_owner: bytes | None, owner: str) -> bool:
 
 
 def _queue_depths(state: StateDep) -> dict[str, int]:
+    """Queued jobs per queue, from the waiting sets: exact (the broker lists hold
+    wake-up tokens, about one per job not yet reserved: docs/scheduling.md)."""
     names = [DEFAULT_QUEUE, *(model_queue(m) for m in state.registry.models)]
-    pipe = state.redis.pipeline(transaction=False)
-    for name in names:
-        # kombu keeps one list per priority step; a queue's depth is their sum.
-        for key in broker_lists(name):
-            pipe.llen(key)
-    lengths = iter(pipe.execute())
-    return {name: sum(next(lengths) for _ in broker_lists(name)) for name in names}
-
-
-def _waiting_jobs(state: StateDep) -> dict[str, int]:
-    """Queued jobs per model queue, from the waiting sets (exact: a broker list
-    may still hold the message of a job that already ran in a batch)."""
-    names = [model_queue(m) for m in state.registry.models]
     pipe = state.redis.pipeline(transaction=False)
     for name in names:
         pipe.zcard(waiting_key(name))

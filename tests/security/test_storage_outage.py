@@ -26,7 +26,7 @@ from moto.server import ThreadedMotoServer
 
 from api.main import create_app
 from darkroom.stack import free_port
-from shared.queue import job_message
+from shared.queue import token_message
 from shared.settings import Settings
 from tests.e2e.helpers import download_png, submit, wait_for
 from tests.support.metrics import read_metrics
@@ -101,8 +101,8 @@ class Stack:
         wait_until(lambda: self.logged(RETRY_LINE) >= target, what=f"{count} more retries")
 
     def broker_holds(self, job_id: str, queue: str) -> bool:
-        """Whether a message for the job waits in its queue, for any worker to take."""
-        payloads: list[bytes] = self.redis.lrange(job_message(job_id, queue).list_name, 0, -1)  # type: ignore[assignment]
+        """Whether the job's wake-up token waits in its queue, for any worker to take."""
+        payloads: list[bytes] = self.redis.lrange(token_message(queue, job_id).list_name, 0, -1)  # type: ignore[assignment]
         return any(json.loads(p)["headers"]["argsrepr"] == repr([job_id]) for p in payloads)
 
 

@@ -18,18 +18,20 @@ from typing import Any
 import pytest
 import redis
 
-from shared.constants import GENERATE_TASK, broker_lists, model_queue
-from shared.queue import broker_url, job_message, make_celery, publish_job
+from shared.constants import GENERATE_TASK, PRIORITIES, broker_lists, model_queue
+from shared.queue import broker_url, job_message, make_celery, token_message
 from shared.settings import Settings
 
 QUEUE = model_queue("tiny-sd")
 
 
 def celery_sent(client: redis.Redis, settings: Settings, priority: str) -> tuple[str, Any]:
-    """The list Celery's publish_job pushed onto, and the message it pushed."""
+    """The list Celery's send_task pushed onto, and the message it pushed."""
     celery = make_celery(settings)
     try:
-        publish_job(celery, "job-1", QUEUE, priority)
+        celery.send_task(
+            GENERATE_TASK, args=["job-1"], queue=QUEUE, priority=PRIORITIES[priority], retry=False
+        )
     finally:
         celery.close()
     [(name, raw)] = [
@@ -98,3 +100,12 @@ def test_under_sentinel_the_broker_is_found_through_the_sentinels() -> None:
     assert options["master_name"] == "darkroom"
     assert options["sentinel_kwargs"] == {"password": "sentinel-pw"}
     assert broker_url(Settings(_env_file=None)) == "redis://127.0.0.1:6379/0"  # type: ignore[call-arg]
+
+
+def test_a_wake_up_token_is_a_job_message_on_the_queues_own_list() -> None:
+    """Tokens (docs/scheduling.md) go where a queue's depth is one list long."""
+    token = token_message(QUEUE, "abc123")
+    assert token.list_name == QUEUE
+    message = json.loads(token.payload)
+    assert message["headers"]["task"] == GENERATE_TASK
+    assert message["properties"]["delivery_info"]["routing_key"] == QUEUE

@@ -13,7 +13,7 @@ from tests.shared.test_store import make_record
 
 
 def read(client: fakeredis.FakeRedis, job_id: str) -> JobSnapshot | None:
-    keys, args = read_call(job_id)
+    keys, args = read_call(job_id, 600.0)
     return decode_snapshot(client.eval(READ_SCRIPT.source, len(keys), *keys, *args))
 
 

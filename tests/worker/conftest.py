@@ -11,10 +11,11 @@ import pytest
 import redis
 
 from shared.jobs import GenerationParams
+from shared.registry import Registry
 from shared.settings import Settings
 from tests.worker.test_inference import params
-from worker.engine import ProcessEngine
-from worker.loader import LoadedModel
+from worker.engine import InlineEngine, ProcessEngine
+from worker.loader import LoadedModel, load_first_available
 
 # The Redis database of the engine tests: the flaky pipeline's call and step logs,
 # the cancel flags the engine reads, the runner's jobs.
@@ -55,9 +56,29 @@ def engine_and_model(
     engine.close()
 
 
-@pytest.fixture
-def engine(engine_and_model: tuple[ProcessEngine, LoadedModel]) -> ProcessEngine:
-    return engine_and_model[0]
+@pytest.fixture(scope="session")
+def inline_engine(registry: Registry) -> Iterator[InlineEngine]:
+    """The same model on an engine thread of this process (WORKER_ENGINE=inline)."""
+    model, failures = load_first_available(registry, ["tiny-flaky"], "cpu", None)
+    assert model is not None, failures
+    engine = InlineEngine(model)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(params=["process", "inline"])
+def engine(
+    request: pytest.FixtureRequest,
+    engine_and_model: tuple[ProcessEngine, LoadedModel],
+    engine_redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> ProcessEngine | InlineEngine:
+    """Each engine in turn: one interface, whichever a worker runs."""
+    if request.param == "process":
+        return engine_and_model[0]
+    # The flaky pipeline logs its calls and slow steps to the Redis at REDIS_URL.
+    monkeypatch.setenv("REDIS_URL", engine_redis_url)
+    return request.getfixturevalue("inline_engine")  # type: ignore[no-any-return]
 
 
 def flaky_params(prompt: str, **overrides: object) -> GenerationParams:

@@ -25,7 +25,9 @@ from shared.storage import LocalStorage
 from shared.store import JobStore
 from tests.conftest import API_DB
 from tests.support.pipelines import pipeline_calls, steps_key
-from worker.batching import BatchKey, BatchPolicy, CompanionFinder, may_join, may_lead
+from tests.support.runners import make_runner as runner_for
+from tests.support.runners import run_one_call
+from worker.batching import BatchKey, BatchPolicy, may_join, may_lead
 from worker.loader import LoadedModel, load_model
 from worker.runner import JobRunner
 
@@ -65,10 +67,8 @@ def make_runner(store: JobStore, storage: LocalStorage, flaky: LoadedModel) -> R
         max_images: int = 4, window_s: float = 0.0, model: LoadedModel | None = None
     ) -> JobRunner:
         model = model or flaky
-        finder = CompanionFinder(
-            store, [model_queue(model.name), DEFAULT_QUEUE], BatchPolicy(max_images, window_s)
-        )
-        return JobRunner(store, storage, model, "batcher@test", batching=finder)
+        batching = BatchPolicy(max_images, window_s)
+        return runner_for(store, storage, model, "batcher@test", batching=batching)
 
     return make
 
@@ -139,8 +139,8 @@ def test_only_fresh_queued_jobs_that_fit_may_join() -> None:
     assert may_join(record(params=params(num_images=2)), key, room=2)
 
     policy = BatchPolicy(max_images=4)
-    assert may_lead(record(attempts=1), policy)
-    assert not may_lead(record(attempts=2), policy)  # its worker may have died of it
+    assert may_lead(record(), policy)  # queued, never run
+    assert not may_lead(record(attempts=1), policy)  # its worker may have died of it
     assert not may_lead(record(params=params(num_images=4)), policy)  # no room left
     assert not may_lead(record(), BatchPolicy(max_images=1))  # batching off
 
@@ -156,13 +156,13 @@ def test_a_burst_runs_in_one_call_with_the_images_each_job_gets_alone(
     alone = make_runner(max_images=1)
     for seed in seeds:
         queue_job(store, flaky, f"alone-{seed}", prompt=f"burst fox {seed}", seed=seed)
-        assert alone.run(f"alone-{seed}") is JobStatus.SUCCEEDED
+        assert alone.run_jobs() == 1
     assert len(pipeline_calls(api_redis, "burst fox")) == 4
 
     for seed in seeds:
         queue_job(store, flaky, f"burst-{seed}", prompt=f"burst fox {seed}", seed=seed)
     runner = make_runner(max_images=4)
-    assert runner.run("burst-11") is JobStatus.SUCCEEDED
+    assert runner.run_jobs() == 4
 
     calls = pipeline_calls(api_redis, "burst fox")
     assert len(calls) == 5  # the four alone, then one for the whole burst
@@ -182,8 +182,8 @@ def test_a_burst_runs_in_one_call_with_the_images_each_job_gets_alone(
         np.abs(image_of(storage, store.get(f"burst-{s}")) - first).mean() > 5 for s in seeds[1:]
     )
 
-    # Each companion's own Celery message comes up later: it is dropped, not run again.
-    assert runner.run("burst-12") is None
+    # Nothing is left for the runner: no job runs twice.
+    assert runner.run_jobs() == 0
     assert len(pipeline_calls(api_redis, "burst fox")) == 5
 
 
@@ -198,7 +198,7 @@ def test_batches_hold_at_most_max_batch_size_images_of_compatible_jobs(
     queue_job(store, flaky, "fits-2", prompt="cap fits 2")
     queue_job(store, flaky, "left-over", prompt="cap left over")
 
-    assert make_runner(max_images=4).run("lead") is JobStatus.SUCCEEDED
+    assert run_one_call(make_runner(max_images=4)) == 3
 
     [call] = pipeline_calls(api_redis, "cap")
     # Two images of the leader, then the first compatible jobs in queue order.
@@ -225,9 +225,9 @@ def test_the_window_waits_for_companions_that_arrive_late(
     later.start()
     # A window far longer than the test may run: only a batch that closes as soon
     # as it is full lets the runner return (no clock is read to decide).
-    outcome: list[JobStatus] = []
+    outcome: list[int] = []
     runner = threading.Thread(
-        target=lambda: outcome.append(make_runner(max_images=2, window_s=600.0).run("early")),
+        target=lambda: outcome.append(make_runner(max_images=2, window_s=600.0).run_jobs()),
         daemon=True,
     )
     runner.start()
@@ -235,7 +235,7 @@ def test_the_window_waits_for_companions_that_arrive_late(
     later.join()
 
     assert not runner.is_alive(), "the full batch kept waiting for its window"
-    assert outcome == [JobStatus.SUCCEEDED]
+    assert outcome == [2]
     assert pipeline_calls(api_redis, "window") == [["window early", "window late"]]
 
 
@@ -243,7 +243,7 @@ def test_with_no_window_a_lone_job_does_not_wait(
     store: JobStore, flaky: LoadedModel, make_runner: RunnerFactory, api_redis: redis.Redis
 ) -> None:
     queue_job(store, flaky, "lone", prompt="nowait lone")
-    assert make_runner(max_images=4, window_s=0.0).run("lone") is JobStatus.SUCCEEDED
+    assert make_runner(max_images=4, window_s=0.0).run_jobs() == 1
     assert pipeline_calls(api_redis, "nowait") == [["nowait lone"]]
     assert store.get("lone").batch_size == 1
 
@@ -255,7 +255,7 @@ def test_a_failing_job_fails_alone_and_its_companions_succeed(
     queue_job(store, flaky, "bad", prompt="mixed raise")
     queue_job(store, flaky, "good-2", prompt="mixed good 2")
 
-    assert make_runner(max_images=4).run("good-1") is JobStatus.SUCCEEDED
+    assert make_runner(max_images=4).run_jobs() == 3
 
     calls = pipeline_calls(api_redis, "mixed")
     # The batched call raised, then each job had a call of its own.
@@ -298,7 +298,7 @@ def test_canceling_one_job_mid_batch_stops_only_that_job(
 
     canceller = threading.Thread(target=cancel_b)
     canceller.start()
-    assert make_runner(max_images=4).run("slow-a") is JobStatus.SUCCEEDED
+    assert make_runner(max_images=4).run_jobs() == 3
     canceller.join()
 
     assert len(pipeline_calls(api_redis, "slow cancel")) == 1
@@ -328,7 +328,7 @@ def test_canceling_every_job_stops_the_call(
 
     canceller = threading.Thread(target=cancel_both)
     canceller.start()
-    assert make_runner(max_images=4).run("all-a") is JobStatus.CANCELED
+    assert make_runner(max_images=4).run_jobs() == 2
     canceller.join()
 
     assert api_redis.llen(steps_key("slow all a")) < 20  # the call stopped before its 20 steps
@@ -338,18 +338,20 @@ def test_canceling_every_job_stops_the_call(
 def test_a_job_handed_back_by_the_reaper_runs_alone(
     store: JobStore, flaky: LoadedModel, make_runner: RunnerFactory, api_redis: redis.Redis
 ) -> None:
-    retried = queue_job(store, flaky, "retried", prompt="isolate retried")
+    queue_job(store, flaky, "retried", prompt="isolate retried")
     store.update("retried", attempts=1)  # it was running on a worker that died
     queue_job(store, flaky, "fresh", prompt="isolate fresh")
     runner = make_runner(max_images=4)
 
-    assert runner.run(retried.id) is JobStatus.SUCCEEDED  # leads nothing
+    assert run_one_call(runner) == 1  # the retried job leads nothing
+    assert store.get("retried").status is JobStatus.SUCCEEDED
     assert store.get("retried").attempts == 2
     assert store.get("fresh").status is JobStatus.QUEUED
 
     queue_job(store, flaky, "retried-2", prompt="isolate retried 2")
     store.update("retried-2", attempts=1)
-    assert runner.run("fresh") is JobStatus.SUCCEEDED  # and joins no batch
+    assert run_one_call(runner) == 1  # the fresh job leads, and it joins no batch
+    assert store.get("fresh").status is JobStatus.SUCCEEDED
     assert store.get("retried-2").status is JobStatus.QUEUED
     assert pipeline_calls(api_redis, "isolate") == [["isolate retried"], ["isolate fresh"]]
 
@@ -374,10 +376,10 @@ def test_img2img_jobs_batch_with_their_own_init_images(
     colors = {"red": (230, 20, 20), "blue": (20, 20, 230)}
     for name, color in colors.items():
         queue_i2i(f"alone-{name}", color)
-        assert make_runner(max_images=1, model=tiny).run(f"alone-{name}") is JobStatus.SUCCEEDED
+        assert make_runner(max_images=1, model=tiny).run_jobs() == 1
     for name, color in colors.items():
         queue_i2i(f"batch-{name}", color)
-    assert make_runner(max_images=4, model=tiny).run("batch-red") is JobStatus.SUCCEEDED
+    assert make_runner(max_images=4, model=tiny).run_jobs() == 2
 
     for name in colors:
         batched = store.get(f"batch-{name}")

@@ -1,5 +1,6 @@
-"""The engine process on a real tiny pipeline: what a call returns, when it starts,
-how it stops (a stop from the worker, a cancel between two steps), withdrawal."""
+"""Both engines (the engine process, the in-process engine thread) on a real tiny
+pipeline, through one interface: what a call returns, when it starts, how it stops
+(a stop from the worker, a cancel between two steps), withdrawal."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from tests.support.pipelines import pipeline_calls, steps_key
 from tests.support.polling import wait_until
 from tests.worker.conftest import flaky_params
 from worker import inference
-from worker.engine import ProcessEngine
+from worker.engine import InlineEngine, ProcessEngine
 from worker.loader import load_first_available
 from worker.outcomes import is_out_of_memory
 from worker.stopping import JobStopped
+
+Engine = ProcessEngine | InlineEngine
 
 
 def _request(prompt: str, **overrides: object) -> inference.Request:
@@ -31,7 +34,7 @@ def _slow(steps: int = 10) -> tuple[str, inference.Request]:
 
 
 def test_a_call_returns_the_images_this_process_would_make(
-    engine: ProcessEngine, registry: Registry
+    engine: Engine, registry: Registry
 ) -> None:
     request = _request("a lighthouse at dusk", seed=7, num_images=2)
     local, _ = load_first_available(registry, ["tiny-flaky"], "cpu", None)
@@ -53,7 +56,7 @@ def test_a_call_returns_the_images_this_process_would_make(
         assert difference.mean() < 1
 
 
-def test_every_step_is_reported_in_order(engine: ProcessEngine) -> None:
+def test_every_step_is_reported_in_order(engine: Engine) -> None:
     seen: list[tuple[int, int]] = []
 
     engine.submit([_request("count my steps", steps=4)], on_step=lambda d, t: seen.append((d, t)))
@@ -63,7 +66,7 @@ def test_every_step_is_reported_in_order(engine: ProcessEngine) -> None:
 
 
 def test_a_step_callback_that_stops_ends_the_call(
-    engine: ProcessEngine, engine_redis: redis.Redis
+    engine: Engine, engine_redis: redis.Redis
 ) -> None:
     prompt, request = _slow()
 
@@ -79,8 +82,10 @@ def test_a_step_callback_that_stops_ends_the_call(
 
 
 def test_a_cancel_stops_the_call_before_another_step(
-    engine: ProcessEngine, engine_redis: redis.Redis
+    engine: Engine, engine_redis: redis.Redis
 ) -> None:
+    if not engine.checks_cancels:
+        pytest.skip("the in-process engine's step callback checks cancels (StepMonitor)")
     prompt, request = _slow()
     call = engine.submit([request], cancel_ids=("job-to-cancel",))
     wait_until(lambda: engine_redis.llen(steps_key(prompt)) >= 1, timeout_s=30, interval_s=0.02)
@@ -95,7 +100,7 @@ def test_a_cancel_stops_the_call_before_another_step(
 
 
 def test_a_withdrawn_call_never_runs_and_a_started_one_cannot_be_withdrawn(
-    engine: ProcessEngine, engine_redis: redis.Redis
+    engine: Engine, engine_redis: redis.Redis
 ) -> None:
     _, running = _slow(steps=3)
     first = engine.submit([running])
@@ -113,7 +118,7 @@ def test_a_withdrawn_call_never_runs_and_a_started_one_cannot_be_withdrawn(
     assert pipeline_calls(engine_redis, marker) == []
 
 
-def test_a_failed_call_raises_the_pipelines_error_here(engine: ProcessEngine) -> None:
+def test_a_failed_call_raises_the_pipelines_error_here(engine: Engine) -> None:
     with pytest.raises(RuntimeError, match="raised on purpose"):
         engine.submit([_request("raise please")]).result()
     with pytest.raises(Exception, match="CUDA out of memory") as oom:
@@ -121,3 +126,16 @@ def test_a_failed_call_raises_the_pipelines_error_here(engine: ProcessEngine) ->
     assert is_out_of_memory(oom.value)
     # The engine serves on.
     assert len(engine.submit([_request("fine again")]).result()[0]) == 1
+
+
+def test_a_call_the_worker_stops_ends_with_no_images(
+    engine: Engine, engine_redis: redis.Redis
+) -> None:
+    prompt, request = _slow()
+    call = engine.submit([request])
+    wait_until(lambda: engine_redis.llen(steps_key(prompt)) >= 1, timeout_s=30, interval_s=0.02)
+    engine.stop(call)
+    with pytest.raises(JobStopped):
+        call.result()
+    assert engine_redis.llen(steps_key(prompt)) < 10
+    assert not engine.busy

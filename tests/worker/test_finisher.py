@@ -13,10 +13,10 @@ from shared.constants import RUNNING_KEY
 from shared.jobs import JobRecord, JobStatus, utcnow
 from shared.storage import LocalStorage
 from shared.store import JobStore
+from tests.support.runners import TEST_QUEUE, make_runner
 from tests.worker.test_inference import params, tiny  # noqa: F401  (tiny: a fixture)
 from worker.finisher import Finisher
 from worker.loader import LoadedModel
-from worker.runner import JobRunner
 
 
 class GatedStorage(LocalStorage):
@@ -33,7 +33,7 @@ class GatedStorage(LocalStorage):
 
 def _job(store: JobStore, job_id: str) -> str:
     record = JobRecord(
-        id=job_id, created_at=utcnow(), model="tiny-sd", queue="q", params=params(seed=1)
+        id=job_id, created_at=utcnow(), model="tiny-sd", queue=TEST_QUEUE, params=params(seed=1)
     )
     store.create(record)
     return job_id
@@ -50,19 +50,19 @@ def test_run_returns_before_the_images_are_stored_and_the_job_stays_claimed(
     tmp_path: Path,
 ) -> None:
     storage = GatedStorage(tmp_path)
-    runner = JobRunner(store, storage, tiny, "w1@test", finisher=Finisher())
+    runner = make_runner(store, storage, tiny, finisher=Finisher())
     first, second = _job(store, "job-1"), _job(store, "job-2")
 
-    assert runner.run(first) is JobStatus.RUNNING
-    # Not stored yet: still running, still in the running index under its worker,
-    # where the reaper finds it if this process dies now.
-    assert store.get(first).status is JobStatus.RUNNING
-    assert store.redis.hget(RUNNING_KEY, first) == b"w1@test"
+    # Both generated; the first one's outcome is being recorded (its store waits at
+    # the gate) and the second waits its turn on the finisher.
+    assert runner.run_jobs() == 2
+    for job_id in (first, second):
+        # Not stored yet: still running, still in the running index under its
+        # worker, where the reaper finds it if this process dies now.
+        assert store.get(job_id).status is JobStatus.RUNNING
+        assert store.redis.hget(RUNNING_KEY, job_id) == b"w1@test"
 
-    # The next job's pipeline call runs meanwhile; at most one success waits, so
-    # its handover blocks until the gate opens: open it from another thread.
-    threading.Timer(0.5, storage.gate.set).start()
-    assert runner.run(second) is JobStatus.RUNNING
+    storage.gate.set()
     runner.drain()
 
     for job_id in (first, second):
@@ -74,14 +74,17 @@ def test_run_returns_before_the_images_are_stored_and_the_job_stays_claimed(
         assert (tmp_path / f"jobs/{job_id}/0.png").is_file()
 
 
-def test_without_a_finisher_run_returns_the_recorded_status(
+def test_without_a_finisher_outcomes_are_recorded_before_the_next_job(
     tiny: LoadedModel,  # noqa: F811
     store: JobStore,
     tmp_path: Path,
 ) -> None:
-    runner = JobRunner(store, LocalStorage(tmp_path, "http://x"), tiny, "w1@test")
-    assert runner.run(_job(store, "job-3")) is JobStatus.SUCCEEDED
-    assert store.get("job-3").inference_s is not None
+    runner = make_runner(store, LocalStorage(tmp_path, "http://x"), tiny)
+    job_id = _job(store, "job-3")
+    assert runner.run_jobs() == 1
+    done = store.get(job_id)
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.inference_s is not None
 
 
 def test_a_failed_recording_does_not_stop_the_finisher(caplog: pytest.LogCaptureFixture) -> None:

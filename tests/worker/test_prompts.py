@@ -18,7 +18,8 @@ from shared.store import JobStore
 from tests.conftest import API_DB
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.pipelines import pipeline_calls
-from worker.batching import BatchPolicy, CompanionFinder
+from tests.support.runners import make_runner
+from worker.batching import BatchPolicy
 from worker.loader import load_model
 from worker.prompts import PromptOptimizer, contains_korean
 from worker.runner import JobRunner
@@ -109,9 +110,9 @@ def test_runner_generates_from_the_optimised_prompt_and_records_it(
         params=params,
     )
     store.create(record)
-    runner = JobRunner(store, LocalStorage(tmp_path, "http://x"), model, "w", optimizer_for())
+    runner = make_runner(store, LocalStorage(tmp_path, "http://x"), model, prompts=optimizer_for())
 
-    assert runner.run(record.id) is JobStatus.SUCCEEDED
+    assert runner.run_jobs() == 1
 
     stored = store.get(record.id)
     assert stored.params.prompt == "창가에 앉은 고양이"
@@ -127,7 +128,7 @@ def test_a_batch_optimises_its_prompts_at_once_and_generates_from_them(
         _queue(store, runner, f"batch-prompt-{index}", f"fox {index}")
     fake_openai.hold_until_in_flight = 3
 
-    assert runner.run("batch-prompt-0") is JobStatus.SUCCEEDED
+    assert runner.run_jobs() == 3
 
     assert fake_openai.max_in_flight == 3  # the three calls overlapped
     [call] = pipeline_calls(api_redis, "optimized: fox")
@@ -146,7 +147,7 @@ def test_a_failed_batch_reruns_its_jobs_with_the_prompts_already_optimised(
     for name in ("ok", "raise"):
         _queue(store, runner, f"rerun-{name}", f"rerun {name}")
 
-    assert runner.run("rerun-ok") is JobStatus.SUCCEEDED
+    assert runner.run_jobs() == 2
 
     assert len(fake_openai.requests) == 2  # once per job, not again for the re-runs
     assert [len(call) for call in pipeline_calls(api_redis, "optimized: rerun")] == [2, 1, 1]
@@ -168,9 +169,12 @@ def batching(
     registry = registry_for(make_settings())
     model = load_model("tiny-batch", registry.models["tiny-batch"], registry.runtime.memory, "cpu")
     store = JobStore(api_redis, ttl_s=600)
-    finder = CompanionFinder(store, [model_queue(model.name)], BatchPolicy(max_images=4))
-    runner = JobRunner(
-        store, LocalStorage(tmp_path, "http://x"), model, "w", optimizer_for(), batching=finder
+    runner = make_runner(
+        store,
+        LocalStorage(tmp_path, "http://x"),
+        model,
+        prompts=optimizer_for(),
+        batching=BatchPolicy(max_images=4),
     )
     return runner, store
 

@@ -22,7 +22,8 @@ WORKER = "tasks-test@host"
 
 
 class StandInRunner:
-    """Runs nothing: records the job ids and, like JobRunner's on_start, marks the worker busy."""
+    """Runs nothing: records which job's token woke it and, like JobRunner's on_start,
+    marks the worker busy when it "claims" a job."""
 
     def __init__(self, heartbeat: Heartbeat, claims: bool = True, fails: bool = False):
         self.heartbeat = heartbeat
@@ -32,25 +33,26 @@ class StandInRunner:
         self.states_seen: list[str] = []
         self.jobs_done = 0
 
-    def run(self, job_id: str) -> None:
-        self.job_ids.append(job_id)
+    def run_jobs(self, hand_queue: str | None = None, sender: str = "") -> int:
+        self.job_ids.append(sender)
         if not self.claims:
-            return  # a dropped message: not ours to run, nothing written
-        self.heartbeat.update(state="busy", current_job=job_id)
+            return 0  # the scheduler had nothing for it: nothing written
+        self.heartbeat.update(state="busy", current_job=sender)
         self.states_seen.append(self.heartbeat.info.state)
         self.jobs_done += 1
         if self.fails:
             raise RuntimeError("the runner broke")
+        return 1
 
     @property
     def busy(self) -> bool:
-        return False  # every job is recorded before run() returns
+        return False  # every job is recorded before run_jobs() returns
 
     def hand_back(self) -> None:
         """Nothing is prepared ahead."""
 
     def drain(self) -> None:
-        """Nothing is handed over: every job is recorded before run() returns."""
+        """Nothing is handed over: every job is recorded before run_jobs() returns."""
 
     def close(self) -> None:
         """Nothing to stop."""
@@ -125,7 +127,7 @@ def test_the_task_runs_the_job_and_shows_the_worker_ready_again(
     assert record.current_job is None
 
 
-def test_a_dropped_message_leaves_the_worker_record_untouched(
+def test_a_token_with_nothing_to_run_leaves_the_worker_record_untouched(
     drive: Drive, heartbeat: Heartbeat, api_redis: redis.Redis
 ) -> None:
     runner = StandInRunner(heartbeat, claims=False)

@@ -1,0 +1,45 @@
+-- reserve: the next job for a worker, chosen and set aside for it in one step.
+-- ARGV[1] worker: the worker's name
+-- ARGV[2] half_life: FAIR_SHARE_HALF_LIFE_S
+-- ARGV[3] hand_queue: the queue of the wake-up token the worker holds ('' for none)
+-- ARGV[4] hand_token: a fresh token for hand_queue, to park or give back ('' for none)
+-- ARGV[5..] queues: the queues the worker consumes
+-- Returns {job id, queue, record as JSON}, or false when nothing here is for this
+-- worker now.
+local worker, half_life = ARGV[1], tonumber(ARGV[2])
+local hand_queue, hand_token = ARGV[3], ARGV[4]
+local queues = {}
+for i = 5, #ARGV do queues[#queues + 1] = ARGV[i] end
+
+local best, job
+for _ = 1, 100 do
+  best = best_candidate(queues)
+  if not best then break end
+  job = job_of(best.id)
+  if job and job.status == 'queued' then break end
+  -- Its record expired (or moved on without its line knowing): the line lets it go.
+  sched_remove({id = best.id, queue = best.queue, band = best.band, owner = best.owner})
+  redis.call('ZREM', k_waiting(best.queue), best.id)
+  best = nil
+end
+if not best then
+  -- Its queue's jobs wait for their keys' max_running: the token waits with them.
+  if hand_token ~= '' and has_waiting(hand_queue) then
+    redis.call('LPUSH', k_parked(hand_queue), hand_token)
+  end
+  return false
+end
+
+local start = usage_score(job.owner)
+sched_remove(job)
+charge(job, half_life, 1)
+redis.call('HSET', K_RESERVED, job.id, worker .. '\t' .. start)
+redis.call('SADD', k_reserved_in(job.queue, job.band), job.id)
+redis.call('SADD', k_busy(job.owner), job.id)
+-- One token per job waiting for a worker: the one in hand pays for a job of its
+-- own queue; for a job of another queue, that queue's token goes and the one in
+-- hand goes back to its own.
+if job.queue ~= hand_queue and take_token(job.queue) == 1 and hand_token ~= '' then
+  redis.call('LPUSH', k_tokens(hand_queue), hand_token)
+end
+return {job.id, job.queue, record_json(job.id)}

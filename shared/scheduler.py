@@ -1,0 +1,177 @@
+"""The scheduler: which queued job a worker takes next, decided in one Redis script.
+
+docs/scheduling.md has the design. This module is its Python face: a worker
+reserves its next job (or a batch), claims it through the job store when its
+engine starts it, or releases it; the API reads positions and usage; the
+reaper gives dead workers' reservations back.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import redis
+
+from shared import lua
+from shared.constants import KEY_PREFIX
+from shared.jobs import JobRecord
+from shared.queue import token_message
+
+log = logging.getLogger(__name__)
+
+RESERVED_KEY = KEY_PREFIX + "sched:reserved"
+EPOCH_KEY = KEY_PREFIX + "sched:epoch"
+USAGE_KEY = KEY_PREFIX + "sched:usage"
+RATE_KEY = KEY_PREFIX + "sched:rate"
+SERVING_PREFIX = KEY_PREFIX + "sched:serving:"
+OWNERS_PREFIX = KEY_PREFIX + "sched:owners:"
+# The priority bands, highest first (the scheduler serves them in this order).
+BANDS = ("high", "normal", "low")
+# sched:usage's field for the whole cluster's usage.
+TOTAL = "*"
+# Any model: workers serving the shared queue, and its measured rate.
+ANY = "*"
+# How much a new measurement moves a model's seconds-per-cost-unit average, and how
+# often a worker writes its averages for the ETAs.
+RATE_WEIGHT = 0.2
+RATE_WRITE_S = 1.0
+
+RESERVE = lua.script("reserve")
+RESERVE_JOB = lua.script("reserve_job")
+RELEASE = lua.script("release")
+BETTER = lua.script("better")
+PEEK = lua.script("peek")
+
+
+@dataclass(frozen=True)
+class Reservation:
+    job_id: str
+    queue: str
+    # The job as it was reserved (still queued).
+    record: JobRecord
+
+
+def job_cost(steps: int, width: int, height: int, images: int, factor: float) -> float:
+    """A job's estimated cost: steps x megapixels x images x the model's cost factor
+    (estimated GPU-seconds per step per megapixel per image)."""
+    return steps * (width * height / 1e6) * images * factor
+
+
+class Scheduler:
+    def __init__(self, client: redis.Redis, half_life_s: float):
+        self.redis = client
+        self.half_life_s = half_life_s
+        # This process's running averages of seconds per cost unit, written to
+        # Redis at most every RATE_WRITE_S (one HSET, not a round trip per job).
+        self._rates: dict[str, float] = {}
+        self._rates_written = 0.0
+
+    def reserve(
+        self, worker: str, queues: list[str], hand_queue: str | None = None
+    ) -> Reservation | None:
+        """Choose this worker's next job and set it aside for it (still `queued`).
+
+        `hand_queue`: the queue of the wake-up token the worker was handed, if any.
+        """
+        token = token_message(hand_queue).payload if hand_queue else b""
+        args = [worker, self.half_life_s, hand_queue or "", token, *queues]
+        answer = lua.run(self.redis, RESERVE, [], args)
+        if not answer:
+            return None
+        job_id, queue, record = answer
+        return Reservation(_text(job_id), _text(queue), JobRecord.model_validate_json(record))
+
+    def reserve_job(self, job_id: str, worker: str) -> bool:
+        """Set aside this queued job (a batch companion) for `worker`, if still waiting."""
+        return bool(lua.run(self.redis, RESERVE_JOB, [], [job_id, worker, self.half_life_s]))
+
+    def release(self, job_id: str, worker: str, queue: str) -> bool:
+        """Give a reserved job back to its queue, where it was (it never started)."""
+        token = token_message(queue).payload
+        args = [job_id, worker, self.half_life_s, token]
+        return bool(lua.run(self.redis, RELEASE, [], args))
+
+    def better(self, job_id: str, queues: list[str]) -> str | None:
+        """A job that should go before reserved `job_id` on this worker, if one came."""
+        answer = lua.run(self.redis, BETTER, [], [job_id, *queues])
+        return _text(answer) if answer else None
+
+    def peek(self, queues: list[str], limit: int) -> list[str]:
+        """Up to `limit` waiting jobs, about in the order this worker would get them."""
+        return [_text(job_id) for job_id in lua.run(self.redis, PEEK, [], [limit, *queues])]
+
+    def has_work(self, queues: list[str]) -> bool:
+        """Whether `queues` hold jobs not yet reserved (whoever may run them)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for queue in queues:
+            for band in BANDS:
+                pipe.exists(f"{OWNERS_PREFIX}{queue}:{band}")
+        return any(pipe.execute())
+
+    def epoch(self) -> int:
+        """A number that moves whenever a job becomes queued."""
+        return int(self.redis.get(EPOCH_KEY) or 0)
+
+    def reservations(self) -> dict[str, str]:
+        """Reserved job id -> the worker holding it."""
+        raw: dict[bytes, bytes] = self.redis.hgetall(RESERVED_KEY)  # type: ignore[assignment]
+        return {k.decode(): v.decode().partition("\t")[0] for k, v in raw.items()}
+
+    def note_rate(self, model: str, seconds: float, units: float) -> None:
+        """A job of `model` took `seconds` for `units` of estimated cost: the ETAs' rate."""
+        if units <= 0 or seconds <= 0:
+            return
+        measured = seconds / units
+        for field in (model, ANY):
+            old = self._rates.get(field)
+            self._rates[field] = measured if old is None else _blend(old, measured)
+        now = time.monotonic()
+        if now - self._rates_written >= RATE_WRITE_S:
+            self._rates_written = now
+            self.redis.hset(RATE_KEY, mapping=self._rates)  # type: ignore[arg-type]
+
+    def usage(self, owner: str) -> tuple[float, float]:
+        """A key's usage now (estimated GPU-seconds, decayed) per weight, and the
+        cluster's total usage (not per weight)."""
+        own, total = self.redis.hmget(USAGE_KEY, owner, TOTAL)
+        return _decayed(own, self.half_life_s), _decayed(total, self.half_life_s)
+
+
+def serving_key(model: str) -> str:
+    return SERVING_PREFIX + model
+
+
+def announce_serving(client: redis.Redis, worker: str, model: str, ttl_s: float) -> None:
+    """`worker` can run `model`'s jobs (and the shared queue's) for `ttl_s` more seconds."""
+    expires = (time.time() + ttl_s) * 1000
+    pipe = client.pipeline(transaction=False)
+    for key in (serving_key(model), serving_key(ANY)):
+        pipe.zadd(key, {worker: expires})
+        pipe.zremrangebyscore(key, "-inf", time.time() * 1000)
+    pipe.execute()
+
+
+def withdraw_serving(client: redis.Redis, worker: str, model: str) -> None:
+    client.zrem(serving_key(model), worker)
+    client.zrem(serving_key(ANY), worker)
+
+
+def _decayed(score: bytes | str | None, half_life_s: float) -> float:
+    """A stored usage score (log2(usage) + t / half_life) as usage now."""
+    if score is None:
+        return 0.0
+    value = float(score)
+    if value == -math.inf:
+        return 0.0
+    return float(2 ** (value - time.time() / half_life_s))
+
+
+def _blend(old: float, new: float) -> float:
+    return old + RATE_WEIGHT * (new - old)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
