@@ -79,4 +79,7 @@ def _queued_text(job: dict[str, Any]) -> str:
     if position is None:
         return "queued   "
     ahead = "next in line" if position == 0 else f"{position} ahead"
+    eta = job.get("eta_s")
+    if eta is not None and eta >= 1:
+        ahead += f", ~{round(eta)} s"
     return f"queued ({ahead})"

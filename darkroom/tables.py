@@ -65,6 +65,8 @@ def job_table(job: dict[str, Any]) -> Table:
     table.add_row("status", status_text(job["status"]))
     if job["status"] == "queued" and job.get("queue_position") is not None:
         table.add_row("queue position", str(job["queue_position"]))
+        if job.get("eta_s") is not None:
+            table.add_row("starts in", f"about {round(job['eta_s'])} s")
     if job["status"] == "running":
         table.add_row("progress", f"{float(job['progress']):.0%}")
     table.add_row("model", job.get("model_used") or job["model"])

@@ -51,9 +51,14 @@ def queued_text(job: dict[str, Any]) -> str:
     if position is None:
         return "Queued"
     if position == 0:
-        return "Queued: next in line"
-    ahead = "1 job" if position == 1 else f"{position} jobs"
-    return f"Queued: {ahead} ahead"
+        text = "Queued: next in line"
+    else:
+        ahead = "1 job" if position == 1 else f"{position} jobs"
+        text = f"Queued: {ahead} ahead"
+    eta = job.get("eta_s")
+    if eta is not None and eta >= 1:
+        text += f", starts in about {format_duration(eta)}"
+    return text
 
 
 def running_text(job: dict[str, Any]) -> str:
