@@ -26,9 +26,11 @@ from bench.chaos import measure_chaos
 from bench.cold_start import measure_cold_start
 from bench.common import ERROR, Result, Settings, cpu_count
 from bench.cpuload import ForeignLoad
+from bench.fairness import measure_fairness
 from bench.latency import measure_latency
 from bench.metrics_cost import measure_metrics
 from bench.report import machine, notes, table, write_json
+from bench.scale import measure_scale
 from bench.stack import BenchError, Stack
 from bench.throughput import measure_queue, measure_scaling
 
@@ -44,10 +46,12 @@ MEASUREMENTS: dict[str, Measure] = {
     "latency": measure_latency,
     "cold_start": measure_cold_start,
     "metrics": measure_metrics,
+    "scale": measure_scale,
 }
 # Rows too long for every run: measured only when named with --only.
 ON_REQUEST: dict[str, Measure] = {
     "chaos": measure_chaos,
+    "fairness": measure_fairness,
 }
 
 
@@ -165,6 +169,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--chaos-rate", type=float, default=None, help="jobs per second in the chaos soak (3)"
     )
+    parser.add_argument(
+        "--fairness-minutes",
+        type=float,
+        default=None,
+        help="how long both keys share the workers in the fairness row (10)",
+    )
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
     parser.add_argument(
         "--keep-logs", action="store_true", help="keep the processes' logs and say where"
@@ -210,6 +220,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         cfg.chaos_minutes = args.chaos_minutes
     if args.chaos_rate is not None:
         cfg.chaos_rate = args.chaos_rate
+    if args.fairness_minutes is not None:
+        cfg.fairness_minutes = args.fairness_minutes
     return cfg
 
 

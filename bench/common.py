@@ -29,6 +29,8 @@ class Settings:
     # The chaos soak (run only with --only chaos): its length and its jobs per second.
     chaos_minutes: float = 10.0
     chaos_rate: float = 3.0
+    # The fairness row (run only with --only fairness): how long both keys share.
+    fairness_minutes: float = 10.0
 
 
 @dataclass
