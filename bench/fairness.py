@@ -60,7 +60,8 @@ def measure_fairness(stack: Stack, cfg: Settings) -> Result:
             )
             for name, key in keys.items()
         }
-        waits, duration = _lone_job_waits(clients, cfg)
+        flood, trials = (200, 5) if cfg.quick else (FLOOD, TRIALS)
+        waits, duration = _lone_job_waits(clients, flood, trials)
         minutes = cfg.fairness_minutes
         shares = _shares(clients, minutes * 60)
     finally:
@@ -74,7 +75,7 @@ def measure_fairness(stack: Stack, cfg: Settings) -> Result:
         name="fairness",
         measured=(
             f"B's lone job waited p50 {median(waits):.2f}, p99 {p99:.2f} job durations "
-            f"behind A's {FLOOD}; GPU-seconds A:B = {ratio:.2f}:1 over {minutes:g} min "
+            f"behind A's {flood}; GPU-seconds A:B = {ratio:.2f}:1 over {minutes:g} min "
             f"({off:.1%} off 3:1)"
         ),
         target=f"p99 <= {WAIT_TARGET_JOBS:g} job durations; shares within 5 % of 3:1",
@@ -88,18 +89,20 @@ def measure_fairness(stack: Stack, cfg: Settings) -> Result:
         },
         notes=[
             f"two workers, tiny-sd {BODY['width']}x{BODY['height']}, {BODY['steps']} steps; "
-            f"keys A (weight 3) and B (weight 1) in API_KEYS_FILE; {TRIALS} lone jobs of B"
+            f"keys A (weight 3) and B (weight 1) in API_KEYS_FILE; {trials} lone jobs of B"
         ],
     )
 
 
-def _lone_job_waits(clients: dict[str, httpx.Client], cfg: Settings) -> tuple[list[float], float]:
+def _lone_job_waits(
+    clients: dict[str, httpx.Client], count: int, trials: int
+) -> tuple[list[float], float]:
     """B's waits, in durations of A's jobs, with A's flood queued; then A's rest canceled."""
     a, b = clients["a"], clients["b"]
-    flood = _submit_many(a, FLOOD if not cfg.quick else 200, "flood")
+    flood = _submit_many(a, count, "flood")
     _until(lambda: _job(a, flood[2])["status"] != "queued", "A's flood to start")
     waits_s = []
-    for trial in range(TRIALS if not cfg.quick else 5):
+    for trial in range(trials):
         job = b.post("/jobs", json={**BODY, "prompt": f"lone {trial}", "seed": trial}).json()
         done = _finished(b, job["id"])
         waits_s.append(ts(done["started_at"]) - ts(done["created_at"]))
