@@ -273,11 +273,11 @@ class LocalStack:
                 raise SystemExit(f"darkroom up: {name} exited with code {proc.returncode}")
 
     def _stop(self) -> None:
-        # Workers first (they finish their job), then the API, Redis last.
-        for _, proc in reversed(self.children):
+        # Workers first (they finish their job), then the API, Redis last: each one
+        # gone before the next is told, so nothing still running loses its Redis.
+        for name, proc in reversed(self.children):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for name, proc in reversed(self.children):
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
