@@ -92,6 +92,10 @@ DEFAULT_STORAGE_SPOOL_BYTES = 1024**3
 # jobs it was given) halves every this many seconds, so the last ten minutes or
 # so decide whose turn it is (FAIR_SHARE_HALF_LIFE_S).
 DEFAULT_FAIR_SHARE_HALF_LIFE_S = 600.0
+# A worker holding several models runs the jobs of the models on its device first;
+# a job that needs a swap goes first once it waited this much longer than they did
+# (and no other worker holds its model): swaps come in groups, none starves.
+DEFAULT_SWAP_AFTER_S = 30.0
 
 # Progress is written at most this often per job: a step of a tiny model takes
 # milliseconds, and a Redis round trip per step would cost more than the step.

@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
 from shared import lua
-from shared.constants import KEY_PREFIX
+from shared.constants import DEFAULT_SWAP_AFTER_S, KEY_PREFIX, MODEL_QUEUE_PREFIX
 from shared.jobs import JobRecord
 from shared.queue import token_message
 
@@ -28,6 +30,9 @@ USAGE_KEY = KEY_PREFIX + "sched:usage"
 RATE_KEY = KEY_PREFIX + "sched:rate"
 SERVING_PREFIX = KEY_PREFIX + "sched:serving:"
 OWNERS_PREFIX = KEY_PREFIX + "sched:owners:"
+RESIDENT_PREFIX = KEY_PREFIX + "sched:resident:"
+# How long a reservation that needs a swap holds its model for its worker, unless told.
+DEFAULT_CLAIM_TTL_S = 15.0
 # The priority bands, highest first (the scheduler serves them in this order).
 BANDS = ("high", "normal", "low")
 # sched:usage's field for the whole cluster's usage.
@@ -54,6 +59,48 @@ class Reservation:
     record: JobRecord
 
 
+@dataclass(frozen=True)
+class Holding:
+    """The models a worker holds: on its device (no swap), warm in host memory."""
+
+    device: tuple[str, ...] = ()
+    warm: tuple[str, ...] = ()
+    # A job that needs a swap goes first once it waited this much longer than the
+    # job that does not.
+    swap_after_s: float = DEFAULT_SWAP_AFTER_S
+    # A reservation that needs a swap marks the model as this worker's for this long
+    # (its heartbeats keep it so once loaded): no other worker swaps to it meanwhile.
+    claim_ttl_s: float = DEFAULT_CLAIM_TTL_S
+
+    @classmethod
+    def of_tiers(
+        cls,
+        tiers: Mapping[str, str],
+        swap_after_s: float = DEFAULT_SWAP_AFTER_S,
+        claim_ttl_s: float = DEFAULT_CLAIM_TTL_S,
+    ) -> Holding:
+        return cls(
+            tuple(m for m, t in tiers.items() if t == "device"),
+            tuple(m for m, t in tiers.items() if t == "host"),
+            swap_after_s,
+            claim_ttl_s,
+        )
+
+    @classmethod
+    def of_queues(cls, queues: list[str]) -> Holding:
+        """As if every model of `queues` were on the device (no model routing)."""
+        prefix = MODEL_QUEUE_PREFIX
+        return cls(tuple(q.removeprefix(prefix) for q in queues if q.startswith(prefix)))
+
+    def args(self) -> list[Any]:
+        return [
+            ",".join(self.device),
+            ",".join(self.warm),
+            int(self.swap_after_s * 1000),
+            int(self.claim_ttl_s * 1000),
+        ]
+
+
 def job_cost(steps: int, width: int, height: int, images: int, factor: float) -> float:
     """A job's estimated cost: steps x megapixels x images x the model's cost factor
     (estimated GPU-seconds per step per megapixel per image)."""
@@ -70,14 +117,20 @@ class Scheduler:
         self._rates_written = 0.0
 
     def reserve(
-        self, worker: str, queues: list[str], hand_queue: str | None = None
+        self,
+        worker: str,
+        queues: list[str],
+        hand_queue: str | None = None,
+        holding: Holding | None = None,
     ) -> Reservation | None:
         """Choose this worker's next job and set it aside for it (still `queued`).
 
-        `hand_queue`: the queue of the wake-up token the worker was handed, if any.
+        `hand_queue`: the queue of the wake-up token the worker was handed, if any;
+        `holding`: the models it holds (default: every queue's, as if on its device).
         """
         token = token_message(hand_queue).payload if hand_queue else b""
-        args = [worker, self.half_life_s, hand_queue or "", token, *queues]
+        held = holding or Holding.of_queues(queues)
+        args = [worker, self.half_life_s, hand_queue or "", token, *held.args(), *queues]
         answer = lua.run(self.redis, RESERVE, [], args)
         if not answer:
             return None
@@ -94,9 +147,12 @@ class Scheduler:
         args = [job_id, worker, self.half_life_s, token]
         return bool(lua.run(self.redis, RELEASE, [], args))
 
-    def better(self, job_id: str, queues: list[str]) -> str | None:
+    def better(
+        self, job_id: str, worker: str, queues: list[str], holding: Holding | None = None
+    ) -> str | None:
         """A job that should go before reserved `job_id` on this worker, if one came."""
-        answer = lua.run(self.redis, BETTER, [], [job_id, *queues])
+        held = holding or Holding.of_queues(queues)
+        answer = lua.run(self.redis, BETTER, [], [job_id, worker, *held.args(), *queues])
         return _text(answer) if answer else None
 
     def peek(self, queues: list[str], limit: int) -> list[str]:
@@ -138,6 +194,29 @@ class Scheduler:
         cluster's total usage (not per weight)."""
         own, total = self.redis.hmget(USAGE_KEY, owner, TOTAL)
         return _decayed(own, self.half_life_s), _decayed(total, self.half_life_s)
+
+
+def announce_resident(
+    client: redis.Redis,
+    worker: str,
+    tiers: Mapping[str, str],
+    served: list[str],
+    ttl_s: float,
+) -> None:
+    """Which of the models it serves `worker` holds on its device (for `ttl_s` more
+    seconds): the scheduler leaves another worker's model to it rather than swap
+    (sched.lua)."""
+    now = time.time()
+    expires = (now + ttl_s) * 1000
+    pipe = client.pipeline(transaction=False)
+    for model in dict.fromkeys([*served, *tiers]):
+        key = RESIDENT_PREFIX + model
+        if tiers.get(model) == "device":
+            pipe.zadd(key, {worker: expires})
+        else:
+            pipe.zrem(key, worker)
+        pipe.zremrangebyscore(key, "-inf", now * 1000)
+    pipe.execute()
 
 
 def serving_key(model: str) -> str:

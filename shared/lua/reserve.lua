@@ -3,17 +3,25 @@
 -- ARGV[2] half_life: FAIR_SHARE_HALF_LIFE_S
 -- ARGV[3] hand_queue: the queue of the wake-up token the worker holds ('' for none)
 -- ARGV[4] hand_token: a fresh token for hand_queue, to park or give back ('' for none)
--- ARGV[5..] queues: the queues the worker consumes
+-- ARGV[5] resident: the models on the worker's device, comma separated
+-- ARGV[6] warm: the models warm in its host memory, comma separated
+-- ARGV[7] swap_after_ms: how much longer a job that needs a swap may wait than one
+--         that does not before it goes first (docs/scheduling.md, "Models")
+-- ARGV[8] claim_ttl_ms: a job that needs a swap marks its model as held by this
+--         worker for this long (its heartbeats take over once it is loaded)
+-- ARGV[9..] queues: the queues the worker consumes
 -- Returns {job id, queue, record as JSON}, or false when nothing here is for this
 -- worker now.
 local worker, half_life = ARGV[1], tonumber(ARGV[2])
 local hand_queue, hand_token = ARGV[3], ARGV[4]
+local resident, warm = set_of(ARGV[5]), set_of(ARGV[6])
+local swap_after_ms, claim_ttl_ms = tonumber(ARGV[7]), tonumber(ARGV[8])
 local queues = {}
-for i = 5, #ARGV do queues[#queues + 1] = ARGV[i] end
+for i = 9, #ARGV do queues[#queues + 1] = ARGV[i] end
 
 local best, job
 for _ = 1, 100 do
-  best = best_candidate(queues)
+  best = best_for_worker(queues, resident, warm, worker, swap_after_ms)
   if not best then break end
   job = job_of(best.id)
   if job and job.status == 'queued' then break end
@@ -36,6 +44,12 @@ charge(job, half_life, 1)
 redis.call('HSET', K_RESERVED, job.id, worker .. '\t' .. start)
 redis.call('SADD', k_reserved_in(job.queue, job.band), job.id)
 redis.call('SADD', k_busy(job.owner), job.id)
+-- A swap: from now on the model is this worker's, so no other worker swaps to it
+-- for the same jobs while it loads.
+local model = model_of_queue(job.queue)
+if model ~= '' and not resident[model] then
+  redis.call('ZADD', P .. 'sched:resident:' .. model, now_ms() + claim_ttl_ms, worker)
+end
 -- One token per job waiting for a worker: the one in hand pays for a job of its
 -- own queue; for a job of another queue, that queue's token goes and the one in
 -- hand goes back to its own.

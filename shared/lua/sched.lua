@@ -221,20 +221,83 @@ local function first_eligible(q, band, bound)
   end
 end
 
--- The job a worker consuming `queues` should run next: band by band (a higher
--- band always first), the head job of the key with the least usage per weight
--- that is under its max_running; ties go to the earlier job.
-local function best_candidate(queues)
-  for _, band in ipairs(BANDS) do
-    local best
-    for _, q in ipairs(queues) do
-      local c = first_eligible(q, band, best and best.score)
-      if c and (not best or c.score < best.score
-                or (c.score == best.score and c.arrival < best.arrival)) then
-        best = c
-      end
+-- The fairest candidate of one band among `queues`: the head job of the key with
+-- the least usage per weight that is under its max_running; ties go to the
+-- earlier job.
+local function fairest(queues, band)
+  local best
+  for _, q in ipairs(queues) do
+    local c = first_eligible(q, band, best and best.score)
+    if c and (not best or c.score < best.score
+              or (c.score == best.score and c.arrival < best.arrival)) then
+      best = c
     end
-    if best then return best end
+  end
+  return best
+end
+
+-- A comma-separated list as a set.
+local function set_of(list)
+  local set = {}
+  for item in string.gmatch(list or '', '[^,]+') do set[item] = true end
+  return set
+end
+
+-- The model a queue's jobs run on ('' for the shared queue: any model).
+local function model_of_queue(q)
+  return q:match('^darkroom%.model%.(.+)$') or ''
+end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Whether a live worker other than `worker` holds `model` on its device.
+local function held_elsewhere(model, worker, now)
+  for _, other in ipairs(redis.call('ZRANGEBYSCORE', P .. 'sched:resident:' .. model, now, '+inf')) do
+    if other ~= worker then return true end
+  end
+  return false
+end
+
+-- A worker holding several models (docs/scheduling.md, "Models"), band by band:
+-- 1. the fairest job, if it needs no swap (its model is on this worker's device,
+--    or it named none);
+-- 2. else the fairest job that needs no swap, unless the swap's job has waited
+--    `swap_after_ms` longer than it and no other worker holds its model;
+-- 3. else, with nothing here to run without a swap, a job whose model no other
+--    worker holds (warm in this worker's host memory before one on disk), or one
+--    whose model another worker holds but that has waited `swap_after_ms`: a
+--    worker does not take a model from the worker that holds it, unless that
+--    one does not keep up.
+local function best_for_worker(queues, resident, warm, worker, swap_after_ms)
+  local now = now_ms()
+  local here, warmq, coldq, elsewhere = {}, {}, {}, {}
+  for _, q in ipairs(queues) do
+    local m = model_of_queue(q)
+    if m == '' or resident[m] then here[#here + 1] = q
+    elseif held_elsewhere(m, worker, now) then elsewhere[#elsewhere + 1] = q
+    elseif warm[m] then warmq[#warmq + 1] = q
+    else coldq[#coldq + 1] = q end
+  end
+  for _, band in ipairs(BANDS) do
+    local all = fairest(queues, band)
+    if all then
+      local m = model_of_queue(all.queue)
+      if m == '' or resident[m] then return all end
+      local near = fairest(here, band)
+      if near then
+        if all.arrival + swap_after_ms < near.arrival and not held_elsewhere(m, worker, now) then
+          return all
+        end
+        return near
+      end
+      local free = fairest(warmq, band) or fairest(coldq, band)
+      if free then return free end
+      local taken = fairest(elsewhere, band)
+      if taken and taken.arrival + swap_after_ms < now then return taken end
+    end
   end
   return nil
 end

@@ -21,7 +21,7 @@ from shared.keypolicy import KeyPolicy
 from shared.public import POSITION_SCRIPT
 from shared.queue import token_message
 from shared.reaper import reap_lost_jobs
-from shared.scheduler import Scheduler, announce_serving
+from shared.scheduler import Holding, Scheduler, announce_resident, announce_serving
 from shared.store import JobStore
 from shared.workers import WorkerInfo, write_worker
 from tests.support.polling import wait_until
@@ -222,12 +222,12 @@ def test_a_newcomer_overtakes_a_floods_reserved_job_but_not_a_peers(
     reserved = scheduler.reserve("w@test", QUEUES)
     assert reserved is not None
     # Between two keys taking turns, nothing goes before the reserved job...
-    assert scheduler.better(reserved.job_id, QUEUES) is None
+    assert scheduler.better(reserved.job_id, "w@test", QUEUES) is None
     # ...a key that ran nothing yet does, as does a higher band.
     lone = submit(store, "c")
-    assert scheduler.better(reserved.job_id, QUEUES) == lone
+    assert scheduler.better(reserved.job_id, "w@test", QUEUES) == lone
     urgent = submit(store, "a", "high")
-    assert scheduler.better(reserved.job_id, QUEUES) == urgent
+    assert scheduler.better(reserved.job_id, "w@test", QUEUES) == urgent
 
 
 def test_tokens_one_per_waiting_job_and_the_one_in_hand_pays(
@@ -289,3 +289,103 @@ def test_eta_needs_a_live_worker_and_follows_the_measured_rate(
     assert eta(jobs[2]) == pytest.approx(2 * 2.0 * 3.0)
     announce_serving(api_redis, "w2@test", "tiny-sd", ttl_s=60)
     assert eta(jobs[2]) == pytest.approx(2 * 2.0 * 3.0 / 2)
+
+
+# --- a worker holding several models (docs/scheduling.md, "Models") ------------------
+
+MODEL_QUEUES = ["darkroom.model.a", "darkroom.model.b", "darkroom.model.c", "darkroom.default"]
+
+
+def submit_for(store: JobStore, model: str, owner: str = "k", ago_s: float = 0.0) -> str:
+    n = next(_ids)
+    record = JobRecord(
+        id=f"{model}-{n}",
+        created_at=utcnow() - timedelta(seconds=ago_s) + timedelta(microseconds=n),
+        model=model,
+        queue=f"darkroom.model.{model}",
+        params=PARAMS,
+        owner=owner,
+    )
+    store.create(record)
+    return record.id
+
+
+def next_for(
+    store: JobStore, scheduler: Scheduler, holding: Holding, worker: str = "w@test"
+) -> str | None:
+    reservation = scheduler.reserve(worker, MODEL_QUEUES, holding=holding)
+    if reservation is None:
+        return None
+    store.transition(reservation.job_id, JobStatus.RUNNING, worker=worker)
+    store.transition(reservation.job_id, JobStatus.SUCCEEDED)
+    return reservation.job_id.split("-")[0]
+
+
+def test_jobs_of_the_model_on_the_device_go_first_then_one_swap_per_group(
+    store: JobStore, scheduler: Scheduler
+) -> None:
+    """A burst for three models on a worker that holds one at a time: each model's
+    jobs run together, so the worker swaps once per model, not once per job."""
+    for model in ["b", "a", "c", "a", "b", "c", "a", "b", "c"]:
+        submit_for(store, model)
+    holding = Holding(device=("a",))
+    ran = []
+    while (model := next_for(store, scheduler, holding)) is not None:
+        ran.append(model)
+        holding = Holding(device=(model,))  # the worker now holds what it ran
+    swaps = sum(1 for before, after in itertools.pairwise(ran) if before != after)
+    assert ran[:3] == ["a", "a", "a"]
+    assert swaps == 2
+
+
+def test_a_job_that_waited_long_enough_gets_its_swap(store: JobStore, scheduler: Scheduler) -> None:
+    old = submit_for(store, "b", ago_s=120)
+    submit_for(store, "a")
+    assert next_for(store, scheduler, Holding(device=("a",), swap_after_s=30)) == "b"
+    assert old.startswith("b")
+
+
+def test_a_model_another_worker_holds_is_left_to_it(
+    store: JobStore, scheduler: Scheduler, api_redis: redis.Redis
+) -> None:
+    announce_resident(api_redis, "other@test", {"b": "device"}, ["b"], ttl_s=60)
+    submit_for(store, "b", ago_s=120)
+    submit_for(store, "a")
+    assert next_for(store, scheduler, Holding(device=("a",), swap_after_s=30)) == "a"
+
+
+def test_an_idle_worker_leaves_a_model_to_the_worker_that_holds_it_until_it_lags(
+    store: JobStore, scheduler: Scheduler, api_redis: redis.Redis
+) -> None:
+    """Two workers, two hot models: the one holding `a` does not take `b`'s jobs from
+    the one holding `b` (no swap back and forth), unless they waited swap_after."""
+    announce_resident(api_redis, "other@test", {"b": "device"}, ["b"], ttl_s=60)
+    holding = Holding(device=("a",), swap_after_s=30)
+    submit_for(store, "b", ago_s=5)
+    assert next_for(store, scheduler, holding) is None
+    submit_for(store, "b", ago_s=120)  # the holder does not keep up
+    assert next_for(store, scheduler, holding) == "b"
+    # Once the holder's record expires, its model is anybody's.
+    announce_resident(api_redis, "other@test", {"b": "device"}, ["b"], ttl_s=-1)
+    assert next_for(store, scheduler, holding) == "b"
+
+
+def test_reserving_a_swap_claims_its_model_against_a_second_swap(
+    store: JobStore, scheduler: Scheduler
+) -> None:
+    """Two idle workers holding `a`, two `b` jobs: the first that reserves one swaps to
+    `b`; the second leaves `b` to it rather than swap too while it loads."""
+    submit_for(store, "b")
+    submit_for(store, "b")
+    holding = Holding(device=("a",), claim_ttl_s=60)
+    assert next_for(store, scheduler, holding, worker="w1@test") == "b"
+    assert next_for(store, scheduler, holding, worker="w2@test") is None
+    assert next_for(store, scheduler, Holding(device=("b",)), worker="w1@test") == "b"
+
+
+def test_with_nothing_for_its_models_a_worker_swaps_warm_before_cold(
+    store: JobStore, scheduler: Scheduler
+) -> None:
+    submit_for(store, "c", ago_s=5)  # older, but on disk
+    submit_for(store, "b")  # warm in host memory
+    assert next_for(store, scheduler, Holding(device=("a",), warm=("b",))) == "b"
