@@ -38,6 +38,24 @@ def _parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run one Celery GPU worker")
     worker.add_argument("--model", default=None, help="pin this worker to one registry model")
     worker.add_argument(
+        "--models",
+        default=None,
+        help=(
+            "serve these registry models, comma separated, or '*' for all (WORKER_MODELS): "
+            "the first loads at start, the others when a job needs them"
+        ),
+    )
+    worker.add_argument(
+        "--device-memory",
+        default=None,
+        help="the models' budget on the device, e.g. 24GiB (WORKER_DEVICE_MEMORY)",
+    )
+    worker.add_argument(
+        "--host-memory",
+        default=None,
+        help="the warm tier's budget in pinned host memory, e.g. 64GiB (WORKER_HOST_MEMORY)",
+    )
+    worker.add_argument(
         "--name",
         default=None,
         help="worker name, unique per process (default darkroom-<pid>-<random>@<host>)",
@@ -107,6 +125,13 @@ def _worker(args: argparse.Namespace) -> int:
     if args.model:
         # Read by the worker's settings (WORKER_MODEL), before the app is imported.
         os.environ["WORKER_MODEL"] = args.model
+    for value, variable in (
+        (args.models, "WORKER_MODELS"),
+        (args.device_memory, "WORKER_DEVICE_MEMORY"),
+        (args.host_memory, "WORKER_HOST_MEMORY"),
+    ):
+        if value:
+            os.environ[variable] = value
     if args.metrics_port is not None:
         os.environ["WORKER_METRICS_PORT"] = str(args.metrics_port)
     if args.threads is not None:

@@ -35,6 +35,21 @@ class InvalidRequest(DarkroomError):
         self.field = field
 
 
+class ModelNotServed(InvalidRequest):
+    """A registry model no live worker may load (and not `autoscaled`): its jobs
+    would wait for ever."""
+
+    type = "model_not_served"
+
+    def __init__(self, name: str, servable: list[str]):
+        super().__init__(
+            f"model {name!r} is not served by any live worker now (none may load it); "
+            f"servable: {', '.join(servable) or 'none'}",
+            "model",
+        )
+        self.name = name
+
+
 class JobNotFound(DarkroomError):
     type = "not_found"
 
@@ -72,6 +87,11 @@ class ModelLoadError(DarkroomError):
     """A model could not be loaded; the message says why."""
 
     type = "model_load_error"
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        # Why, without the model's name (a worker lists it beside the name).
+        self.reason = reason or message
 
 
 class GenerationError(DarkroomError):

@@ -87,6 +87,10 @@ class ModelEntry(_Strict):
     batch_window: float = Field(0.05, ge=0, le=10)
     # darkroom builds this model locally (random weights) when its directory is missing.
     builder: Literal["tiny-sd"] | None = None
+    # Workers for it come on demand (KEDA from zero): its jobs are accepted even
+    # while no live worker may load it. AUTOSCALED_MODELS marks models so per
+    # deployment (deploy/k8s does for sdxl).
+    autoscaled: bool = False
 
     @model_validator(mode="after")
     def _known_type(self) -> ModelEntry:
@@ -167,9 +171,14 @@ class Registry(_Strict):
             ) from None
 
     def with_overrides(
-        self, primary_model: str | None = None, enable_fallback: bool | None = None
+        self,
+        primary_model: str | None = None,
+        enable_fallback: bool | None = None,
+        autoscaled: list[str] | None = None,
     ) -> Registry:
-        """Apply environment overrides (PRIMARY_MODEL, ENABLE_FALLBACK) and re-validate."""
+        """Apply environment overrides (PRIMARY_MODEL, ENABLE_FALLBACK,
+        AUTOSCALED_MODELS) and re-validate."""
+        registry = self._autoscaling(autoscaled) if autoscaled else self
         runtime: dict[str, object] = {}
         if primary_model is not None:
             if primary_model not in self.models:
@@ -181,8 +190,21 @@ class Registry(_Strict):
         if enable_fallback is not None:
             runtime["enable_fallback"] = enable_fallback
         if not runtime:
-            return self
-        return self.model_copy(update={"runtime": self.runtime.model_copy(update=runtime)})
+            return registry
+        return registry.model_copy(update={"runtime": self.runtime.model_copy(update=runtime)})
+
+    def _autoscaling(self, names: list[str]) -> Registry:
+        unknown = [n for n in names if n not in self.models]
+        if unknown:
+            raise ConfigError(
+                f"AUTOSCALED_MODELS: unknown model(s) {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(self.models))})"
+            )
+        models = {
+            name: entry.model_copy(update={"autoscaled": True}) if name in names else entry
+            for name, entry in self.models.items()
+        }
+        return self.model_copy(update={"models": models})
 
 
 def load_registry(path: Path) -> Registry:
@@ -223,7 +245,9 @@ def _resolve_local_ids(registry: Registry, base: Path) -> Registry:
 def registry_for(settings: Settings) -> Registry:
     """The registry named by MODEL_CONFIG with the environment's overrides applied."""
     return load_registry(settings.registry_path).with_overrides(
-        primary_model=settings.primary_model, enable_fallback=settings.enable_fallback
+        primary_model=settings.primary_model,
+        enable_fallback=settings.enable_fallback,
+        autoscaled=[m.strip() for m in settings.autoscaled_models.split(",") if m.strip()],
     )
 
 

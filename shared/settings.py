@@ -22,8 +22,10 @@ from shared.constants import (
     DEFAULT_STORAGE_RETRY_MAX_DELAY_S,
     DEFAULT_STORAGE_RETRY_S,
     DEFAULT_STORAGE_SPOOL_BYTES,
+    DEFAULT_SWAP_AFTER_S,
 )
 from shared.keypolicy import DEFAULT_POLICY, KeyPolicy
+from shared.sizes import parse_size
 
 
 class Settings(BaseSettings):
@@ -55,6 +57,9 @@ class Settings(BaseSettings):
     # The seed's overrides: unset means "whatever model_config.yaml says".
     primary_model: str | None = None
     enable_fallback: bool | None = None
+    # Models whose workers come on demand in this deployment (KEDA from zero), comma
+    # separated: marked `autoscaled` on top of the registry (README, Several models).
+    autoscaled_models: str = ""
     hf_cache_dir: Path | None = None
     openai_api_key: SecretStr | None = None
     # Prompt optimisation: any server speaking OpenAI's chat completions API.
@@ -152,6 +157,9 @@ class Settings(BaseSettings):
     # Fair shares across API keys (docs/scheduling.md): a key's usage halves every
     # FAIR_SHARE_HALF_LIFE_S; the API and every worker must agree on it.
     fair_share_half_life_s: float = Field(DEFAULT_FAIR_SHARE_HALF_LIFE_S, ge=1, le=7 * 24 * 3600)
+    # Workers holding several models (docs/scheduling.md, "Models"): how much longer
+    # a job that needs a swap may wait than one that does not.
+    model_swap_after_s: float = Field(DEFAULT_SWAP_AFTER_S, ge=0, le=3600)
 
     # Reliability. A worker whose heartbeat is older than WORKER_TTL_S is dead;
     # its running job goes back to the queue, and fails after JOB_MAX_ATTEMPTS.
@@ -165,6 +173,14 @@ class Settings(BaseSettings):
     worker_model: str | None = Field(
         None, description="Pin this worker to one registry model (darkroom worker --model)."
     )
+    # The models this worker serves (darkroom worker --models a,b or '*'); the first
+    # loads at start, the others when a job needs them. Unset: WORKER_MODEL, else
+    # the primary model (with the fallback chain), as one model.
+    worker_models: str | None = None
+    # The resident set's budget on the device (unset: what it has, less 10 %) and
+    # the warm tier's in pinned host memory (0: none); bytes or 24GiB, 512MB.
+    worker_device_memory: str | None = None
+    worker_host_memory: str = "0"
     device: Literal["auto", "cuda", "cpu"] = "auto"
     torch_threads: int | None = Field(None, ge=1)
     # process: the model lives in an engine process of the worker's own, so the
@@ -190,6 +206,37 @@ class Settings(BaseSettings):
     # this long; then an error that names the job id, which keeps running.
     compat_wait_s: float = Field(300.0, gt=0, le=3600)
     worker_metrics_port: int | None = Field(None, ge=1, le=65535)
+
+    @field_validator("worker_device_memory", "worker_host_memory")
+    @classmethod
+    def _sizes(cls, value: str | None) -> str | None:
+        if value is not None and value.strip():
+            parse_size(value)
+        return value or None
+
+    @property
+    def device_memory_bytes(self) -> int | None:
+        return parse_size(self.worker_device_memory) if self.worker_device_memory else None
+
+    @property
+    def host_memory_bytes(self) -> int:
+        return parse_size(self.worker_host_memory) if self.worker_host_memory else 0
+
+    def served_models(self, known: list[str]) -> list[str] | None:
+        """The models this worker serves, in order (None: the primary with its fallback
+        chain, as one model); ValueError naming an unknown one."""
+        if self.worker_models:
+            asked = [m.strip() for m in self.worker_models.split(",") if m.strip()]
+            if asked == ["*"]:
+                return list(known)
+            unknown = [m for m in asked if m not in known]
+            if unknown:
+                raise ValueError(
+                    f"WORKER_MODELS: unknown model(s) {', '.join(unknown)}; "
+                    f"the registry has {', '.join(known)}"
+                )
+            return asked
+        return [self.worker_model] if self.worker_model else None
 
     @field_validator("redis_url")
     @classmethod

@@ -21,7 +21,12 @@ class ModelFailure(BaseModel):
 class WorkerInfo(BaseModel):
     name: str
     state: str  # loading | ready | busy | no_model | stopping
+    # What it runs now (the model on its device used last).
     model: str | None = None
+    # The models it holds and where: "device", or "host" (warm in host memory).
+    models: dict[str, str] = {}
+    # The models it may serve (loads on demand): WORKER_MODELS.
+    served: list[str] = []
     queues: list[str] = []
     device: str | None = None
     pid: int | None = None

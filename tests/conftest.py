@@ -76,7 +76,8 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def write_registry(path: Path, tiny_dir: Path, primary: str = "tiny-sd", extra: str = "") -> Path:
-    """Tiny models: tiny-sd, a flaky custom class (alone and batching), one with no files."""
+    """Tiny models: tiny-sd, a flaky custom class (alone and batching), one with no files;
+    `extra`: more model entries (YAML at any indentation), added under `models:`."""
     path.write_text(
         textwrap.dedent(
             f"""
@@ -115,7 +116,7 @@ def write_registry(path: Path, tiny_dir: Path, primary: str = "tiny-sd", extra: 
                   max_size: [64, 64]
             """
         )
-        + textwrap.dedent(extra)
+        + textwrap.indent(textwrap.dedent(extra).strip("\n") + "\n", "  ")
         + textwrap.dedent(
             f"""
             runtime:

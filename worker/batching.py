@@ -98,6 +98,8 @@ class CompanionFinder:
     scheduler: Scheduler
     queues: list[str]
     policy: BatchPolicy
+    # Whether a job runs on the leader's model (a worker may serve several).
+    same_model: Callable[[JobRecord], bool] = lambda _: True
 
     def gather(
         self, leader: JobRecord, worker: str, device_busy: Callable[[], bool]
@@ -115,8 +117,10 @@ class CompanionFinder:
                 epoch = current
                 for candidate in self._waiting(looked_at):
                     looked_at.add(candidate.id)
-                    if may_join(candidate, key, room) and self.scheduler.reserve_job(
-                        candidate.id, worker
+                    if (
+                        may_join(candidate, key, room)
+                        and self.same_model(candidate)
+                        and self.scheduler.reserve_job(candidate.id, worker)
                     ):
                         companions.append(candidate)
                         room -= candidate.params.num_images

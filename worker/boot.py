@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 from dataclasses import dataclass
 
+import redis
 import torch
 from celery import Celery
 
@@ -26,7 +28,7 @@ from shared.logs import set_process_context
 from shared.queue import make_celery
 from shared.reaper import reap_lost_jobs, reap_predecessor_jobs
 from shared.registry import ModelEntry, registry_for
-from shared.scheduler import Scheduler, announce_serving
+from shared.scheduler import Scheduler, announce_resident, announce_serving
 from shared.settings import Settings
 from shared.storage import Storage, storage_from_settings
 from shared.store import JobStore
@@ -35,8 +37,9 @@ from worker.batching import BatchPolicy
 from worker.engine import InlineEngine, ProcessEngine
 from worker.finisher import Finisher
 from worker.heartbeat import Heartbeat
-from worker.loader import LoadFailure, load_first_available
+from worker.loader import LoadFailure
 from worker.metrics import set_gpu_memory, start_counting
+from worker.models import model_set
 from worker.prompts import PromptOptimizer
 from worker.runner import JobRunner
 from worker.spool import Spool, spool_dir
@@ -94,14 +97,16 @@ def start_worker(
             "job %s was left running under this worker's name (or reserved by it): handed back",
             job_id,
         )
+    inline: InlineEngine | None = None
     if settings.worker_engine == "process":
         engine = engine or ProcessEngine(settings, name)
         loaded, failures = engine.start()
+        served = engine.allowed
     else:
-        order = registry.load_order(settings.worker_model)
-        loaded, failures = load_first_available(
-            registry, order, settings.device, settings.hf_cache_dir
-        )
+        models, order = model_set(settings, None)
+        loaded, failures = models.start(order)
+        inline = InlineEngine(models)
+        served = models.allowed
     failure_records = [ModelFailure(model=f.model, reason=f.reason) for f in failures]
     if loaded is None:
         log.critical(no_pipeline_message(failures))
@@ -110,8 +115,11 @@ def start_worker(
         heartbeat.update(state="no_model", failures=failure_records, queues=idle)
         return WorkerContext(heartbeat=heartbeat, runner=None, queues=idle, consumed=idle)
 
-    queues = [model_queue(loaded.name), DEFAULT_QUEUE]
+    # The current model's queue first, then the others it serves, then the shared one.
+    queues = [model_queue(m) for m in dict.fromkeys([loaded.name, *served])] + [DEFAULT_QUEUE]
     private = private_queue(name)
+    pipelines = engine or inline
+    assert pipelines is not None
     prompts = PromptOptimizer(registry.runtime.prompt_optimization, settings)
     runner = JobRunner(
         store,
@@ -124,8 +132,11 @@ def start_worker(
         time_limits=_time_limits(loaded.entry, settings),
         batching=_batching(loaded.entry),
         finisher=Finisher(),
-        engine=engine or InlineEngine(loaded),
+        engine=pipelines,
         storer=_storer(settings, name, storage, store),
+        registry=registry,
+        swap_after_s=settings.model_swap_after_s,
+        claim_ttl_s=settings.worker_ttl_s,
         on_start=lambda ids: heartbeat.update_soon(
             state="busy", current_job=ids[0], current_batch=ids if len(ids) > 1 else []
         ),
@@ -133,13 +144,22 @@ def start_worker(
             state="ready", current_job=None, current_batch=[], jobs_done=runner.jobs_done
         ),
     )
+
+    def models_changed(tiers: dict[str, str]) -> None:
+        heartbeat.update_soon(models=tiers, model=pipelines.current or loaded.name)
+        with contextlib.suppress(redis.RedisError):
+            announce_resident(client, name, tiers, served, settings.worker_ttl_s)
+
+    pipelines.on_models = models_changed
     heartbeat.on_beat = functools.partial(
-        _on_beat, store, scheduler, runner, settings, loaded.name, private, celery
+        _on_beat, store, scheduler, runner, settings, served, private, celery
     )
     # "ready" is announced by the worker_ready signal, once Celery consumes.
     heartbeat.update(
         state="starting",
         model=loaded.name,
+        models=dict(pipelines.tiers),
+        served=list(served),
         device=loaded.plan.device,
         queues=queues,
         failures=failure_records,
@@ -162,14 +182,17 @@ def _on_beat(
     scheduler: Scheduler,
     runner: JobRunner,
     settings: Settings,
-    model: str,
+    served: list[str],
     private: str,
     celery: Celery,
 ) -> None:
-    """Every heartbeat: say this worker serves `model` (for ETAs), hand on the jobs of
-    dead workers, and wake this worker if it is idle while its queues hold work (a
-    wake-up token can be lost with a worker killed as it took it)."""
-    announce_serving(store.redis, runner.worker_name, model, settings.worker_ttl_s)
+    """Every heartbeat: say which models this worker serves (for ETAs), hand on the
+    jobs of dead workers, and wake this worker if it is idle while its queues hold
+    work (a wake-up token can be lost with a worker killed as it took it)."""
+    for model in served:
+        announce_serving(store.redis, runner.worker_name, model, settings.worker_ttl_s)
+    tiers = runner.engine.tiers if runner.engine is not None else {}
+    announce_resident(store.redis, runner.worker_name, tiers, served, settings.worker_ttl_s)
     reap_lost_jobs(store, scheduler, settings.job_max_attempts)
     if not runner.running_jobs and not runner.busy and scheduler.has_work(runner.queues):
         celery.send_task(GENERATE_TASK, args=[""], queue=private, retry=False)

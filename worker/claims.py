@@ -37,28 +37,30 @@ class Claimer:
             return None
         return current
 
-    def claim_queued(self, current: JobRecord) -> JobRecord | None:
-        """queued -> running for this worker; None if someone else moved it first."""
+    def claim_queued(self, current: JobRecord, model: str | None = None) -> JobRecord | None:
+        """queued -> running for this worker, on `model` (default: the worker's); None
+        if someone else moved it first."""
+        model_used = model or self.model_name
         try:
             if current.past_deadline():
                 failover.transition(
                     self.store, current.id, JobStatus.CANCELED, error=DEADLINE_ERROR
                 )
-                JOBS_FINISHED.labels(self.model_name, JobStatus.CANCELED.value).inc()
+                JOBS_FINISHED.labels(model_used, JobStatus.CANCELED.value).inc()
                 log.info("job %s reached its deadline in the queue; not running it", current.id)
                 return None
             running = failover.transition(
                 self.store,
                 current.id,
                 JobStatus.RUNNING,
-                model_used=self.model_name,
+                model_used=model_used,
                 worker=self.worker_name,
                 attempts=current.attempts + 1,
                 progress=0.0,
             )
             if running.started_at is not None:
                 waited = (running.started_at - running.created_at).total_seconds()
-                QUEUE_WAIT.labels(self.model_name).observe(max(0.0, waited))
+                QUEUE_WAIT.labels(model_used).observe(max(0.0, waited))
             return running
         except JobNotFound:
             log.warning("job %s has no record (expired or deleted); dropping it", current.id)

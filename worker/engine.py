@@ -21,13 +21,18 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from shared.settings import Settings
 from worker import engine_process
 from worker.engine_process import Control, Work
-from worker.metrics import model_gpu_memory, observe_model_load
+from worker.metrics import (
+    MODEL_SWAPS,
+    model_gpu_memory,
+    observe_model_load,
+    set_models_resident,
+)
 from worker.pipeline_call import Request, StepCallback
 from worker.stopping import JobStopped
 
@@ -35,6 +40,7 @@ if TYPE_CHECKING:  # torch and diffusers: the engine process's, not needed to la
     from PIL import Image
 
     from worker.loader import LoadedModel, LoadFailure
+    from worker.models import ModelSet
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +101,26 @@ class _CallBook:
         self._seqs = itertools.count(1)
         self._calls: dict[int, Call] = {}
         self._idle = threading.Condition()
+        # The models the engine holds and where (worker.models); told on each change.
+        self.tiers: dict[str, str] = {}
+        self.on_models: Callable[[dict[str, str]], None] | None = None
+
+    @property
+    def current(self) -> str | None:
+        """The model on the device used last (jobs of the shared queue run on it)."""
+        on_device = [name for name, tier in self.tiers.items() if tier == "device"]
+        return on_device[-1] if on_device else None
+
+    def _models_changed(
+        self, name: str, source: str, seconds: float, tiers: Mapping[str, str]
+    ) -> None:
+        """A model was loaded (or moved to the device) after start: count it, say it."""
+        self.tiers = dict(tiers)
+        observe_model_load(name, seconds, source)
+        MODEL_SWAPS.labels(name).inc()
+        set_models_resident(self.tiers)
+        if self.on_models is not None:
+            self.on_models(self.tiers)
 
     def submit(
         self,
@@ -143,15 +169,22 @@ class InlineEngine(_CallBook):
     # The step callback checks cancels itself (between two steps, on the engine thread).
     checks_cancels = False
 
-    def __init__(self, model: LoadedModel):
+    def __init__(self, models: ModelSet):
         super().__init__()
-        self.model = model
+        self.models = models
+        self.tiers = dict(models.tiers())
+        models.on_load = self._loaded
         self._work: queue.Queue[tuple[Call, list[Request]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._serve, name="engine", daemon=True)
         self._thread.start()
 
+    @property
+    def current(self) -> str | None:
+        return self.models.current
+
     def gpu_memory(self) -> dict[str, int] | None:
-        return model_gpu_memory(self.model)
+        current = self.models.current
+        return model_gpu_memory(self.models.get(current)) if current else None
 
     def submit(
         self,
@@ -188,13 +221,18 @@ class InlineEngine(_CallBook):
 
         while (item := self._work.get()) is not None:
             call, requests = item
+            if not self._waiting(call):
+                continue  # withdrawn
+            model = self._model_for(call, requests)
+            if model is None:
+                continue
             with self._idle:
                 if call.seq not in self._calls:
-                    continue  # withdrawn
+                    continue  # withdrawn while its model loaded
                 call.started.set()
             began = time.perf_counter()
             try:
-                call.images = inference.generate_batch(self.model, requests, _stepper(call))
+                call.images = inference.generate_batch(model, requests, _stepper(call))
             except _StoppedByWorker:
                 pass  # no images, no reason: result() says the call was stopped
             except JobStopped as stop:
@@ -205,6 +243,31 @@ class InlineEngine(_CallBook):
                 call.seconds = time.perf_counter() - began
                 self._forget(call)
                 call.finished.set()
+
+    def _waiting(self, call: Call) -> bool:
+        with self._idle:
+            return call.seq in self._calls
+
+    def _model_for(self, call: Call, requests: list[Request]) -> LoadedModel | None:
+        """The call's model on the device (loaded first if need be: the call has not
+        started meanwhile); None, the call ended with the error, when it will not load."""
+        from shared.errors import ModelLoadError
+
+        began = time.perf_counter()
+        try:
+            return self.models.get(requests[0].model or self.models.current or "")
+        except ModelLoadError as exc:
+            call.error = exc
+            call.seconds = time.perf_counter() - began
+            self._forget(call)
+            call.finished.set()
+            return None
+
+    def _loaded(self, name: str, source: str, seconds: float, swap: bool) -> None:
+        if swap:
+            self._models_changed(name, source, seconds, self.models.tiers())
+        else:
+            observe_model_load(name, seconds, source)
 
 
 class _StoppedByWorker(JobStopped):
@@ -248,6 +311,8 @@ class ProcessEngine(_CallBook):
             daemon=True,
         )
         self._child_events = child_events
+        # The models the engine may serve (WORKER_MODELS), once it started.
+        self.allowed: list[str] = []
         self._closing = False
         self._gpu_memory: dict[str, int] | None = None
 
@@ -264,7 +329,7 @@ class ProcessEngine(_CallBook):
         without its pipelines, or None if none loaded; the models that failed)."""
         self.launch()
         try:
-            kind, model, failures, load_times, memory = self._events.recv()
+            kind, model, failures, load_times, memory, tiers, allowed = self._events.recv()
         except (EOFError, OSError):
             raise SystemExit(
                 f"darkroom worker: the engine process died while loading the model "
@@ -272,8 +337,10 @@ class ProcessEngine(_CallBook):
             ) from None
         assert kind == "loaded", kind
         for name, seconds in load_times:
-            observe_model_load(name, seconds)
+            observe_model_load(name, seconds, "disk")
         self._gpu_memory = memory
+        self.tiers, self.allowed = dict(tiers), list(allowed)
+        set_models_resident(self.tiers)
         if model is not None:
             threading.Thread(target=self._read, name="engine-events", daemon=True).start()
         return model, failures
@@ -324,6 +391,9 @@ class ProcessEngine(_CallBook):
             except (EOFError, OSError):
                 self._lost()
                 return
+            if event[0] == "model":
+                self._models_changed(*event[1:])
+                continue
             call = self._calls.get(event[1])
             if call is not None:
                 self._dispatch(call, event)

@@ -8,11 +8,15 @@ denoising. Here the model lives in a process of its own, fed by the worker
 (worker.engine.ProcessEngine) through a queue: its loop only takes the next
 request, runs it and sends the images back.
 
+It may hold several models (worker.models.ModelSet): a request names the one
+it runs on, loaded (or moved to the device) before its call starts.
+
 Messages to the worker (one pipe): first ("loaded", the model without its
-pipelines, the failures, seconds each load took, gpu memory); then per request
-("started", seq), ("step", seq, done, total), and one of ("done", seq, seconds,
-images, gpu memory), ("failed", seq, seconds, exception), ("stopped", seq,
-seconds).
+pipelines, the failures, seconds each load took, gpu memory, the models held);
+then per request ("started", seq), ("step", seq, done, total), and one of
+("done", seq, seconds, images, gpu memory), ("failed", seq, seconds,
+exception), ("stopped", seq, seconds); and ("model", name, source, seconds,
+the models held) after each load once started.
 """
 
 from __future__ import annotations
@@ -52,6 +56,11 @@ class Work:
     requests: list[Any]
     cancel_ids: tuple[str, ...] = ()
 
+    @property
+    def model(self) -> str | None:
+        """The model its requests run on (they share one); None: the one used last."""
+        return getattr(self.requests[0], "model", None) if self.requests else None
+
 
 @dataclass
 class Control:
@@ -85,39 +94,73 @@ def main(
     _log_like_the_worker(settings, worker_name)
     import torch
 
-    from shared.registry import registry_for
-    from worker.loader import load_first_available
+    from worker.models import model_set
 
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    registry = registry_for(settings)
-    order = registry.load_order(settings.worker_model)
     load_times: list[tuple[str, float]] = []
-    loaded, failures = load_first_available(
-        registry,
-        order,
-        settings.device,
-        settings.hf_cache_dir,
-        timed=lambda name, seconds: load_times.append((name, seconds)),
-    )
+    started = False
+
+    def report(name: str, source: str, seconds: float, swap: bool) -> None:
+        if started:
+            events.send(("model", name, source, seconds, models.tiers()))
+        else:
+            load_times.append((name, seconds))
+
+    models, order = model_set(settings, report)
+    loaded, failures = models.start(order)
+    started = True
     described = None
     if loaded is not None:
         set_process_context(model=loaded.name)
         described = dataclasses.replace(loaded, txt2img=None, img2img=None, inpaint=None)
-    events.send(("loaded", described, failures, load_times, _gpu_memory(loaded)))
+    events.send(
+        (
+            "loaded",
+            described,
+            failures,
+            load_times,
+            _gpu_memory(loaded),
+            models.tiers(),
+            models.allowed,
+        )
+    )
     if loaded is None:
         return
     cancels = CancelFlags(settings)
     while (work := requests.get()) is not None:
-        with control.lock:
-            # Withdrawing a call withdraws any earlier one not started (there is at
-            # most one: the worker submits the next call only once one started).
-            if work.seq <= control.withdrawn.value:
-                continue
-            control.started.value = work.seq
-        events.send(("started", work.seq))
+        if _withdrawn(work, control):
+            continue
         with log_context(job_id=",".join(work.cancel_ids)):
-            _run(loaded, work, events, control, cancels)
+            model = _model_for(work, models, events)
+            if model is None:
+                continue
+            with control.lock:
+                # Withdrawing a call withdraws any earlier one not started (there is
+                # at most one: the worker submits the next call only once one started).
+                if work.seq <= control.withdrawn.value:
+                    continue
+                control.started.value = work.seq
+            events.send(("started", work.seq))
+            _run(model, work, events, control, cancels)
+
+
+def _withdrawn(work: Work, control: Control) -> bool:
+    with control.lock:
+        return bool(work.seq <= control.withdrawn.value)
+
+
+def _model_for(work: Work, models: Any, events: Connection) -> Any:
+    """The call's model on the device (loaded, or moved there, first: the job stays
+    queued meanwhile); None, the call answered failed, when it will not load."""
+    from shared.errors import ModelLoadError
+
+    started = time.perf_counter()
+    try:
+        return models.get(work.model or models.current)
+    except ModelLoadError as exc:
+        events.send(("failed", work.seq, time.perf_counter() - started, exc))
+        return None
 
 
 class CancelFlags:

@@ -7,6 +7,7 @@ prompt or a path, so that the number of series stays bounded.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
@@ -54,9 +55,22 @@ BATCH_SIZE = Histogram(
 )
 MODEL_LOAD = Histogram(
     "darkroom_model_load_seconds",
-    "Loading a model to the device, success or failure.",
-    ["model"],
+    "Loading a model to the device, success or failure; source: host (the warm tier) or disk.",
+    ["model", "source"],
     buckets=LOAD_BUCKETS,
+)
+# A worker serving several models (WORKER_MODELS): loads onto the device after it
+# started, and what it holds where.
+MODEL_SWAPS = Counter(
+    "darkroom_model_swaps",
+    "Models loaded onto the device after the worker started (from host memory or disk).",
+    ["model"],
+)
+MODELS_RESIDENT = Gauge(
+    "darkroom_models_resident",
+    "1 for each model the worker holds, by tier: device, or host (the warm tier).",
+    ["model", "tier"],
+    multiprocess_mode="livesum",
 )
 # One series per worker process in a pool (liveall: with its pid, dropped when
 # the process dies).
@@ -88,8 +102,21 @@ STORAGE_RETRIES = Counter(
 )
 
 
-def observe_model_load(model: str, seconds: float) -> None:
-    MODEL_LOAD.labels(model).observe(seconds)
+def observe_model_load(model: str, seconds: float, source: str = "disk") -> None:
+    MODEL_LOAD.labels(model, source).observe(seconds)
+
+
+_resident_labels: set[tuple[str, str]] = set()
+
+
+def set_models_resident(tiers: Mapping[str, str]) -> None:
+    """What the worker holds now: one series per model and tier, 0 where it left."""
+    for model, tier in list(_resident_labels):
+        if tiers.get(model) != tier:
+            MODELS_RESIDENT.labels(model, tier).set(0)
+    for model, tier in tiers.items():
+        MODELS_RESIDENT.labels(model, tier).set(1)
+        _resident_labels.add((model, tier))
 
 
 def in_pool_child() -> bool:

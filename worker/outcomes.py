@@ -75,7 +75,7 @@ class Outcomes:
             record.id,
             len(stored),
             time.monotonic() - started,
-            self.model_name,
+            record.model_used or self.model_name,
             f" (batch of {batch_size})" if batch_size > 1 else "",
         )
         return JobStatus.SUCCEEDED
@@ -130,10 +130,11 @@ class Outcomes:
 
     def _finished(self, record: JobRecord) -> None:
         """Count a terminal status this worker wrote, and how long the job ran."""
-        JOBS_FINISHED.labels(self.model_name, record.status.value).inc()
+        model = record.model_used or self.model_name
+        JOBS_FINISHED.labels(model, record.status.value).inc()
         if record.started_at is not None and record.finished_at is not None:
             ran = (record.finished_at - record.started_at).total_seconds()
-            RUN.labels(self.model_name).observe(max(0.0, ran))
+            RUN.labels(model).observe(max(0.0, ran))
 
     def _current_status(self, job_id: str) -> JobStatus:
         record = self.store.get_or_none(job_id)

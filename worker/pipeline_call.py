@@ -23,3 +23,5 @@ class Request:
     params: GenerationParams
     init_image: bytes | None = None
     mask: bytes | None = None  # inpainting: white repaints, black keeps
+    # The registry model to run it on (the worker's engine holds several).
+    model: str | None = None

@@ -28,10 +28,11 @@ import redis
 from PIL import Image
 
 from shared.cancel import cancels_requested
-from shared.constants import DEFAULT_STORAGE_SPOOL_BYTES
+from shared.constants import DEFAULT_STORAGE_SPOOL_BYTES, DEFAULT_SWAP_AFTER_S, MODEL_QUEUE_PREFIX
 from shared.jobs import GenerationParams, JobRecord
 from shared.logs import log_context
-from shared.scheduler import Reservation, Scheduler
+from shared.registry import ModelEntry, Registry
+from shared.scheduler import DEFAULT_CLAIM_TTL_S, Holding, Reservation, Scheduler
 from shared.storage import Storage
 from shared.store import JobStore
 from worker import backpressure, failover, inference
@@ -42,6 +43,7 @@ from worker.engine import Call, InlineEngine, ProcessEngine
 from worker.finisher import Finisher
 from worker.loader import LoadedModel
 from worker.metrics import BATCH_SIZE, INFERENCE, WORKER_BUSY, set_gpu_memory
+from worker.models import ModelSet
 from worker.outcomes import Outcomes, is_out_of_memory
 from worker.prompts import PromptOptimizer, optimized_batch_params
 from worker.spool import Spool, spool_dir
@@ -72,6 +74,8 @@ class Pending:
     # Each job's share of the call (its optimised prompt, its inputs), in order.
     requests: list[inference.Request]
     call: Call
+    # The model the call runs on.
+    model: str
 
     @property
     def leader(self) -> JobRecord:
@@ -104,6 +108,13 @@ class JobRunner:
     engine: Engine | None = None
     # Stores images, through storage outages (the worker's, from its settings).
     storer: Storer | None = None
+    # The registry, for the models other than `model` this worker serves (WORKER_MODELS).
+    registry: Registry | None = None
+    # Jobs that need a swap (docs/scheduling.md, "Models"): how much longer they may
+    # wait than the ones that do not (MODEL_SWAP_AFTER_S), and how long reserving one
+    # holds its model for this worker before its heartbeat does (WORKER_TTL_S).
+    swap_after_s: float = DEFAULT_SWAP_AFTER_S
+    claim_ttl_s: float = DEFAULT_CLAIM_TTL_S
     claims: Claimer = field(init=False, repr=False)
     outcomes: Outcomes = field(init=False, repr=False)
     handing_back: bool = field(default=False, init=False, repr=False)
@@ -122,7 +133,7 @@ class JobRunner:
             )
         self.outcomes = Outcomes(self.store, self.storer, self.model.name)
         if self.engine is None:
-            self.engine = InlineEngine(self.model)
+            self.engine = InlineEngine(ModelSet.holding(self.model))
 
     @property
     def busy(self) -> bool:
@@ -166,50 +177,77 @@ class JobRunner:
             if reservation is None:
                 return None
             leader = reservation.record
-            jobs = [leader, *self._companions(leader)]
+            model = self._model_for(leader)
+            jobs = [leader, *self._companions(leader, model)]
             with log_context(job_id=leader.id):
-                pending = self._submit(jobs)
+                pending = self._submit(jobs, model)
             if pending is not None:
                 return pending
         return None
 
     def _reserve(self, hand_queue: str | None) -> Reservation | None:
+        holding = self._holding()
         return failover.retrying(
-            lambda: self.scheduler.reserve(self.worker_name, self.queues, hand_queue),
+            lambda: self.scheduler.reserve(self.worker_name, self.queues, hand_queue, holding),
             "asking the scheduler for the next job",
         )
 
-    def _companions(self, leader: JobRecord) -> list[JobRecord]:
+    def _holding(self) -> Holding:
+        """The models on this worker's device and warm in its host memory."""
+        tiers = self._engine.tiers or {self.model.name: "device"}
+        return Holding.of_tiers(tiers, self.swap_after_s, self.claim_ttl_s)
+
+    def _model_for(self, record: JobRecord) -> str:
+        """The model a job runs on: the one it names, else (a job of the shared queue)
+        the one this worker used last."""
+        if record.queue.startswith(MODEL_QUEUE_PREFIX):
+            return record.model
+        return self._engine.current or self.model.name
+
+    def _companions(self, leader: JobRecord, model: str) -> list[JobRecord]:
         """Queued jobs that can share the leader's call, reserved for it (batching)."""
         if self.batching is None or not may_lead(leader, self.batching):
             return []
-        finder = CompanionFinder(self.store, self.scheduler, self.queues, self.batching)
+        finder = CompanionFinder(
+            self.store,
+            self.scheduler,
+            self.queues,
+            self.batching,
+            lambda r: self._model_for(r) == model,
+        )
         return finder.gather(leader, self.worker_name, lambda: self._engine.busy)
 
-    def _submit(self, jobs: list[JobRecord]) -> Pending | None:
+    def _entry(self, model: str) -> ModelEntry:
+        if self.registry is not None and model in self.registry.models:
+            return self.registry.models[model]
+        return self.model.entry
+
+    def _submit(self, jobs: list[JobRecord], model: str) -> Pending | None:
         """Prepare each job's share of the call and submit it; a job whose inputs
         cannot be read fails at once (the others go on without it)."""
-        max_tokens = self.model.entry.params.max_tokens
+        max_tokens = self._entry(model).params.max_tokens
         # A batch's prompts are optimised at once: it waits for the slowest answer.
         optimized = optimized_batch_params(self.prompts, self.store, jobs, max_tokens)
         requests, ready = [], []
         for record, params in zip(jobs, optimized, strict=True):
             try:
-                requests.append(self._request(record, params))
+                requests.append(self._request(record, params, model))
                 ready.append(record)
             except Exception as exc:  # noqa: BLE001 -- a job's failure is data
-                self._fail_unprepared(record, exc)
+                self._fail_unprepared(record, exc, model)
         if not ready:
             return None
         call = self._engine.submit(requests, cancel_ids=tuple(r.id for r in ready))
-        return Pending(ready, requests, call)
+        return Pending(ready, requests, call, model)
 
-    def _request(self, record: JobRecord, params: GenerationParams) -> inference.Request:
-        """A job's share of a pipeline call: its (optimised) parameters, its inputs."""
-        return inference.Request(params, self._init_image(record), self._mask(record))
+    def _request(
+        self, record: JobRecord, params: GenerationParams, model: str
+    ) -> inference.Request:
+        """A job's share of a pipeline call: its (optimised) parameters, its inputs, its model."""
+        return inference.Request(params, self._init_image(record), self._mask(record), model)
 
-    def _fail_unprepared(self, record: JobRecord, exc: Exception) -> None:
-        running = self.claims.claim_queued(record)
+    def _fail_unprepared(self, record: JobRecord, exc: Exception, model: str) -> None:
+        running = self.claims.claim_queued(record, model)
         if running is None:
             return
         self.mark_started([running.id])
@@ -228,7 +266,9 @@ class JobRunner:
         A call that starts within OVERTAKE_POLL_S costs no look at all; after that the
         scheduler is asked once, then again whenever its epoch moved."""
         epoch: int | None = None
-        while not pending.call.started.wait(OVERTAKE_POLL_S):
+        call = pending.call
+        # A call can also end before it starts: its model would not load.
+        while not call.started.wait(OVERTAKE_POLL_S) and not call.finished.is_set():
             if self.handing_back:
                 return not self._let_go(pending, "the worker is stopping")
             current = self._epoch()
@@ -260,7 +300,7 @@ class JobRunner:
 
     def _better(self, record: JobRecord) -> str | None:
         try:
-            return self.scheduler.better(record.id, self.queues)
+            return self.scheduler.better(record.id, self.worker_name, self.queues, self._holding())
         except redis.RedisError:
             return None
 
@@ -270,13 +310,14 @@ class JobRunner:
         """Claim the jobs of a call the engine started and follow it to its outcome;
         how many were claimed. A job canceled or taken meanwhile is left out (its
         share of the call is thrown away); with none left the call is stopped."""
-        running = [r for r in map(self.claims.claim_queued, pending.jobs) if r is not None]
+        claimed = (self.claims.claim_queued(r, pending.model) for r in pending.jobs)
+        running = [r for r in claimed if r is not None]
         if not running:
             self._engine.stop(pending.call)
             return 0
         started = time.monotonic()
         self.mark_started([r.id for r in running])
-        BATCH_SIZE.labels(self.model.name).observe(len(running))
+        BATCH_SIZE.labels(pending.model).observe(len(running))
         monitors = [self._monitor(r) for r in running]
         batch = BatchMonitor(monitors, self.outcomes.stop) if len(running) > 1 else None
         pending.call.on_step = batch or monitors[0]
@@ -328,8 +369,8 @@ class JobRunner:
             return
         finally:
             if call.seconds is not None:
-                INFERENCE.labels(self.model.name).observe(call.seconds)
-        self._note_rate(running, call.seconds)
+                INFERENCE.labels(pending.model).observe(call.seconds)
+        self._note_rate(pending.model, running, call.seconds)
         by_id = dict(zip((r.id for r in pending.jobs), images, strict=True))
         stopped = batch.stopped if batch is not None else {}
         for record in running:
@@ -376,12 +417,12 @@ class JobRunner:
                 return
             self.outcomes.succeed(record, images, started, 1, call.seconds)
 
-    def _note_rate(self, running: list[JobRecord], seconds: float | None) -> None:
+    def _note_rate(self, model: str, running: list[JobRecord], seconds: float | None) -> None:
         """The model's measured seconds per cost unit, for the ETAs of queued jobs."""
         if seconds is None:
             return
         with contextlib.suppress(redis.RedisError):
-            self.scheduler.note_rate(self.model.name, seconds, sum(r.cost for r in running))
+            self.scheduler.note_rate(model, seconds, sum(r.cost for r in running))
 
     # --- bookkeeping ------------------------------------------------------------------
 
@@ -444,4 +485,3 @@ class JobRunner:
         return failover.retrying(
             lambda: self.store.get_mask(record.id), f"reading job {record.id}'s mask"
         )
-

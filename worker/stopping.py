@@ -38,7 +38,6 @@ class JobStopped(Exception):
         self.status = status
 
 
-
 @dataclass(frozen=True)
 class TimeLimits:
     """Soft: the job fails at its next step. Hard: the worker exits (a step that never

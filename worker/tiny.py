@@ -25,8 +25,9 @@ _WEIGHTS_SEED = 0
 _MARKER = "model_index.json"
 
 
-def ensure_tiny_sd(path: Path) -> Path:
-    """Build the tiny pipeline at `path` unless a complete one is already there."""
+def ensure_tiny_sd(path: Path, seed: int = _WEIGHTS_SEED) -> Path:
+    """Build the tiny pipeline at `path` unless a complete one is already there
+    (`seed`: another seed, other weights: another model of the same shape)."""
     if (path / _MARKER).exists():
         return path
     log.info("building tiny-sd (random weights) at %s", path)
@@ -35,7 +36,7 @@ def ensure_tiny_sd(path: Path) -> Path:
     # once may both build, but neither ever loads a half-written directory.
     staging = Path(tempfile.mkdtemp(prefix=".tiny-sd-", dir=path.parent))
     try:
-        build_tiny_sd(staging)
+        build_tiny_sd(staging, seed)
         try:
             os.rename(staging, path)
         except OSError:
@@ -46,7 +47,7 @@ def ensure_tiny_sd(path: Path) -> Path:
     return path
 
 
-def build_tiny_sd(path: Path) -> None:
+def build_tiny_sd(path: Path, seed: int = _WEIGHTS_SEED) -> None:
     """Construct a tiny random StableDiffusionPipeline and save it to `path`."""
     import torch
     from diffusers import (
@@ -58,7 +59,7 @@ def build_tiny_sd(path: Path) -> None:
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     # The type: ignores below: diffusers' @register_to_config leaves constructors untyped.
-    torch.manual_seed(_WEIGHTS_SEED)
+    torch.manual_seed(seed)
     unet = UNet2DConditionModel(  # type: ignore[no-untyped-call]
         sample_size=8,
         in_channels=4,

@@ -77,3 +77,17 @@ def _slow_steps(prompt: str, inner: Any) -> Any:
         return inner(pipe, step, timestep, tensors) if inner else tensors
 
     return callback
+
+
+# How long SlowLoadingPipeline takes to load: long enough for a test to act while
+# the model loads (cancel the job, kill the worker).
+SLOW_LOAD_S = 4.0
+
+
+class SlowLoadingPipeline(StableDiffusionPipeline):
+    """The tiny pipeline, SLOW_LOAD_S slower to load (a big checkpoint's load)."""
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(SLOW_LOAD_S)
+        return super().from_pretrained(*args, **kwargs)

@@ -16,6 +16,7 @@ from shared.settings import Settings
 from tests.worker.test_inference import params
 from worker.engine import InlineEngine, ProcessEngine
 from worker.loader import LoadedModel, load_first_available
+from worker.models import ModelSet
 
 # The Redis database of the engine tests: the flaky pipeline's call and step logs,
 # the cancel flags the engine reads, the runner's jobs.
@@ -61,7 +62,7 @@ def inline_engine(registry: Registry) -> Iterator[InlineEngine]:
     """The same model on an engine thread of this process (WORKER_ENGINE=inline)."""
     model, failures = load_first_available(registry, ["tiny-flaky"], "cpu", None)
     assert model is not None, failures
-    engine = InlineEngine(model)
+    engine = InlineEngine(ModelSet.holding(model))
     yield engine
     engine.close()
 

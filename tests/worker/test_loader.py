@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -44,22 +43,12 @@ def registry_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("loader-registry")
 
 
-def extra_models(yaml_text: str) -> str:
-    """`extra` for write_registry that lands under `models:`.
-
-    write_registry dedents `extra` on its own, which would lift indented model
-    entries to the top level; a comment in column 0 keeps their indentation.
-    """
-    return "# extra models\n" + textwrap.indent(textwrap.dedent(yaml_text).strip("\n"), "  ")
-
-
 def registry(
     directory: Path, tiny_dir: Path, primary: str = "tiny-sd", extra: str = ""
 ) -> Registry:
     """A registry with the conftest models (tiny-sd, tiny-flaky, missing) and `extra` models."""
     path = directory / f"models-{primary}-{abs(hash(extra))}.yaml"
-    text = extra_models(extra) if extra else ""
-    return load_registry(write_registry(path, tiny_dir, primary=primary, extra=text))
+    return load_registry(write_registry(path, tiny_dir, primary=primary, extra=extra))
 
 
 @pytest.fixture(scope="module")
