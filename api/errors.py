@@ -69,9 +69,13 @@ HTTP_STATUS: dict[type[DarkroomError], int] = {
     JobCanceled: 409,
 }
 # Where OpenAI's statuses differ: a bad parameter is its 400, an unknown model its 404.
-OPENAI_STATUS: dict[type[DarkroomError], int] = {errors.InvalidRequest: 400, UnknownModel: 404}
+OPENAI_STATUS: dict[type[DarkroomError], int] = {
+    errors.InvalidRequest: 400,
+    UnknownModel: 404,
+    errors.ModelNotServed: 404,
+}
 # A1111 answers an unknown checkpoint (and sampler) with 404 "not found".
-A1111_STATUS: dict[type[DarkroomError], int] = {UnknownModel: 404}
+A1111_STATUS: dict[type[DarkroomError], int] = {UnknownModel: 404, errors.ModelNotServed: 404}
 
 
 def http_status(
@@ -123,7 +127,11 @@ def _under(path: str, prefix: str) -> bool:
 
 
 # darkroom's error types as OpenAI's codes, where OpenAI has a name of its own.
-_OPENAI_CODES = {"unauthorized": "invalid_api_key", "rate_limited": "rate_limit_exceeded"}
+_OPENAI_CODES = {
+    "unauthorized": "invalid_api_key",
+    "rate_limited": "rate_limit_exceeded",
+    "model_not_served": "model_not_found",
+}
 
 
 def _openai_response(failure: Failure) -> JSONResponse:

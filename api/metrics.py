@@ -133,12 +133,19 @@ def cluster_families(stats: ClusterStats) -> list[Metric]:
     )
     for (model, state), count in sorted(stats.workers.items()):
         workers.add_metric([model, state], count)
+    serving = GaugeMetricFamily(
+        "darkroom_workers_serving",
+        "Live workers that may run a model's jobs: holding it, or loading it on demand.",
+        labels=["model"],
+    )
+    for model, count in sorted(stats.serving.items()):
+        serving.add_metric([model], count)
     backlog = GaugeMetricFamily(
         "darkroom_webhook_deliveries_pending",
         "Webhook deliveries queued or waiting for their retry time.",
         value=stats.webhook_backlog,
     )
-    return [queued, running, workers, backlog]
+    return [queued, running, workers, serving, backlog]
 
 
 class _Families:

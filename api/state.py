@@ -12,6 +12,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from api.metrics import ApiMetrics
 from api.readiness import Readiness
+from api.serving import ServingView
 from shared.apikeys import KeyRing
 from shared.connections import (
     async_master_check,
@@ -57,6 +58,8 @@ class AppState:
     readiness: Readiness
     # The fair-share scheduler's reads (GET /me's usage and share).
     scheduler: Scheduler
+    # Which models the live workers can serve (submissions, model lists).
+    serving: ServingView
 
     @classmethod
     def build(cls, settings: Settings, metrics: ApiMetrics) -> AppState:
@@ -92,6 +95,7 @@ class AppState:
             metrics=metrics,
             readiness=Readiness(aredis, storage),
             scheduler=Scheduler(client, settings.fair_share_half_life_s),
+            serving=ServingView(aredis),
         )
         _freeze_startup_heap()
         return state

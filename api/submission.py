@@ -69,6 +69,9 @@ async def submit(
     `owner`; a new one (not a replay) counts against the owner's rate limits,
     RateLimited (429) when over one.
     """
+    if request.model is not None:
+        # A named model no live worker may load: refused, not queued for ever.
+        (await state.serving.get()).check(request.model, state.registry)
     if any(v is not None for v in (request.webhook, request.init_image, request.mask_image)):
         # Resolving the webhook's host and decoding images would block the event loop.
         job = await run_in_threadpool(prepare, state, request, owner)

@@ -31,6 +31,8 @@ ANY_MODEL = "any"
 # The model label of workers that hold none (loading, or every load failed), and
 # of running jobs whose worker's record has expired (the reaper will hand them back).
 NO_MODEL = "none"
+# Worker states in which a worker takes jobs (or is about to): darkroom_workers_serving.
+SERVING_STATES = frozenset({"loading", "starting", "ready", "busy"})
 
 # KEYS: the running index, the webhook retry set, the webhook queue's broker
 # lists, then the waiting sets. ARGV: the worker key pattern, the number of
@@ -70,6 +72,8 @@ class ClusterStats:
     running: dict[str, int] = field(default_factory=dict)
     # (model, state) -> live workers.
     workers: dict[tuple[str, str], int] = field(default_factory=dict)
+    # model -> live workers that may run its jobs (hold it, or may load it on demand).
+    serving: dict[str, int] = field(default_factory=dict)
     # Webhook deliveries queued or waiting for their retry time.
     webhook_backlog: int = 0
 
@@ -101,8 +105,13 @@ def parse(models: list[str], answer: list[Any]) -> ClusterStats:
         queued=queued,
         running=dict(running),
         workers=dict(Counter((w.model or NO_MODEL, w.state) for w in workers)),
+        serving=dict(Counter(m for w in workers if w.state in SERVING_STATES for m in _served(w))),
         webhook_backlog=int(backlog),
     )
+
+
+def _served(worker: WorkerInfo) -> set[str]:
+    return {*worker.served, *([worker.model] if worker.model else [])}
 
 
 def _text(value: bytes | str) -> str:

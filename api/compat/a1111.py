@@ -72,7 +72,10 @@ async def img2img(body: Img2ImgRequest, state: StateDep, owner: OwnerDep) -> Ima
 
 @router.get("/sd-models")
 async def sd_models(state: StateDep) -> list[SDModelItem]:
-    """The registry's models as A1111 checkpoints (the `title` is what clients send back)."""
+    """The models live workers can serve now (or `autoscaled` ones) as A1111 checkpoints
+    (the `title` is what clients send back); all of the registry's while no worker is
+    live yet."""
+    serving = await state.serving.get()
     return [
         SDModelItem(
             title=found.title,
@@ -82,6 +85,7 @@ async def sd_models(state: StateDep) -> list[SDModelItem]:
             filename=found.entry.id,
         )
         for found in checkpoints(state)
+        if serving.servable(found.name, state.registry)
     ]
 
 

@@ -64,7 +64,9 @@ async def chosen_model(state: AppState, owner: str) -> str | None:
 
 
 async def choose_model(state: AppState, owner: str, wanted: str) -> Checkpoint:
-    """Make `wanted` the caller's model for its A1111 calls that name none."""
+    """Make `wanted` the caller's model for its A1111 calls that name none (one a live
+    worker can serve: the switch is refused, as its jobs would be, otherwise)."""
     found = find_checkpoint(state, wanted)
+    (await state.serving.get()).check(found.name, state.registry)
     await state.aredis.hset(options_key(owner), CHECKPOINT_FIELD, found.name)
     return found

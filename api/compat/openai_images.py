@@ -79,10 +79,18 @@ async def edit_image(request: Request, state: StateDep, owner: OwnerDep) -> Imag
 
 
 @router.get("/models")
-def list_models(state: StateDep) -> ModelList:
-    """The registry's models, by the names the `model` parameter takes."""
+async def list_models(state: StateDep) -> ModelList:
+    """The models live workers can serve now (or `autoscaled` ones), by the names the
+    `model` parameter takes (all of the registry's while no worker is live yet)."""
     created = _registry_time(state)
-    return ModelList(data=[ModelObject(id=name, created=created) for name in state.registry.models])
+    serving = await state.serving.get()
+    return ModelList(
+        data=[
+            ModelObject(id=name, created=created)
+            for name in state.registry.models
+            if serving.servable(name, state.registry)
+        ]
+    )
 
 
 @router.get("/models/{model_id}")

@@ -6,7 +6,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from api.deps import StateDep
-from shared.registry import ModelEntry
+from api.serving import Serving
+from shared.registry import ModelEntry, Registry
 from shared.samplers import sampler_names
 from shared.workers import ModelFailure, live_workers
 
@@ -34,6 +35,14 @@ class ModelInfo(BaseModel):
     max_batch_size: int
     batch_window: float
     workers: int
+    # A live worker may load it (or it is `autoscaled`, or no worker is live yet):
+    # its jobs are accepted. Not servable: they are refused at submit.
+    servable: bool
+    # A live worker may load it (WORKER_MODELS) or runs it.
+    loadable: bool
+    # A live worker holds it on its device now: its jobs start without a load.
+    resident: bool
+    autoscaled: bool
 
 
 class ModelsResponse(BaseModel):
@@ -46,8 +55,14 @@ class ModelsResponse(BaseModel):
     load_failures: dict[str, list[ModelFailure]]
 
 
-def _info(entry: ModelEntry, workers: int) -> ModelInfo:
+def _info(
+    name: str, entry: ModelEntry, workers: int, serving: Serving, registry: Registry
+) -> ModelInfo:
     return ModelInfo(
+        servable=serving.servable(name, registry),
+        loadable=name in serving.loadable,
+        resident=name in serving.resident,
+        autoscaled=entry.autoscaled,
         id=entry.id,
         type=entry.type,
         requires_auth=entry.requires_auth,
@@ -87,8 +102,12 @@ def list_models(state: StateDep) -> ModelsResponse:
     served = Counter(w.model for w in workers if w.model)
     primary = registry.runtime.primary_model
     current = primary if primary in served else (served.most_common(1)[0][0] if served else None)
+    serving = Serving.of_workers(workers)
     return ModelsResponse(
-        models={name: _info(entry, served[name]) for name, entry in registry.models.items()},
+        models={
+            name: _info(name, entry, served[name], serving, registry)
+            for name, entry in registry.models.items()
+        },
         current=current,
         primary=primary,
         fallback_chain=registry.fallback_chain,

@@ -29,8 +29,11 @@ class RedisHealth(BaseModel):
 
 
 class ModelLoad(BaseModel):
-    # Live workers serving the model.
+    # Live workers running the model now.
     workers: int
+    # Live workers that may run its jobs: running it, or loading it when one needs it
+    # (WORKER_MODELS).
+    loadable: int = 0
     # Its jobs waiting in its queue.
     queued: int
 
@@ -118,6 +121,7 @@ def _per_model(
     return {
         name: ModelLoad(
             workers=sum(1 for w in workers if w.model == name),
+            loadable=sum(1 for w in workers if w.model == name or name in w.served),
             queued=waiting.get(model_queue(name), 0),
         )
         for name in state.registry.models
@@ -127,7 +131,7 @@ def _per_model(
 def _problems(workers: list[WorkerInfo], models: dict[str, ModelLoad]) -> list[str]:
     problems = []
     for name, load in models.items():
-        if load.queued and not load.workers:
+        if load.queued and not load.loadable:
             problems.append(
                 f"model {name}: {load.queued} queued job(s) and no live worker serves it "
                 f"(they wait until one starts: `darkroom worker --model {name}` or an autoscaler)"

@@ -39,6 +39,11 @@ class ModelLimits:
     use_negative_prompt: bool
     negative_prompt: str
     workers: int
+    # GET /models' flags (README, "Several models per worker"); an older API sends
+    # none of them: a model a worker runs is resident, any other is servable.
+    servable: bool = True
+    loadable: bool = False
+    resident: bool = False
 
     @classmethod
     def from_api(cls, name: str, info: dict[str, Any]) -> ModelLimits:
@@ -56,6 +61,9 @@ class ModelLimits:
             use_negative_prompt=bool(info.get("use_negative_prompt", True)),
             negative_prompt=info.get("negative_prompt") or "",
             workers=int(info.get("workers", 0)),
+            servable=bool(info.get("servable", True)),
+            loadable=bool(info.get("loadable", info.get("workers", 0))),
+            resident=bool(info.get("resident", info.get("workers", 0))),
         )
 
     @property
@@ -67,13 +75,25 @@ class ModelLimits:
         max_w, max_h = self.max_size
         parts = [f"up to {max_w}x{max_h}", f"at most {self.max_steps} steps"]
         parts.append("image-to-image" if self.supports_i2i else "text-to-image only")
-        if not self.workers:
+        if self.resident:
+            parts.append("loaded on a worker now")
+        elif self.loadable:
+            parts.append("a worker loads it for its next job (that job waits for the load)")
+        elif self.servable:
             parts.append("no worker serves it now: jobs wait until one starts")
+        else:
+            parts.append("no live worker may load it: jobs for it are refused")
         return "; ".join(parts)
 
 
 def models_from_api(answer: dict[str, Any]) -> dict[str, ModelLimits]:
     return {name: ModelLimits.from_api(name, info) for name, info in answer["models"].items()}
+
+
+def offered(models: dict[str, ModelLimits]) -> list[str]:
+    """The models the page offers: those whose jobs the API accepts now (all of them,
+    if it says none is)."""
+    return sorted(n for n, m in models.items() if m.servable) or sorted(models)
 
 
 def default_model(answer: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ import streamlit as st
 from darkroom.client import ApiError, DarkroomClient, allowed_priorities
 from darkroom.ui import session
 from darkroom.ui.access import PageAccess
-from darkroom.ui.form import ModelLimits, default_model, models_from_api
+from darkroom.ui.form import ModelLimits, default_model, models_from_api, offered
 from darkroom.ui.messages import describe_api_error, is_transient
 
 # How often a page whose API is down tries again.
@@ -94,7 +94,7 @@ def _url_help(access: PageAccess) -> str:
 
 
 def _pick_model(models: dict[str, ModelLimits], default: str) -> ModelLimits:
-    names = sorted(models)
+    names = offered(models)
     name = st.selectbox(
         "Model",
         names,

@@ -46,6 +46,9 @@ def worker_rows(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "worker": w["name"],
             "state": w["state"],
             "model": w.get("model") or "-",
+            # A worker serving several models: each it holds, and where.
+            "holds": ", ".join(f"{m} ({t})" for m, t in sorted((w.get("models") or {}).items()))
+            or "-",
             "device": w.get("device") or "-",
             "current job": w.get("current_job") or "-",
             "jobs done": w.get("jobs_done", 0),
@@ -56,7 +59,12 @@ def worker_rows(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def model_rows(models: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return [
-        {"model": name, "workers": load["workers"], "queued jobs": load["queued"]}
+        {
+            "model": name,
+            "workers": load["workers"],
+            "may load it": load.get("loadable", load["workers"]),
+            "queued jobs": load["queued"],
+        }
         for name, load in sorted(models.items())
     ]
 

@@ -15,6 +15,7 @@ EXPECTED = {
     "ModelLoadError": 500,
     "GenerationError": 500,
     "InvalidRequest": 422,
+    "ModelNotServed": 422,
     "Unauthorized": 401,
     "Forbidden": 403,
     "JobNotFound": 404,

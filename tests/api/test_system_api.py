@@ -74,7 +74,7 @@ def test_status_without_workers(api: TestClient) -> None:
     assert body["workers"] == []
     assert any("no live workers" in problem for problem in body["problems"])
     assert body["queues"]["darkroom.default"] == 0
-    assert body["models"]["tiny-sd"] == {"workers": 0, "queued": 0}
+    assert body["models"]["tiny-sd"] == {"workers": 0, "loadable": 0, "queued": 0}
 
 
 def test_status_with_a_worker(api: TestClient, api_redis: redis.Redis) -> None:
@@ -105,13 +105,15 @@ def test_status_counts_queued_jobs(api: TestClient) -> None:
 def test_status_names_models_whose_jobs_no_worker_serves(
     api: TestClient, api_redis: redis.Redis
 ) -> None:
-    write_worker(api_redis, WorkerInfo(name="w1", state="ready", model="tiny-sd"))
+    # Accepted while no worker is live (they may be starting)...
     for _ in range(2):
         assert api.post("/jobs", json={"prompt": "x", "model": "tiny-flaky"}).status_code == 202
     assert api.post("/jobs", json={"prompt": "x", "model": "tiny-sd"}).status_code == 202
+    # ...then the only worker that started serves another model.
+    write_worker(api_redis, WorkerInfo(name="w1", state="ready", model="tiny-sd"))
 
     body = api.get("/status").json()
-    assert body["models"]["tiny-flaky"] == {"workers": 0, "queued": 2}
+    assert body["models"]["tiny-flaky"] == {"workers": 0, "loadable": 0, "queued": 2}
     [problem] = body["problems"]
     assert "model tiny-flaky: 2 queued job(s) and no live worker serves it" in problem
 

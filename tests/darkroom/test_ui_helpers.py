@@ -5,20 +5,18 @@ from __future__ import annotations
 from darkroom.client import ApiError, ApiUnreachable
 from darkroom.ui import form, messages, progress
 
-SD_LIMITS = form.ModelLimits.from_api(
-    "sd",
-    {
-        "description": "d",
-        "default_steps": 30,
-        "max_steps": 50,
-        "default_size": [512, 512],
-        "max_size": [1024, 768],
-        "guidance_scale": 7.5,
-        "supports_i2i": True,
-        "use_negative_prompt": False,
-        "workers": 0,
-    },
-)
+SD_INFO = {
+    "description": "d",
+    "default_steps": 30,
+    "max_steps": 50,
+    "default_size": [512, 512],
+    "max_size": [1024, 768],
+    "guidance_scale": 7.5,
+    "supports_i2i": True,
+    "use_negative_prompt": False,
+    "workers": 0,
+}
+SD_LIMITS = form.ModelLimits.from_api("sd", SD_INFO)
 
 
 def test_request_body_leaves_out_what_the_model_would_refuse() -> None:
@@ -36,6 +34,22 @@ def test_request_body_leaves_out_what_the_model_would_refuse() -> None:
     assert (body["init_image"], body["strength"], body["seed"]) == ("iVBORw==", 0.75, 5)
     assert SD_LIMITS.max_guidance == 20.0
     assert "no worker serves it now" in SD_LIMITS.summary()
+
+
+def test_the_page_offers_servable_models_and_says_where_each_is() -> None:
+    def limits(**flags: bool) -> form.ModelLimits:
+        return form.ModelLimits.from_api("m", {**SD_INFO, **flags})
+
+    assert "loaded on a worker now" in limits(resident=True, loadable=True).summary()
+    assert "loads it for its next job" in limits(loadable=True).summary()
+    assert "jobs for it are refused" in limits(servable=False).summary()
+    models = {
+        "a": limits(servable=True),
+        "b": limits(servable=False),
+        "c": limits(servable=True),
+    }
+    assert form.offered(models) == ["a", "c"]
+    assert form.offered({"b": limits(servable=False)}) == ["b"]
 
 
 def test_rerun_body_repeats_a_text_to_image_job_only() -> None:

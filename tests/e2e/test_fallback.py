@@ -195,22 +195,40 @@ def test_status_names_the_worker_that_has_no_model(
     assert states[NO_MODEL_WORKER] == "no_model"
 
 
-def test_a_job_for_the_unloadable_model_stays_queued(
+def test_a_job_for_the_unloadable_model_is_refused_naming_it(
     no_model_worker: WorkerProcess, fallback_worker: WorkerProcess, client: TestClient
 ) -> None:
-    job = submit(client, prompt="nobody serves this", model="missing")
-    assert job["queue"] == "darkroom.model.missing"
+    """Live workers, none of which can load "missing": a job for it would wait for
+    ever, so it is refused at submit, naming the model and what is servable."""
+    answer = client.post("/jobs", json={"prompt": "nobody serves this", "model": "missing"})
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["error"]
+    assert (error["type"], error["field"]) == ("model_not_served", "model")
+    assert "'missing'" in error["message"]
+    assert "tiny-sd" in error["message"]
+    assert no_model_worker.proc.poll() is None
 
-    # A job queued after it, which a live worker runs to the end: had any worker
-    # consumed the unserved model's queue, it would have taken the earlier job too.
-    later = submit(client, prompt="served after it")
-    assert wait_for(client, later["id"])["status"] == "succeeded"
-    polled = client.get(f"/jobs/{job['id']}").json()
-    assert polled["status"] == "queued", polled
-    assert polled["model_used"] is None, polled
-    assert polled["attempts"] == 0, polled
 
-    status = client.get("/status").json()
-    assert status["models"]["missing"]["queued"] >= 1
-    assert status["queues"]["darkroom.model.missing"] >= 1
+def test_a_job_for_an_autoscaled_unloadable_model_stays_queued(
+    no_model_worker: WorkerProcess, fallback_worker: WorkerProcess, settings: Settings
+) -> None:
+    """Marked autoscaled (its workers come on demand), it is accepted and waits: no live
+    worker takes it, nor runs it on another model."""
+    autoscaled = settings.model_copy(update={"autoscaled_models": "missing"})
+    with TestClient(create_app(autoscaled)) as client:
+        job = submit(client, prompt="nobody serves this yet", model="missing")
+        assert job["queue"] == "darkroom.model.missing"
+
+        # A job queued after it, which a live worker runs to the end: had any worker
+        # consumed the unserved model's queue, it would have taken the earlier job too.
+        later = submit(client, prompt="served after it")
+        assert wait_for(client, later["id"])["status"] == "succeeded"
+        polled = client.get(f"/jobs/{job['id']}").json()
+        assert polled["status"] == "queued", polled
+        assert polled["model_used"] is None, polled
+        assert polled["attempts"] == 0, polled
+
+        status = client.get("/status").json()
+        assert status["models"]["missing"]["queued"] >= 1
+        assert status["queues"]["darkroom.model.missing"] >= 1
     assert no_model_worker.proc.poll() is None

@@ -271,14 +271,24 @@ def test_a_mask_of_another_size_is_a_bad_request(client: openai.OpenAI) -> None:
 # --- models and errors --------------------------------------------------------------------
 
 
-def test_models_list_is_the_registry(client: openai.OpenAI, registry: Registry) -> None:
+def test_models_list_is_what_the_live_workers_serve(
+    client: openai.OpenAI, registry: Registry
+) -> None:
+    """The session's workers run tiny-sd and tiny-flaky: the list offers those (a
+    client's dropdown shows what will run), a call for another model is refused at
+    once instead of waiting COMPAT_WAIT_S for a worker that never comes."""
     models = list(client.models.list())
 
-    assert [model.id for model in models] == list(registry.models)
+    assert [model.id for model in models] == [
+        m for m in registry.models if m in {"tiny-sd", "tiny-flaky"}
+    ]
     assert {model.object for model in models} == {"model"}
     assert client.models.retrieve("tiny-sd").id == "tiny-sd"
+    assert client.models.retrieve("tiny-batch").id == "tiny-batch"  # in the registry
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("dall-e-3")
+    with pytest.raises(openai.NotFoundError, match="tiny-batch"):
+        client.images.generate(prompt="nobody serves it", model="tiny-batch")
 
 
 @pytest.mark.parametrize(

@@ -17,12 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from api.main import create_app
 from darkroom.client import DarkroomClient
 from darkroom.stack import free_port
 from darkroom.ui import messages
+from shared.settings import Settings
+from tests.e2e.helpers import submit
 from tests.support.polling import wait_until
 from tests.support.processes import REPO_ROOT, ApiProcess, start_api
 
@@ -333,10 +337,18 @@ def test_history_opens_a_job_and_runs_it_again(open_page: OpenPage, api: Darkroo
 
 
 def test_the_system_view_shows_workers_models_queues_and_problems(
-    open_page: OpenPage, api: DarkroomClient, workers: object
+    open_page: OpenPage,
+    api: DarkroomClient,
+    workers: object,
+    e2e_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # A job for a model no worker serves: /status reports it as a problem.
-    stuck = api.submit({"prompt": "nobody serves me", "model": "tiny-batch"})
+    # A job for a model no worker serves (accepted because it is autoscaled, as
+    # through an API with AUTOSCALED_MODELS): /status reports it as a problem.
+    for name, value in {**e2e_env, "AUTOSCALED_MODELS": "tiny-batch"}.items():
+        monkeypatch.setenv(name, value)
+    with TestClient(create_app(Settings(_env_file=None))) as autoscaling:  # type: ignore[call-arg]
+        stuck = submit(autoscaling, prompt="nobody serves me", model="tiny-batch")
     try:
         at = open_page()
         problem = re.compile(r"model tiny-batch: \d+ queued job\(s\) and no live worker serves it")

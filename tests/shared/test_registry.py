@@ -97,6 +97,13 @@ def test_primary_override_drops_itself_from_the_fallback_chain() -> None:
     assert registry.load_order() == ["playground", "tiny-sd"]
 
 
+def test_autoscaled_models_marks_models_on_top_of_the_registry() -> None:
+    registry = registry_for(settings_for(SHIPPED, autoscaled_models="sdxl, flux-dev"))
+    assert {n for n, m in registry.models.items() if m.autoscaled} == {"sdxl", "flux-dev"}
+    with pytest.raises(ConfigError, match=r"AUTOSCALED_MODELS: unknown model.*nope"):
+        registry_for(settings_for(SHIPPED, autoscaled_models="sdxl,nope"))
+
+
 def test_override_from_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODEL_CONFIG", str(SHIPPED))
     monkeypatch.setenv("PRIMARY_MODEL", "sd3-medium")
