@@ -36,6 +36,7 @@ def image_name(image: str) -> str:
     name, _, tag = image.rpartition(":")
     return name if name and "/" not in tag else image
 
+
 # Environment variables darkroom's containers may be given that are not
 # darkroom settings: the AWS SDK's, Hugging Face's, the KEDA triggers' own.
 EXTERNAL_ENV = {

@@ -519,6 +519,19 @@ def test_default_queue_is_watched_once_by_the_primary_models_workers() -> None:
     assert pinned_model(worker) == REGISTRY["runtime"]["primary_model"]
 
 
+def test_models_scaled_from_zero_are_marked_autoscaled() -> None:
+    """A model whose workers KEDA starts from zero has no live worker while idle: the
+    API must accept its jobs (AUTOSCALED_MODELS), not refuse them as unservable."""
+    from_zero = set()
+    for scaled in SCALED_OBJECTS:
+        if scaled.obj["spec"].get("minReplicaCount", 0) == 0:
+            target = scaled.obj["spec"]["scaleTargetRef"]["name"]
+            from_zero.add(pinned_model(find(GPU_WORKERS, "Deployment", target)))
+    marked = {m.strip() for m in config_data().get("AUTOSCALED_MODELS", "").split(",")}
+    assert from_zero
+    assert from_zero <= marked - {""}
+
+
 @pytest.mark.parametrize("scaled", SCALED_OBJECTS, ids=ids(SCALED_OBJECTS))
 def test_trigger_redis_is_the_workers_redis(scaled: Manifest) -> None:
     """addressFromEnv names a variable the target's container has; its host:port and

@@ -81,6 +81,7 @@ CONTRACT: dict[str, Metric] = {
     "darkroom_queue_depth": Metric("gauge", API, {"model": MODELS, "priority": PRIORITY}),
     "darkroom_jobs_running": Metric("gauge", API, {"model": MODELS}),
     "darkroom_workers": Metric("gauge", API, {"model": MODELS, "state": STATES}),
+    "darkroom_workers_serving": Metric("gauge", API, {"model": MODELS}),
     "darkroom_webhook_deliveries_pending": Metric("gauge", API),
     # Not in the list, but served by the API (api/metrics.py).
     "darkroom_redis_up": Metric("gauge", API),
@@ -93,7 +94,13 @@ CONTRACT: dict[str, Metric] = {
     "darkroom_job_run_seconds": _histogram(WORKER, model=MODELS),
     "darkroom_job_inference_seconds": _histogram(WORKER, model=MODELS),
     "darkroom_batch_size": _histogram(WORKER, model=MODELS),
-    "darkroom_model_load_seconds": _histogram(WORKER, model=MODELS),
+    "darkroom_model_load_seconds": _histogram(
+        WORKER, model=MODELS, source=frozenset({"host", "disk"})
+    ),
+    "darkroom_model_swaps_total": Metric("counter", WORKER, {"model": MODELS}),
+    "darkroom_models_resident": Metric(
+        "gauge", WORKER, {"model": MODELS, "tier": frozenset({"device", "host"})}
+    ),
     "darkroom_worker_busy": Metric("gauge", WORKER),
     "darkroom_gpu_memory_bytes": Metric(
         "gauge",
@@ -114,6 +121,7 @@ CLUSTER_GAUGES = {
     "darkroom_queue_depth",
     "darkroom_jobs_running",
     "darkroom_workers",
+    "darkroom_workers_serving",
     "darkroom_webhook_deliveries_pending",
     "darkroom_redis_up",
 }
@@ -355,7 +363,10 @@ def test_contract_is_what_the_code_declares() -> None:
         declared[name] = (metric._type, job, set(metric._labelnames))
     # The cluster gauges exist only in a scrape: render one.
     stats = ClusterStats(
-        queued={("sdxl", "normal"): 1}, running={"sdxl": 1}, workers={("sdxl", "ready"): 1}
+        queued={("sdxl", "normal"): 1},
+        running={"sdxl": 1},
+        workers={("sdxl", "ready"): 1},
+        serving={"sdxl": 1},
     )
     for family in text_string_to_metric_families(api.render(stats).decode()):
         if family.type == "gauge":
