@@ -29,6 +29,7 @@ from bench.cpuload import ForeignLoad
 from bench.fairness import measure_fairness
 from bench.latency import measure_latency
 from bench.metrics_cost import measure_metrics
+from bench.multiplex import measure_multiplex
 from bench.report import machine, notes, table, write_json
 from bench.scale import measure_scale
 from bench.stack import BenchError, Stack
@@ -52,6 +53,7 @@ MEASUREMENTS: dict[str, Measure] = {
 ON_REQUEST: dict[str, Measure] = {
     "chaos": measure_chaos,
     "fairness": measure_fairness,
+    "multiplex": measure_multiplex,
 }
 
 

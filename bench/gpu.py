@@ -684,6 +684,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--worker-jobs", type=int, default=16, help="jobs per worker run")
     parser.add_argument(
+        "--swap",
+        action="store_true",
+        help="only the model swap times: device <-> pinned host memory (bench/gpu_swap.py)",
+    )
+    parser.add_argument(
         "--worker-memory",
         default=None,
         help="comma separated: default, offload, 8bit (default: all; --cpu-smoke: default)",
@@ -729,10 +734,12 @@ def main(argv: list[str] | None = None) -> int:
     gpu = torch.cuda.get_device_name() if device == "cuda" else "cpu (smoke run)"
     print(f"bench/gpu.py {started:%Y-%m-%d %H:%M} UTC on {gpu}; peak: {peak_source}", flush=True)
     rows: list[Row] = []
-    for key in models:
-        spec = SPECS[key]
-        if args.cpu_smoke:
-            spec = ModelSpec(spec.name, spec.build, "float32", spec.steps, spec.call_kwargs)
+    specs = [SPECS[key] for key in models]
+    if args.cpu_smoke:
+        specs = [ModelSpec(s.name, s.build, "float32", s.steps, s.call_kwargs) for s in specs]
+    if args.swap:
+        return _swap_only(specs, args, device, started, gpu)
+    for spec in specs:
         rows += measure_model(spec, args, device)
     print()
     print(table(rows, args.markdown))
@@ -754,6 +761,27 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     print(f"\nwritten: {path}")
     return 1 if any(r.error for r in [*rows, *worker_rows]) else 0
+
+
+def _swap_only(
+    specs: list[ModelSpec], args: argparse.Namespace, device: str, started: datetime, gpu: str
+) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.gpu_swap import measure_swap, swap_table
+
+    rows = []
+    for spec in specs:
+        print(f"{spec.name}: swap times", flush=True)
+        rows.append(measure_swap(spec, device, args.cpu_smoke, args.repeats))
+    print()
+    print(swap_table(rows))
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    prefix = "gpu-swap-smoke" if args.cpu_smoke else "gpu-swap"
+    path = RESULTS_DIR / f"{prefix}-{started:%Y%m%dT%H%M%S}.json"
+    payload = {"started": started.isoformat(), "device": gpu, "rows": [asdict(r) for r in rows]}
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    print(f"\nwritten: {path}")
+    return 1 if any(r.error for r in rows) else 0
 
 
 def _worker_rows(models: list[str], args: argparse.Namespace, device: str) -> list[Any]:
