@@ -145,3 +145,21 @@ class IdempotencyConflict(DarkroomError):
     """An Idempotency-Key reused with a different request body."""
 
     type = "idempotency_conflict"
+
+
+class LoraNotFound(DarkroomError):
+    """A LoRA adapter the caller has no access to by that name (another key's, or none)."""
+
+    type = "not_found"
+
+
+class LoraConflict(DarkroomError):
+    """An adapter name already taken (by the registry's adapters)."""
+
+    type = "conflict"
+
+
+class QuotaExceeded(DarkroomError):
+    """Over a size or count cap of what a key may keep (LORA_MAX_BYTES, LORA_MAX_PER_KEY)."""
+
+    type = "quota_exceeded"

@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.loras import LoraChoice, ResolvedLora
+
 MAX_SEED = 2**32 - 1
 MAX_PROMPT_CHARS = 4000
 WebhookEvent = Literal["start", "progress", "completed"]
@@ -84,6 +86,12 @@ class JobCreate(BaseModel):
             "samplers); default: the model's default_sampler, else its own scheduler."
         ),
     )
+    loras: list[LoraChoice] | None = Field(
+        None,
+        max_length=16,
+        description="LoRA adapters by name (GET /loras), each with its scale; at most the "
+        "model's max_loras.",
+    )
     webhook: str | None = Field(None, max_length=2048)
     # One entry per event kind at most (there are three).
     webhook_events_filter: list[WebhookEvent] | None = Field(None, max_length=3)
@@ -128,6 +136,8 @@ class GenerationParams(BaseModel):
     sampler: str | None = None
     # Set by the worker when prompt optimisation rewrote (or translated) the prompt.
     optimized_prompt: str | None = None
+    # LoRA adapters, resolved at submit: names, scales and each file's sha256.
+    loras: list[ResolvedLora] = []
 
     @property
     def effective_prompt(self) -> str:
@@ -193,6 +203,9 @@ class JobRecord(BaseModel):
     # (creation, ms; a job handed back keeps it, so it goes first again).
     cost: float = 1.0
     arrival_ms: float = 0.0
+    # The ids of its LoRA adapters, comma separated: a worker holding them goes first
+    # for it (docs/scheduling.md, "Adapters").
+    adapters: str = ""
 
     @model_validator(mode="after")
     def _arrival(self) -> JobRecord:

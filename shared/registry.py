@@ -6,14 +6,23 @@ key and the reason; adding a model of a known type is a YAML edit only.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shared.errors import ConfigError
+from shared.loras import LORA_BASES, NAME_PATTERN, LoraEntry
 from shared.samplers import find_sampler, sampler_names
 from shared.settings import Settings, get_settings
 
@@ -48,6 +57,8 @@ class ModelParams(_Strict):
     # matter for fair shares (an SDXL step costs more than an SD 1.5 one); ETAs use
     # the measured speed once workers have run the model.
     cost_factor: float = Field(0.05, gt=0, le=100)
+    # LoRA adapters a job may ask for at once (0: none).
+    max_loras: int = Field(4, ge=0, le=16)
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelParams:
@@ -111,6 +122,11 @@ class ModelEntry(_Strict):
     def is_local(self) -> bool:
         return self.id.startswith(("/", "./", "../"))
 
+    @property
+    def lora_base(self) -> str | None:
+        """The adapters it takes: those made for its type (a custom pipeline takes none)."""
+        return self.type if self.type in LORA_BASES and self.pipeline_class is None else None
+
 
 class MemoryConfig(_Strict):
     enable_cpu_offload: bool = False
@@ -136,6 +152,16 @@ class Runtime(_Strict):
 class Registry(_Strict):
     models: dict[str, ModelEntry]
     runtime: Runtime
+    # LoRA adapters by name (README, "LoRA adapters").
+    loras: dict[str, LoraEntry] = {}
+
+    @field_validator("loras")
+    @classmethod
+    def _lora_names(cls, loras: dict[str, LoraEntry]) -> dict[str, LoraEntry]:
+        for name in loras:
+            if not re.fullmatch(NAME_PATTERN, name):
+                raise ValueError(f"adapter name {name!r}: letters, digits, '.', '_', '-'")
+        return loras
 
     @model_validator(mode="after")
     def _names_exist(self) -> Registry:
@@ -239,7 +265,13 @@ def _resolve_local_ids(registry: Registry, base: Path) -> Registry:
         else entry
         for name, entry in registry.models.items()
     }
-    return registry.model_copy(update={"models": models})
+    loras = {
+        name: entry.model_copy(update={"source": str((base / entry.source).resolve())})
+        if entry.source.startswith(("./", "../"))
+        else entry
+        for name, entry in registry.loras.items()
+    }
+    return registry.model_copy(update={"models": models, "loras": loras})
 
 
 def registry_for(settings: Settings) -> Registry:

@@ -157,6 +157,10 @@ class Settings(BaseSettings):
     # Fair shares across API keys (docs/scheduling.md): a key's usage halves every
     # FAIR_SHARE_HALF_LIFE_S; the API and every worker must agree on it.
     fair_share_half_life_s: float = Field(DEFAULT_FAIR_SHARE_HALF_LIFE_S, ge=1, le=7 * 24 * 3600)
+    # LoRA adapters a key brings (POST /loras): the largest file, and how many a key
+    # may keep.
+    lora_max_bytes: int = Field(512 * 1024 * 1024, ge=1024, le=8 * 1024**3)
+    lora_max_per_key: int = Field(50, ge=0, le=10_000)
     # Workers holding several models (docs/scheduling.md, "Models"): how much longer
     # a job that needs a swap may wait than one that does not.
     model_swap_after_s: float = Field(DEFAULT_SWAP_AFTER_S, ge=0, le=3600)

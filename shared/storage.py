@@ -16,9 +16,18 @@ from urllib.parse import urlparse
 from shared.errors import StorageError
 from shared.settings import Settings
 
+# Jobs' images live under jobs/ (pruned, or a bucket lifecycle rule); the LoRA
+# adapters keys bring live under loras/<owner>/, kept until their key deletes them.
+JOBS_PREFIX = "jobs/"
+
 
 class Storage(Protocol):
     def put(self, key: str, data: bytes, content_type: str) -> None: ...
+
+    def get(self, key: str) -> bytes:
+        """The object's bytes; StorageError when it cannot be read (or is not there)."""
+
+    def delete(self, key: str) -> None: ...
 
     def url(self, key: str) -> str: ...
 
@@ -46,6 +55,15 @@ class LocalStorage:
             # A full or unmounted disk is a storage failure like S3's: retried, not a crash.
             raise StorageError(f"writing {key} under {self.root} failed: {exc}") from exc
 
+    def get(self, key: str) -> bytes:
+        try:
+            return self.path(key).read_bytes()
+        except OSError as exc:
+            raise StorageError(f"reading {key} under {self.root} failed: {exc}") from exc
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
     def url(self, key: str) -> str:
         return f"{self.public_base_url}/files/{key}"
 
@@ -55,10 +73,11 @@ class LocalStorage:
             raise StorageError(f"image directory {self.root} is not writable")
 
     def prune(self, max_age_s: float) -> int:
-        """Delete images older than `max_age_s` (the S3 backend uses a lifecycle rule)."""
+        """Delete job images older than `max_age_s` (the S3 backend uses a lifecycle
+        rule); nothing outside jobs/ (adapters stay until deleted)."""
         cutoff = time.time() - max_age_s
         removed = 0
-        for file in self.root.rglob("*"):
+        for file in (self.root / JOBS_PREFIX).rglob("*"):
             if file.is_file() and file.stat().st_mtime < cutoff:
                 file.unlink(missing_ok=True)
                 removed += 1
@@ -112,6 +131,23 @@ class S3Storage:
             )
         except (BotoCoreError, ClientError) as exc:
             raise StorageError(f"upload of {key} to s3://{self.bucket} failed: {exc}") from exc
+
+    def get(self, key: str) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            answer = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            return bytes(answer["Body"].read())
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(f"download of {key} from s3://{self.bucket} failed: {exc}") from exc
+
+    def delete(self, key: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(f"deleting {key} from s3://{self.bucket} failed: {exc}") from exc
 
     def url(self, key: str) -> str:
         return str(

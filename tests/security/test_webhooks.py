@@ -33,6 +33,7 @@ from darkroom.stack import free_port, redis_server_binary
 from shared.apikeys import hash_key, owner_id
 from shared.constants import WEBHOOK_QUEUE, WEBHOOK_TASK, broker_lists
 from shared.events import WebhookEmitter
+from shared.guarded_http import Deadline, GuardedBackend
 from shared.jobs import GenerationParams, JobRecord, JobStatus, WebhookAttempt, utcnow
 from shared.queue import make_celery
 from shared.settings import Settings
@@ -43,7 +44,6 @@ from tests.support.polling import wait_until
 from tests.support.processes import REPO_ROOT
 from tests.support.receiver import Receiver
 from tests.support.stalling_receivers import SilentReceiver, TrickleReceiver
-from worker.webhook_http import Deadline, GuardedBackend
 
 SECRET = "whsec_" + base64.b64encode(b"darkroom-webhook-probes-secret!!").decode()
 # A database of the test Redis no other test uses.
