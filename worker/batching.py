@@ -43,6 +43,8 @@ class BatchKey:
     negative: bool
     # One scheduler per call.
     sampler: str | None
+    # One set of LoRA adapters, at the same scales, per call.
+    loras: tuple[tuple[str, float], ...] = ()
 
     @classmethod
     def of(cls, params: GenerationParams) -> BatchKey:
@@ -55,6 +57,7 @@ class BatchKey:
             strength=params.strength if params.mode == "img2img" else None,
             negative=bool(params.negative_prompt),
             sampler=params.sampler,
+            loras=tuple((lora.cache_key, lora.scale) for lora in params.loras),
         )
 
 

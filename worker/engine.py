@@ -104,6 +104,8 @@ class _CallBook:
         # The models the engine holds and where (worker.models); told on each change.
         self.tiers: dict[str, str] = {}
         self.on_models: Callable[[dict[str, str]], None] | None = None
+        # The LoRA adapters loaded on the device (ids): the scheduler's adapter affinity.
+        self.adapters: tuple[str, ...] = ()
 
     @property
     def current(self) -> str | None:
@@ -241,6 +243,7 @@ class InlineEngine(_CallBook):
                 call.error = exc
             finally:
                 call.seconds = time.perf_counter() - began
+                self.adapters = self.models.adapter_ids()
                 self._forget(call)
                 call.finished.set()
 
@@ -393,6 +396,9 @@ class ProcessEngine(_CallBook):
                 return
             if event[0] == "model":
                 self._models_changed(*event[1:])
+                continue
+            if event[0] == "adapters":
+                self.adapters = tuple(event[1])
                 continue
             call = self._calls.get(event[1])
             if call is not None:

@@ -15,8 +15,9 @@ Messages to the worker (one pipe): first ("loaded", the model without its
 pipelines, the failures, seconds each load took, gpu memory, the models held);
 then per request ("started", seq), ("step", seq, done, total), and one of
 ("done", seq, seconds, images, gpu memory), ("failed", seq, seconds,
-exception), ("stopped", seq, seconds); and ("model", name, source, seconds,
-the models held) after each load once started.
+exception), ("stopped", seq, seconds); ("model", name, source, seconds,
+the models held) after each load once started; ("adapters", ids) when the LoRA
+adapters loaded on the device changed.
 """
 
 from __future__ import annotations
@@ -113,7 +114,9 @@ def main(
     described = None
     if loaded is not None:
         set_process_context(model=loaded.name)
-        described = dataclasses.replace(loaded, txt2img=None, img2img=None, inpaint=None)
+        described = dataclasses.replace(
+            loaded, txt2img=None, img2img=None, inpaint=None, adapters=None
+        )
     events.send(
         (
             "loaded",
@@ -127,7 +130,15 @@ def main(
     )
     if loaded is None:
         return
-    cancels = CancelFlags(settings)
+    _serve(requests, models, events, control, CancelFlags(settings))
+
+
+def _serve(
+    requests: Any, models: Any, events: Connection, control: Control, cancels: CancelFlags
+) -> None:
+    """Run the calls as they come, each on its model; say which adapters the device
+    holds whenever that changes (the scheduler's adapter affinity)."""
+    adapters: tuple[str, ...] = ()
     while (work := requests.get()) is not None:
         if _withdrawn(work, control):
             continue
@@ -143,6 +154,9 @@ def main(
                 control.started.value = work.seq
             events.send(("started", work.seq))
             _run(model, work, events, control, cancels)
+            if (held := models.adapter_ids()) != adapters:
+                adapters = held
+                events.send(("adapters", held))
 
 
 def _withdrawn(work: Work, control: Control) -> bool:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import io
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -14,6 +15,7 @@ from PIL import Image
 
 from shared.errors import GenerationError
 from shared.jobs import GenerationParams
+from shared.loras import ResolvedLora
 from worker.inpaint import keep_unmasked, load_mask
 from worker.loader import LoadedModel
 from worker.pipeline_call import Request, StepCallback
@@ -56,6 +58,35 @@ def generate_batch(
     }
     if first.negative_prompt:
         kwargs["negative_prompt"] = _per_image([r.params.negative_prompt for r in requests], counts)
+    with adapters_in_use(model, first.loras):
+        return _generate(model, requests, kwargs, counts, on_step)
+
+
+@contextlib.contextmanager
+def adapters_in_use(model: LoadedModel, loras: list[ResolvedLora]) -> Iterator[None]:
+    """Exactly `loras` active during the call, at their scales. They stay loaded after
+    it: the next call activates its own (none: all off, the base model's computation),
+    so a run of jobs with the same adapters switches nothing."""
+    if model.adapters is None:
+        if loras:
+            raise GenerationError(f"model {model.name} takes no LoRA adapters")
+    else:
+        try:
+            model.adapters.activate(loras)
+        except Exception:
+            model.adapters.deactivate()  # a half-made switch: start the next one clean
+            raise
+    yield
+
+
+def _generate(
+    model: LoadedModel,
+    requests: list[Request],
+    kwargs: dict[str, Any],
+    counts: list[int],
+    on_step: StepCallback | None,
+) -> list[list[Image.Image]]:
+    first = requests[0].params
     if first.mode == "inpaint":
         return _inpaint(model, requests[0], kwargs, on_step)
     pipe = model.txt2img

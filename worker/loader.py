@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import ModelLoadError
 from shared.registry import MemoryConfig, ModelEntry, Registry
@@ -16,6 +16,9 @@ from worker.devices import DevicePlan, free_memory, plan_device
 from worker.memory import apply_memory_options, quantization_config
 from worker.metrics import observe_model_load
 from worker.tiny import ensure_tiny_sd
+
+if TYPE_CHECKING:
+    from worker.adapters import AdapterCache
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,8 @@ class LoadedModel:
     plan: DevicePlan
     inpaint: Any | None = None
     notes: list[str] = field(default_factory=list)
+    # Its LoRA adapters (worker.adapters.AdapterCache), for a model that takes them.
+    adapters: AdapterCache | None = None
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ from shared.errors import ModelLoadError
 from shared.registry import Registry, registry_for
 from shared.settings import Settings
 from shared.sizes import format_size
+from shared.storage import storage_from_settings
+from worker.adapters import AdapterCache, AdapterSource
 from worker.devices import free_memory
 from worker.loader import LoadedModel, LoadFailure, describe_failure, load_model
 
@@ -58,6 +60,7 @@ class ModelSet:
         device_budget: int | None = None,
         host_budget: int = 0,
         on_load: LoadReport | None = None,
+        adapter_source: AdapterSource | None = None,
     ):
         self.registry = registry
         # The models this worker may serve (it loads them when a job needs one).
@@ -67,14 +70,17 @@ class ModelSet:
         self.device_budget = device_budget
         self.host_budget = host_budget
         self.on_load = on_load
+        # Where LoRA adapters are read from (the job storage for keys' own).
+        self.adapter_source = adapter_source or AdapterSource(None)
         # Least recently used first.
         self._slots: OrderedDict[str, Slot] = OrderedDict()
         self._started = False
 
     @classmethod
-    def holding(cls, model: LoadedModel) -> ModelSet:
+    def holding(cls, model: LoadedModel, device_budget: int | None = None) -> ModelSet:
         """A set of one model already loaded (a test's, a worker's own): it serves that."""
-        models = cls(None, [model.name])
+        models = cls(None, [model.name], device_budget=device_budget)
+        models._attach_adapters(model)
         models._slots[model.name] = Slot(model, model_bytes(model), "device")
         models._started = True
         return models
@@ -125,6 +131,15 @@ class ModelSet:
         names = [n for n, s in self._slots.items() if s.tier == "device"]
         return names[-1] if names else None
 
+    def adapter_ids(self) -> tuple[str, ...]:
+        """The LoRA adapters loaded on the device, of the models there."""
+        return tuple(
+            adapter_id
+            for slot in self._slots.values()
+            if slot.tier == "device" and slot.model.adapters is not None
+            for adapter_id in slot.model.adapters.on_device()
+        )
+
     def tiers(self) -> dict[str, Tier]:
         """Each model held, and where: on the device or warm in host memory."""
         return {name: slot.tier for name, slot in self._slots.items()}
@@ -148,6 +163,7 @@ class ModelSet:
             log.error("model %s failed to load: %s", name, reason)
             raise ModelLoadError(f"model {name} could not be loaded: {reason}", reason) from exc
         size = model_bytes(model)
+        self._attach_adapters(model)
         self._slots[name] = Slot(model, size, "device")
         self._make_room(0, keep=name)
         return model
@@ -203,7 +219,30 @@ class ModelSet:
         return True
 
     def _used(self, tier: Tier) -> int:
-        return sum(s.size for s in self._slots.values() if s.tier == tier)
+        """Bytes on `tier`: models, and their LoRA adapters (loaded into the pipeline
+        on the device; warm copies in host memory)."""
+        models = sum(s.size for s in self._slots.values() if s.tier == tier)
+        caches = [s.model.adapters for s in self._slots.values() if s.model.adapters]
+        if tier == "device":
+            on_device = [s.model.adapters for s in self._slots.values() if s.tier == "device"]
+            return models + sum(c.device_bytes for c in on_device if c is not None)
+        return models + sum(c.host_bytes for c in caches)
+
+    def _attach_adapters(self, model: LoadedModel) -> None:
+        """A cache of LoRA adapters for a model that takes them; their bytes count
+        against this worker's budgets with the models'."""
+        if model.entry.lora_base is None or model.txt2img is None:
+            return
+        model.adapters = AdapterCache(
+            model.txt2img,
+            self.adapter_source,
+            over_budget=lambda extra: (
+                0
+                if self.device_budget is None
+                else self._used("device") + extra - self.device_budget
+            ),
+            host_room=lambda: self.host_budget - self._used("host"),
+        )
 
     def _expected_size(self) -> int:
         """Before a load, its size is not known: assume the largest model held."""
@@ -287,5 +326,11 @@ def model_set(settings: Settings, report: LoadReport | None) -> tuple[ModelSet, 
         settings.device_memory_bytes,
         settings.host_memory_bytes,
         report,
+        AdapterSource(storage_from_settings(settings), _adapter_cache_dir(settings)),
     )
     return models, order
+
+
+def _adapter_cache_dir(settings: Settings) -> Path | None:
+    """Adapters fetched from storage, S3 or the hub, kept by content beside the models."""
+    return settings.hf_cache_dir / "darkroom-loras" if settings.hf_cache_dir else None

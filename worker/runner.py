@@ -195,7 +195,7 @@ class JobRunner:
     def _holding(self) -> Holding:
         """The models on this worker's device and warm in its host memory."""
         tiers = self._engine.tiers or {self.model.name: "device"}
-        return Holding.of_tiers(tiers, self.swap_after_s, self.claim_ttl_s)
+        return Holding.of_tiers(tiers, self.swap_after_s, self.claim_ttl_s, self._engine.adapters)
 
     def _model_for(self, record: JobRecord) -> str:
         """The model a job runs on: the one it names, else (a job of the shared queue)

@@ -1,0 +1,227 @@
+"""LoRA adapters on a loaded model: a cache by content, activated per pipeline call.
+
+Tiers, as for models (worker/models.py): an adapter is loaded into the pipeline
+(on the device, through diffusers' PEFT integration), or its weights wait in host
+memory (a copy kept when WORKER_HOST_MEMORY has room), or it is read again from
+where it lives (a local file, the job storage, S3, the hub: fetched once into a
+local cache directory by content hash). Device bytes count against
+WORKER_DEVICE_MEMORY with the models'; the least recently used adapter not in use
+leaves first.
+
+A call activates exactly its adapters with its scales (`set_adapters`); a call
+without adapters runs with every adapter disabled, which is the base model's
+exact computation (PEFT's layers call the base layer alone). Adapters are
+deleted from the pipeline when they leave the device, so memory does not grow
+with the number of adapters ever used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shared.errors import GenerationError
+from shared.loras import ResolvedLora
+from shared.storage import Storage
+
+log = logging.getLogger(__name__)
+
+# Bytes over the device budget after adding `extra` more (<= 0: room enough).
+OverBudget = Callable[[int], int]
+# Bytes of host memory free for adapter copies.
+HostRoom = Callable[[], int]
+
+
+@dataclass
+class _Adapter:
+    name: str  # the PEFT adapter name inside the pipeline
+    bytes: int
+    on_device: bool
+    # The weights in host memory (a warm copy), when there was room for them.
+    state: dict[str, Any] | None
+
+
+class AdapterSource:
+    """Reads an adapter's safetensors bytes from where it lives, through a local cache."""
+
+    def __init__(self, storage: Storage | None, cache_dir: Path | None = None):
+        self.storage = storage
+        self.cache_dir = cache_dir or Path(tempfile.gettempdir()) / "darkroom-loras"
+
+    def read(self, lora: ResolvedLora) -> bytes:
+        """The adapter's bytes, checked against the sha256 its job was given."""
+        cached = self.cache_dir / f"{hashlib.sha256(lora.cache_key.encode()).hexdigest()}.st"
+        if lora.kind == "file":  # on this disk already
+            data = Path(lora.source).read_bytes()
+        elif cached.exists():
+            data = cached.read_bytes()
+        else:
+            data = self._fetch(lora)
+            self._keep(cached, data)
+        if lora.sha256 is not None and hashlib.sha256(data).hexdigest() != lora.sha256:
+            cached.unlink(missing_ok=True)
+            raise GenerationError(
+                f"LoRA {lora.name!r}: its file's sha256 is not the one the job was given "
+                "(the file changed since the job was submitted)"
+            )
+        return data
+
+    def _fetch(self, lora: ResolvedLora) -> bytes:
+        if lora.kind == "storage":
+            if self.storage is None:
+                raise GenerationError(f"LoRA {lora.name!r} is in the job storage, which is unset")
+            return self.storage.get(lora.source)
+        if lora.kind == "s3":
+            return _read_s3(lora.source, self.storage)
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(lora.source, lora.weight_name or "pytorch_lora_weights.safetensors")
+        return Path(path).read_bytes()
+
+    def _keep(self, path: Path, data: bytes) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        except OSError as exc:  # a full disk costs a download next time, not the job
+            log.warning("could not cache an adapter at %s: %s", path, exc)
+
+
+class AdapterCache:
+    """The adapters of one pipeline (img2img and inpainting share its modules)."""
+
+    def __init__(
+        self,
+        pipe: Any,
+        source: AdapterSource,
+        over_budget: OverBudget = lambda extra: 0,
+        host_room: HostRoom = lambda: 0,
+    ):
+        self.pipe = pipe
+        self.source = source
+        self.over_budget = over_budget
+        self.host_room = host_room
+        self._adapters: OrderedDict[str, _Adapter] = OrderedDict()  # least recent first
+        self._enabled = False
+        # What the pipeline runs with now: (adapter id, scale) of each active adapter.
+        self._active: tuple[tuple[str, float], ...] = ()
+        # Counted for the benchmark and the logs: loads from host memory, from source.
+        self.loads = {"host": 0, "source": 0}
+
+    def activate(self, loras: list[ResolvedLora]) -> None:
+        """Make exactly `loras` active, with their scales (none: the base model). The
+        same set as the call before costs nothing; another is one `set_adapters`."""
+        wanted = tuple((lora.adapter_id, lora.scale) for lora in loras)
+        if wanted == self._active and (self._enabled or not loras):
+            return
+        if not loras:
+            self.deactivate()
+            return
+        names = [self._on_device(lora) for lora in loras]
+        self._evict(keep=set(names))
+        if not self._enabled:
+            self.pipe.enable_lora()
+            self._enabled = True
+        self.pipe.set_adapters(names, adapter_weights=[lora.scale for lora in loras])
+        self._active = wanted
+
+    def deactivate(self) -> None:
+        """Every adapter off: the pipeline computes as the base model alone."""
+        if self._enabled:
+            self.pipe.disable_lora()
+            self._enabled = False
+        self._active = ()
+
+    @property
+    def device_bytes(self) -> int:
+        return sum(a.bytes for a in self._adapters.values() if a.on_device)
+
+    @property
+    def host_bytes(self) -> int:
+        return sum(a.bytes for a in self._adapters.values() if a.state is not None)
+
+    def tiers(self) -> dict[str, str]:
+        return {k: "device" if a.on_device else "host" for k, a in self._adapters.items()}
+
+    def on_device(self) -> list[str]:
+        """The ids (ResolvedLora.adapter_id) of the adapters loaded in the pipeline."""
+        return [a.name.removeprefix("lora_") for a in self._adapters.values() if a.on_device]
+
+    def _on_device(self, lora: ResolvedLora) -> str:
+        key = lora.cache_key
+        adapter = self._adapters.get(key)
+        if adapter is not None and adapter.on_device:
+            self._adapters.move_to_end(key)
+            return adapter.name
+        started = time.perf_counter()
+        if adapter is not None and adapter.state is not None:
+            state, origin = adapter.state, "host"
+        else:
+            state, origin = self._read(lora), "source"
+        name = "lora_" + lora.adapter_id
+        size = sum(t.numel() * t.element_size() for t in state.values())
+        self._evict(keep=set(), extra=size)
+        # diffusers may rename keys in the dict it is given: hand it a copy.
+        self.pipe.load_lora_weights(dict(state), adapter_name=name)
+        warm = adapter.state if adapter is not None else None
+        if warm is None and self.host_room() >= size:
+            warm = state
+        self._adapters[key] = _Adapter(name, size, True, warm)
+        self._adapters.move_to_end(key)
+        self.loads[origin] += 1
+        log.info(
+            "LoRA %s on the device from %s in %.3fs",
+            lora.name,
+            origin,
+            time.perf_counter() - started,
+        )
+        return name
+
+    def _read(self, lora: ResolvedLora) -> dict[str, Any]:
+        from safetensors.torch import load
+
+        try:
+            return dict(load(self.source.read(lora)))
+        except GenerationError:
+            raise
+        except Exception as exc:
+            raise GenerationError(f"LoRA {lora.name!r} could not be read: {exc}") from exc
+
+    def _evict(self, keep: set[str], extra: int = 0) -> None:
+        """Take least recently used adapters not in `keep` off the device until `extra`
+        more bytes fit (their host copy, where kept, stays warm)."""
+        while self.over_budget(extra) > 0:
+            victim = next(
+                (k for k, a in self._adapters.items() if a.on_device and a.name not in keep),
+                None,
+            )
+            if victim is None:
+                return
+            adapter = self._adapters[victim]
+            self.pipe.delete_adapters(adapter.name)
+            if adapter.state is None:
+                del self._adapters[victim]
+            else:
+                adapter.on_device = False
+
+
+def _read_s3(url: str, storage: Storage | None) -> bytes:
+    from urllib.parse import urlsplit
+
+    from shared.storage import S3Storage
+
+    if not isinstance(storage, S3Storage):
+        raise GenerationError(f"{url}: s3:// adapters need the job storage on S3")
+    parts = urlsplit(url)
+    answer = storage.client.get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))
+    return bytes(answer["Body"].read())
