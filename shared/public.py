@@ -25,7 +25,7 @@ from shared.webhooks import log_key, webhook_info
 _SHARED_FIELDS = [
     name
     for name in JobRecord.model_fields
-    if name not in {"images", "webhook", "owner", "cost", "arrival_ms"}
+    if name not in {"images", "webhook", "owner", "cost", "arrival_ms", "adapters"}
 ]
 
 

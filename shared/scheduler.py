@@ -71,6 +71,9 @@ class Holding:
     # A reservation that needs a swap marks the model as this worker's for this long
     # (its heartbeats keep it so once loaded): no other worker swaps to it meanwhile.
     claim_ttl_s: float = DEFAULT_CLAIM_TTL_S
+    # The LoRA adapters loaded on its device (their ids): jobs that need only these
+    # go before a key's jobs that would load others (docs/scheduling.md, Adapters).
+    adapters: tuple[str, ...] = ()
 
     @classmethod
     def of_tiers(
@@ -78,12 +81,14 @@ class Holding:
         tiers: Mapping[str, str],
         swap_after_s: float = DEFAULT_SWAP_AFTER_S,
         claim_ttl_s: float = DEFAULT_CLAIM_TTL_S,
+        adapters: tuple[str, ...] = (),
     ) -> Holding:
         return cls(
             tuple(m for m, t in tiers.items() if t == "device"),
             tuple(m for m, t in tiers.items() if t == "host"),
             swap_after_s,
             claim_ttl_s,
+            adapters,
         )
 
     @classmethod
@@ -98,6 +103,7 @@ class Holding:
             ",".join(self.warm),
             int(self.swap_after_s * 1000),
             int(self.claim_ttl_s * 1000),
+            ",".join(self.adapters),
         ]
 
 

@@ -9,20 +9,23 @@
 --         that does not before it goes first (docs/scheduling.md, "Models")
 -- ARGV[8] claim_ttl_ms: a job that needs a swap marks its model as held by this
 --         worker for this long (its heartbeats take over once it is loaded)
--- ARGV[9..] queues: the queues the worker consumes
+-- ARGV[9] adapters: the LoRA adapters loaded on its device (ids), comma separated
+-- ARGV[10..] queues: the queues the worker consumes
 -- Returns {job id, queue, record as JSON}, or false when nothing here is for this
 -- worker now.
 local worker, half_life = ARGV[1], tonumber(ARGV[2])
 local hand_queue, hand_token = ARGV[3], ARGV[4]
 local resident, warm = set_of(ARGV[5]), set_of(ARGV[6])
 local swap_after_ms, claim_ttl_ms = tonumber(ARGV[7]), tonumber(ARGV[8])
+local adapters = set_of(ARGV[9])
 local queues = {}
-for i = 9, #ARGV do queues[#queues + 1] = ARGV[i] end
+for i = 10, #ARGV do queues[#queues + 1] = ARGV[i] end
 
 local best, job
 for _ = 1, 100 do
   best = best_for_worker(queues, resident, warm, worker, swap_after_ms)
   if not best then break end
+  best = with_adapters_held(best, adapters, swap_after_ms)
   job = job_of(best.id)
   if job and job.status == 'queued' then break end
   -- Its record expired (or moved on without its line knowing): the line lets it go.

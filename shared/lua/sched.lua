@@ -374,3 +374,31 @@ local function record_json(id)
   end
   return '{' .. table.concat(parts, ',') .. '}'
 end
+
+-- Whether every adapter in `list` (ids, comma separated) is in the set `held`.
+local function all_held(list, held)
+  for id in string.gmatch(list or '', '[^,]+') do
+    if not held[id] then return false end
+  end
+  return true
+end
+
+-- Adapters (docs/scheduling.md, "Adapters"): when the job chosen would load LoRA
+-- adapters this worker does not hold, a job among the next few of the same key's
+-- line (same band, same queue) that needs none it lacks goes first instead,
+-- unless the chosen one has waited `swap_after_ms`. Fairness between keys is
+-- untouched (the key was chosen); the chosen job is left to a worker that holds
+-- its adapters, or to this one once nothing else of its key is ready here.
+local function with_adapters_held(best, held, swap_after_ms)
+  local need = unquote(redis.call('HGET', k_job(best.id), 'adapters'))
+  if all_held(need, held) or best.arrival + swap_after_ms < now_ms() then return best end
+  local line = redis.call('ZRANGE', k_jobs(best.queue, best.band, best.owner), 1, 7, 'WITHSCORES')
+  for i = 1, #line, 2 do
+    if all_held(unquote(redis.call('HGET', k_job(line[i]), 'adapters')), held) then
+      return {id = line[i], arrival = tonumber(line[i + 1]), owner = best.owner,
+              score = best.score, queue = best.queue, band = best.band}
+    end
+  end
+  return best
+end
+

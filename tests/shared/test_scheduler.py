@@ -296,10 +296,13 @@ def test_eta_needs_a_live_worker_and_follows_the_measured_rate(
 MODEL_QUEUES = ["darkroom.model.a", "darkroom.model.b", "darkroom.model.c", "darkroom.default"]
 
 
-def submit_for(store: JobStore, model: str, owner: str = "k", ago_s: float = 0.0) -> str:
+def submit_for(
+    store: JobStore, model: str, owner: str = "k", ago_s: float = 0.0, adapters: str = ""
+) -> str:
     n = next(_ids)
     record = JobRecord(
         id=f"{model}-{n}",
+        adapters=adapters,
         created_at=utcnow() - timedelta(seconds=ago_s) + timedelta(microseconds=n),
         model=model,
         queue=f"darkroom.model.{model}",
@@ -389,3 +392,36 @@ def test_with_nothing_for_its_models_a_worker_swaps_warm_before_cold(
     submit_for(store, "c", ago_s=5)  # older, but on disk
     submit_for(store, "b")  # warm in host memory
     assert next_for(store, scheduler, Holding(device=("a",), warm=("b",))) == "b"
+
+
+def reserve_id(scheduler: Scheduler, store: JobStore, holding: Holding, worker: str) -> str:
+    reservation = scheduler.reserve(worker, MODEL_QUEUES, holding=holding)
+    assert reservation is not None
+    store.transition(reservation.job_id, JobStatus.RUNNING, worker=worker)
+    store.transition(reservation.job_id, JobStatus.SUCCEEDED)
+    return reservation.job_id
+
+
+def test_a_worker_takes_the_jobs_whose_adapters_it_holds_first(
+    store: JobStore, scheduler: Scheduler
+) -> None:
+    """One key's jobs: one needing adapter x, one needing none, one needing y. A worker
+    holding y runs the two it needs nothing new for before the one that loads x; a
+    worker holding x takes that one at once."""
+    needs_x = submit_for(store, "a", adapters="x", ago_s=3)
+    plain = submit_for(store, "a", ago_s=2)
+    needs_y = submit_for(store, "a", adapters="y", ago_s=1)
+    holds_y = Holding(device=("a",), adapters=("y",))
+    assert reserve_id(scheduler, store, holds_y, "w1@test") == plain
+    assert (
+        reserve_id(scheduler, store, Holding(device=("a",), adapters=("x",)), "w2@test") == needs_x
+    )
+    assert reserve_id(scheduler, store, holds_y, "w1@test") == needs_y
+
+
+def test_a_job_whose_adapters_nobody_holds_waits_at_most_swap_after(
+    store: JobStore, scheduler: Scheduler
+) -> None:
+    old = submit_for(store, "a", adapters="x", ago_s=120)
+    submit_for(store, "a")
+    assert reserve_id(scheduler, store, Holding(device=("a",), swap_after_s=30), "w@test") == old
