@@ -8,22 +8,27 @@ from api.errors import error_response
 class BodySizeLimit:
     """Pure ASGI middleware: 413 on a Content-Length or a streamed body over the limit."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: int, uploads: dict[str, int] | None = None):
         self.app = app
         self.max_bytes = max_bytes
+        # Paths whose POST carries a file larger than any job (POST /loras): their own.
+        self.uploads = uploads or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
+        limit = self.max_bytes
+        if scope.get("method") == "POST":
+            limit = self.uploads.get(scope["path"], limit)
         declared = headers.get(b"content-length")
         if declared is None and _bodiless(scope, headers):
             await self.app(scope, receive, send)
             return
         if declared is not None and declared.isdigit():
             # The server holds the body to its declared length: the header suffices.
-            if int(declared) > self.max_bytes:
+            if int(declared) > limit:
                 await self._refuse(scope, receive, send)
                 return
             await self.app(scope, receive, send)
@@ -38,7 +43,7 @@ class BodySizeLimit:
                 return  # the client went away mid-body: nobody to answer
             chunk = message.get("body", b"")
             seen += len(chunk)
-            if seen > self.max_bytes:
+            if seen > limit:
                 await self._refuse(scope, receive, send)
                 return
             chunks.append(chunk)

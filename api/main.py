@@ -12,7 +12,7 @@ from api.errors import install_error_handlers
 from api.housekeeping import prune_local_images, reap_forever
 from api.limits import BodySizeLimit
 from api.metrics import ApiMetrics, MetricsMiddleware
-from api.routes import files, jobs, me, models, status, system
+from api.routes import files, jobs, loras, me, models, status, system
 from api.routes import metrics as metrics_route
 from api.state import AppState
 from shared.logs import configure_logging
@@ -43,7 +43,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
-    app.add_middleware(BodySizeLimit, max_bytes=(settings or get_settings()).max_request_bytes)
+    config = settings or get_settings()
+    # An adapter upload may be larger than any job: up to LORA_MAX_BYTES, plus its form.
+    uploads = {"/loras": config.lora_max_bytes + 64 * 1024}
+    app.add_middleware(BodySizeLimit, max_bytes=config.max_request_bytes, uploads=uploads)
     if (settings or get_settings()).metrics_enabled:
         # Outermost: counts every answer, the body-size limit's 413s included.
         app.add_middleware(MetricsMiddleware, metrics=metrics)
@@ -51,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # With API keys configured, everything but the health checks needs one. The
     # OpenAPI schema and /docs stay open: they describe the API, they hold no data.
     # The OpenAI (/v1) and AUTOMATIC1111 (/sdapi/v1) dialects take the same keys.
-    for module in (jobs, models, status, files, me, openai_images, a1111):
+    for module in (jobs, models, loras, status, files, me, openai_images, a1111):
         app.include_router(
             module.router, dependencies=[Depends(require_owner)], responses=UNAUTHORIZED
         )

@@ -10,6 +10,7 @@ import redis
 from celery import Celery
 from redis.asyncio import Redis as AsyncRedis
 
+from api.loras import LoraCatalog
 from api.metrics import ApiMetrics
 from api.readiness import Readiness
 from api.serving import ServingView
@@ -60,6 +61,8 @@ class AppState:
     scheduler: Scheduler
     # Which models the live workers can serve (submissions, model lists).
     serving: ServingView
+    # The LoRA adapters each key may use (the registry's and its own).
+    loras: LoraCatalog
 
     @classmethod
     def build(cls, settings: Settings, metrics: ApiMetrics) -> AppState:
@@ -70,9 +73,10 @@ class AppState:
         emitter = WebhookEmitter(celery, settings, storage)
         mux = multiplexed_client(settings)
         replica_ack = ReplicaAck.from_settings(settings, master_check(settings))
+        registry = registry_for(settings)
         state = cls(
             settings=settings,
-            registry=registry_for(settings),
+            registry=registry,
             redis=client,
             aredis=aredis,
             mux=mux,
@@ -96,6 +100,13 @@ class AppState:
             readiness=Readiness(aredis, storage),
             scheduler=Scheduler(client, settings.fair_share_half_life_s),
             serving=ServingView(aredis),
+            loras=LoraCatalog(
+                registry,
+                client,
+                storage,
+                settings.lora_max_bytes,
+                settings.lora_max_per_key,
+            ),
         )
         _freeze_startup_heap()
         return state

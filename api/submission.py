@@ -72,8 +72,10 @@ async def submit(
     if request.model is not None:
         # A named model no live worker may load: refused, not queued for ever.
         (await state.serving.get()).check(request.model, state.registry)
-    if any(v is not None for v in (request.webhook, request.init_image, request.mask_image)):
-        # Resolving the webhook's host and decoding images would block the event loop.
+    blocking = (request.webhook, request.init_image, request.mask_image, request.loras)
+    if any(v is not None for v in blocking):
+        # Resolving the webhook's host, decoding images and reading adapters (their
+        # records, a registry file's hash) would block the event loop.
         job = await run_in_threadpool(prepare, state, request, owner)
     else:
         job = prepare(state, request, owner)
@@ -123,11 +125,14 @@ def prepare(state: AppState, request: JobCreate, owner: str) -> NewJob:
         decode_image(request.mask_image, "mask_image") if request.mask_image is not None else None
     )
     params = resolve_params(request, registry.models[model], init_image, mask)
+    params.loras = state.loras.resolve(owner, request.loras or [], model, registry.models[model])
     # A job that names its model runs only where that model is loaded; one that
-    # does not goes to the shared queue and runs on whichever worker is free.
-    queue = model_queue(model) if request.model else DEFAULT_QUEUE
+    # does not goes to the shared queue and runs on whichever worker is free (unless
+    # it asks for adapters: they were checked against this model's type).
+    queue = model_queue(model) if request.model or params.loras else DEFAULT_QUEUE
     record = _new_record(uuid.uuid4().hex, request, model, queue, params, owner, priority)
     record.cost = _cost(params, registry.models[model].params.cost_factor)
+    record.adapters = ",".join(lora.adapter_id for lora in params.loras)
     return NewJob(record, init_image.data if init_image else None, mask.data if mask else None)
 
 

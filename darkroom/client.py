@@ -107,6 +107,10 @@ class DarkroomClient:
     def models(self) -> dict[str, Any]:
         return self._call("GET", "/models")
 
+    def loras(self) -> list[dict[str, Any]]:
+        """The LoRA adapters this key may use: the registry's and its own."""
+        return list(self._call("GET", "/loras")["loras"])
+
     def status(self) -> dict[str, Any]:
         return self._call("GET", "/status")
 

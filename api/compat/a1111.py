@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import OwnerDep
 from api.compat import A1111_PREFIX, a1111_progress
+from api.compat.a1111_loras import take_loras
 from api.compat.a1111_models import (
     CHECKPOINT_FIELD,
     Checkpoint,
@@ -68,6 +69,21 @@ async def img2img(body: Img2ImgRequest, state: StateDep, owner: OwnerDep) -> Ima
     """Image-to-image from `init_images[0]`; with `mask` (white repaints), inpainting."""
     inputs = await run_in_threadpool(_input_fields, body)
     return await _generate(state, owner, body, inputs)
+
+
+@router.get("/loras")
+async def loras(state: StateDep, owner: OwnerDep) -> list[dict[str, Any]]:
+    """The adapters `<lora:name:weight>` may name: the registry's and the caller's own."""
+    own = await run_in_threadpool(state.loras.own, owner)
+    listed: list[tuple[str, str, dict[str, Any]]] = [
+        (name, entry.source, {"base": entry.base, "triggers": entry.triggers})
+        for name, entry in sorted(state.registry.loras.items())
+    ]
+    listed += [(name, f"(this key's) {name}", {"base": r.base}) for name, r in sorted(own.items())]
+    return [
+        {"name": name, "alias": name, "path": path, "metadata": metadata}
+        for name, path, metadata in listed
+    ]
 
 
 @router.get("/sd-models")
@@ -153,8 +169,13 @@ async def _generate(
         )
     model = await _model(state, owner, body)
     sampler = _sampler(state, model, body)
+    tagged = await run_in_threadpool(take_loras, state, owner, body.prompt, model)
+    if tagged.loras:
+        inputs = {**inputs, "loras": [choice.model_dump() for choice in tagged.loras]}
+    prompted = body.model_copy(update={"prompt": tagged.prompt})
     jobs = [
-        job_create({**fields, **inputs}, A1111_NAMES) for fields in job_fields(body, model, sampler)
+        job_create({**fields, **inputs}, A1111_NAMES)
+        for fields in job_fields(prompted, model, sampler)
     ]
     records = await run_jobs(state, owner, jobs, A1111_NAMES)
     # An interrupted call answers with what was finished, as A1111's does.
@@ -164,7 +185,9 @@ async def _generate(
     used = _checkpoint_used(state, records[0])
     sampler_name = records[0].params.sampler or sampler or "Default"
     return ImagesAnswer(
-        images=images, parameters=parameters(body), info=info(body, records, used, sampler_name)
+        images=images,
+        parameters=parameters(body),
+        info=info(body, records, used, sampler_name, tagged.ignored),
     )
 
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.compat.a1111_models import CHECKPOINT_FIELD, Checkpoint
 from api.compat.jobs import MAX_IMAGES_PER_JOB
 from shared.jobs import MAX_SEED, JobRecord
+from shared.loras import ResolvedLora
 
 # batch_size x n_iter above this is refused (422): a call is at most this many
 # jobs of MAX_IMAGES_PER_JOB images, each queued and rate-limited on its own.
@@ -139,7 +140,11 @@ def parameters(request: Txt2ImgRequest) -> dict[str, Any]:
 
 
 def info(
-    request: Txt2ImgRequest, records: list[JobRecord], checkpoint: Checkpoint, sampler: str
+    request: Txt2ImgRequest,
+    records: list[JobRecord],
+    checkpoint: Checkpoint,
+    sampler: str,
+    ignored: list[str] | None = None,
 ) -> str:
     """A1111's `info`: the generation's parameters as a JSON string (what webuiapi parses)."""
     first = records[0].params
@@ -170,7 +175,7 @@ def info(
         "seed_resize_from_w": -1,
         "seed_resize_from_h": -1,
         "denoising_strength": first.strength or 0,
-        "extra_generation_params": {},
+        "extra_generation_params": _lora_hashes(first.loras),
         "index_of_first_image": 0,
         "infotexts": [_infotext(records[0], seed, checkpoint, sampler) for seed in seeds],
         "styles": [],
@@ -180,8 +185,17 @@ def info(
         "version": "darkroom",
         # darkroom's own: the jobs that made the images (GET /jobs/{id}).
         "job_ids": [record.id for record in records],
+        # <lora:...> tags left out (an adapter unknown to this key, or for another base).
+        "darkroom_ignored": ignored or [],
     }
     return json.dumps(document)
+
+
+def _lora_hashes(loras: list[ResolvedLora]) -> dict[str, str]:
+    """A1111's record of the adapters applied: `name: <first 12 of its sha256>`."""
+    if not loras:
+        return {}
+    return {"Lora hashes": ", ".join(f"{x.name}: {(x.sha256 or '')[:12]}" for x in loras)}
 
 
 def _infotext(record: JobRecord, seed: int, checkpoint: Checkpoint, sampler: str) -> str:

@@ -9,6 +9,7 @@ own: negative_prompt, num_inference_steps, guidance_scale, seed, sampler.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ from api.compat.images import OutputFormat
 from api.compat.jobs import MAX_IMAGES_PER_JOB
 from shared.errors import InvalidRequest
 from shared.jobs import JobRecord
+from shared.loras import LoraChoice
 
 # darkroom's field names as OpenAI's clients know them, for the errors.
 OPENAI_NAMES = {
@@ -61,6 +63,13 @@ class _ImageOptions(BaseModel):
     guidance_scale: float | None = None
     seed: int | None = None
     sampler: str | None = Field(None, description="An AUTOMATIC1111 sampler name.")
+    # extra_body={"loras": [{"name": ..., "scale": ...}]} (a JSON string in a form).
+    loras: list[LoraChoice] | None = Field(None, max_length=16, description="LoRA adapters.")
+
+    @field_validator("loras", mode="before")
+    @classmethod
+    def _loras_in_a_form(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
 
     @field_validator("size")
     @classmethod
@@ -134,6 +143,7 @@ def job_fields(request: _ImageOptions) -> dict[str, Any]:
         "seed": request.seed,
         "num_images": request.n or 1,
         "sampler": request.sampler,
+        **({"loras": [c.model_dump() for c in request.loras]} if request.loras else {}),
     }
 
 

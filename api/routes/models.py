@@ -30,6 +30,8 @@ class ModelInfo(BaseModel):
     default_size: tuple[int, int]
     max_size: tuple[int, int]
     negative_prompt: str
+    # LoRA adapters a job may ask for at once (GET /loras lists them).
+    max_loras: int
     description: str
     pipeline_class: str | None
     max_batch_size: int
@@ -85,6 +87,7 @@ def _info(
                 "default_size",
                 "max_size",
                 "negative_prompt",
+                "max_loras",
             }
         ),
     )

@@ -39,6 +39,9 @@ class ModelLimits:
     use_negative_prompt: bool
     negative_prompt: str
     workers: int
+    # Its type: the LoRA adapters it takes are those made for it.
+    type: str = ""
+    max_loras: int = 0
     # GET /models' flags (README, "Several models per worker"); an older API sends
     # none of them: a model a worker runs is resident, any other is servable.
     servable: bool = True
@@ -61,6 +64,8 @@ class ModelLimits:
             use_negative_prompt=bool(info.get("use_negative_prompt", True)),
             negative_prompt=info.get("negative_prompt") or "",
             workers=int(info.get("workers", 0)),
+            type=str(info.get("type", "")),
+            max_loras=int(info.get("max_loras", 0)),
             servable=bool(info.get("servable", True)),
             loadable=bool(info.get("loadable", info.get("workers", 0))),
             resident=bool(info.get("resident", info.get("workers", 0))),
@@ -116,6 +121,13 @@ class FormValues:
     priority: str = DEFAULT_PRIORITY
     init_image: bytes | None = None
     strength: float | None = None
+    # LoRA adapters picked, with their scales.
+    loras: tuple[tuple[str, float], ...] = ()
+
+
+def adapters_for(model: ModelLimits, loras: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The adapters (GET /loras) the model takes: those made for its type."""
+    return [lora for lora in loras if lora.get("base") == model.type]
 
 
 def default_priority_index(priorities: tuple[str, ...]) -> int:
@@ -144,6 +156,8 @@ def request_body(model: ModelLimits, values: FormValues) -> dict[str, Any]:
     if model.supports_i2i and values.init_image is not None:
         body["init_image"] = base64.b64encode(values.init_image).decode()
         body["strength"] = values.strength if values.strength is not None else DEFAULT_STRENGTH
+    if values.loras:
+        body["loras"] = [{"name": name, "scale": scale} for name, scale in values.loras]
     return body
 
 
@@ -167,4 +181,6 @@ def rerun_body(job: dict[str, Any]) -> dict[str, Any] | None:
     # None: the model uses no negative prompt (sending one would be refused).
     if params.get("negative_prompt") is not None:
         body["negative_prompt"] = params["negative_prompt"]
+    if params.get("loras"):
+        body["loras"] = [{"name": x["name"], "scale": x["scale"]} for x in params["loras"]]
     return body

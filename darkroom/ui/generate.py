@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import streamlit as st
@@ -40,7 +41,7 @@ def render(connected: Connected) -> None:
         values = _form(connected.model, connected.priorities)
     with result_column:
         if values is not None:
-            _submit(connected, values)
+            _submit(connected, dataclasses.replace(values, loras=connected.loras))
         refused = session.get(SUBMIT_REFUSED)
         if refused:
             st.error(refused)

@@ -15,14 +15,20 @@ import streamlit as st
 from darkroom.client import ApiError, DarkroomClient, allowed_priorities
 from darkroom.ui import session
 from darkroom.ui.access import PageAccess
-from darkroom.ui.form import ModelLimits, default_model, models_from_api, offered
+from darkroom.ui.form import (
+    ModelLimits,
+    adapters_for,
+    default_model,
+    models_from_api,
+    offered,
+)
 from darkroom.ui.messages import describe_api_error, is_transient
 
 # How often a page whose API is down tries again.
 RECONNECT_EVERY_S = 3.0
 # Widgets whose defaults come from the model: forgotten when the model changes,
 # so the new model's defaults (and limits) apply.
-MODEL_FIELDS = ("width", "height", "steps", "guidance", "negative_prompt", "strength")
+MODEL_FIELDS = ("width", "height", "steps", "guidance", "negative_prompt", "strength", "loras")
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,8 @@ class Connected:
     models: dict[str, ModelLimits]
     model: ModelLimits  # the one picked in the sidebar
     priorities: tuple[str, ...]  # those the caller's key may use, highest first
+    # LoRA adapters picked in the sidebar for the model, with their scales.
+    loras: tuple[tuple[str, float], ...] = ()
 
 
 def render() -> Connected | None:
@@ -57,7 +65,8 @@ def render() -> Connected | None:
     models = models_from_api(answer)
     with st.sidebar:
         model = _pick_model(models, default_model(answer))
-    return Connected(api, models, model, priorities)
+        loras = _pick_loras(api, model)
+    return Connected(api, models, model, priorities, loras)
 
 
 def _connection_fields(access: PageAccess) -> tuple[str, str | None]:
@@ -106,6 +115,33 @@ def _pick_model(models: dict[str, ModelLimits], default: str) -> ModelLimits:
     st.caption(model.description or "No description in the registry.")
     st.caption(model.summary())
     return model
+
+
+def _pick_loras(api: DarkroomClient, model: ModelLimits) -> tuple[tuple[str, float], ...]:
+    """Adapters for the model, each with a scale slider (outside the form: picking one
+    shows its slider at once)."""
+    try:
+        available = adapters_for(model, api.loras())
+    except ApiError:
+        return ()  # an API without adapters: nothing to pick
+    if not available:
+        return ()
+    defaults = {lora["name"]: float(lora.get("scale", 1.0)) for lora in available}
+    picked = st.multiselect(
+        "LoRA adapters",
+        list(defaults),
+        key="loras",
+        help="Styles, characters, products on top of the model (GET /loras); "
+        f"at most {model.max_loras} at once.",
+        max_selections=model.max_loras or None,
+    )
+    return tuple(
+        (
+            name,
+            st.slider(f"{name} scale", -2.0, 2.0, defaults[name], 0.05, key=f"lora_scale_{name}"),
+        )
+        for name in picked
+    )
 
 
 def _forget_model_fields() -> None:
