@@ -28,6 +28,7 @@ from bench.common import ERROR, Result, Settings, cpu_count
 from bench.cpuload import ForeignLoad
 from bench.fairness import measure_fairness
 from bench.latency import measure_latency
+from bench.lora import measure_lora
 from bench.metrics_cost import measure_metrics
 from bench.multiplex import measure_multiplex
 from bench.report import machine, notes, table, write_json
@@ -54,6 +55,7 @@ ON_REQUEST: dict[str, Measure] = {
     "chaos": measure_chaos,
     "fairness": measure_fairness,
     "multiplex": measure_multiplex,
+    "lora": measure_lora,
 }
 
 

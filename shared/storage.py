@@ -35,6 +35,15 @@ class Storage(Protocol):
         """Raise StorageError when the backend cannot be reached."""
 
 
+def write_atomically(target: Path, data: bytes) -> None:
+    """Write then rename, so a reader never sees a half-written file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".part-")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, target)
+
+
 class LocalStorage:
     """Files under a directory; the API serves them at /files/{key}."""
 
@@ -43,14 +52,8 @@ class LocalStorage:
         self.public_base_url = public_base_url.rstrip("/")
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
-        target = self.path(key)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            # Write then rename, so a reader never sees a half-written image.
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".part-")
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, target)
+            write_atomically(self.path(key), data)
         except OSError as exc:
             # A full or unmounted disk is a storage failure like S3's: retried, not a crash.
             raise StorageError(f"writing {key} under {self.root} failed: {exc}") from exc

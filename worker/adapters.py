@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import tempfile
 import time
 from collections import OrderedDict
@@ -30,7 +29,7 @@ from typing import Any
 
 from shared.errors import GenerationError
 from shared.loras import ResolvedLora
-from shared.storage import Storage
+from shared.storage import Storage, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +87,7 @@ class AdapterSource:
 
     def _keep(self, path: Path, data: bytes) -> None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, path)
+            write_atomically(path, data)
         except OSError as exc:  # a full disk costs a download next time, not the job
             log.warning("could not cache an adapter at %s: %s", path, exc)
 
@@ -115,6 +110,8 @@ class AdapterCache:
         self._enabled = False
         # What the pipeline runs with now: (adapter id, scale) of each active adapter.
         self._active: tuple[tuple[str, float], ...] = ()
+        # PEFT's LoRA layers in the pipeline (None: to be found again after a load).
+        self._layers: list[Any] | None = None
         # Counted for the benchmark and the logs: loads from host memory, from source.
         self.loads = {"host": 0, "source": 0}
 
@@ -129,18 +126,42 @@ class AdapterCache:
             return
         names = [self._on_device(lora) for lora in loras]
         self._evict(keep=set(names))
-        if not self._enabled:
-            self.pipe.enable_lora()
-            self._enabled = True
-        self.pipe.set_adapters(names, adapter_weights=[lora.scale for lora in loras])
+        self._switch(names, [lora.scale for lora in loras])
+        self._enabled = True
         self._active = wanted
 
     def deactivate(self) -> None:
         """Every adapter off: the pipeline computes as the base model alone."""
         if self._enabled:
-            self.pipe.disable_lora()
+            for layer in self._lora_layers():
+                layer._disable_adapters = True
             self._enabled = False
         self._active = ()
+
+    def _switch(self, names: list[str], scales: list[float]) -> None:
+        """What diffusers' set_adapters does, without its walk over every module and
+        every loaded adapter's requires_grad (milliseconds a call, growing with the
+        adapters loaded: diffusers #11816): PEFT's layers read only their active
+        adapters, their scales and the disable flag in forward. 0.1 ms instead of
+        6.5 on the tiny model with ten adapters loaded, the same images."""
+        for layer in self._lora_layers():
+            layer._disable_adapters = False
+            layer._active_adapter = list(names)
+            for name, scale in zip(names, scales, strict=True):
+                layer.set_scale(name, scale)  # scale x alpha / r (or / sqrt(r): rsLoRA)
+
+    def _lora_layers(self) -> list[Any]:
+        if self._layers is None:
+            import torch
+            from peft.tuners.tuners_utils import BaseTunerLayer
+
+            components = [
+                c for c in self.pipe.components.values() if isinstance(c, torch.nn.Module)
+            ]
+            self._layers = [
+                m for c in components for m in c.modules() if isinstance(m, BaseTunerLayer)
+            ]
+        return self._layers
 
     @property
     def device_bytes(self) -> int:
@@ -173,6 +194,7 @@ class AdapterCache:
         self._evict(keep=set(), extra=size)
         # diffusers may rename keys in the dict it is given: hand it a copy.
         self.pipe.load_lora_weights(dict(state), adapter_name=name)
+        self._layers = None  # new layers may have been wrapped
         warm = adapter.state if adapter is not None else None
         if warm is None and self.host_room() >= size:
             warm = state
@@ -209,6 +231,7 @@ class AdapterCache:
                 return
             adapter = self._adapters[victim]
             self.pipe.delete_adapters(adapter.name)
+            self._layers = None
             if adapter.state is None:
                 del self._adapters[victim]
             else:

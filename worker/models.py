@@ -133,11 +133,14 @@ class ModelSet:
 
     def adapter_ids(self) -> tuple[str, ...]:
         """The LoRA adapters loaded on the device, of the models there."""
+        # Sorted: the set, not its recency, is news to the scheduler.
         return tuple(
-            adapter_id
-            for slot in self._slots.values()
-            if slot.tier == "device" and slot.model.adapters is not None
-            for adapter_id in slot.model.adapters.on_device()
+            sorted(
+                adapter_id
+                for slot in self._slots.values()
+                if slot.tier == "device" and slot.model.adapters is not None
+                for adapter_id in slot.model.adapters.on_device()
+            )
         )
 
     def tiers(self) -> dict[str, Tier]:
