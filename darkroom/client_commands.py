@@ -51,6 +51,13 @@ def add_client_commands(commands: Any) -> None:
     )
     submit.add_argument("--init-image", type=Path, default=None, help="image file: img2img")
     submit.add_argument("--strength", type=float, default=None)
+    submit.add_argument(
+        "--lora",
+        action="append",
+        default=None,
+        metavar="NAME[:SCALE]",
+        help="a LoRA adapter by name (GET /loras), at its scale; repeat for several",
+    )
     submit.add_argument("--wait", action="store_true", help="wait, showing progress, until done")
     submit.add_argument(
         "-o", "--output", type=Path, default=None, help="save the images (waits): a file or dir"

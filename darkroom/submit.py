@@ -34,4 +34,19 @@ def build_body(args: argparse.Namespace) -> dict[str, Any]:
             message = f"darkroom submit: cannot read --init-image {args.init_image}: {exc}"
             raise SystemExit(message) from None
         body["init_image"] = base64.b64encode(data).decode()
+    if getattr(args, "lora", None):
+        body["loras"] = [_lora(spec) for spec in args.lora]
     return body
+
+
+def _lora(spec: str) -> dict[str, Any]:
+    """`name` or `name:scale` (the adapter's own scale when none is given)."""
+    name, _, scale = spec.partition(":")
+    if not name:
+        raise SystemExit(f"darkroom submit: --lora {spec!r}: name the adapter")
+    if not scale:
+        return {"name": name}
+    try:
+        return {"name": name, "scale": float(scale)}
+    except ValueError:
+        raise SystemExit(f"darkroom submit: --lora {spec!r}: the scale is not a number") from None

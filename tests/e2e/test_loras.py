@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -181,3 +184,18 @@ def test_the_web_page_picks_adapters_with_their_scales(
     assert [(x["name"], x["scale"]) for x in job["params"]["loras"]] == [("house", 0.6)]
     # "Run again" carries them.
     assert rerun_body(job)["loras"] == [{"name": "house", "scale": 0.6}]  # type: ignore[index]
+
+
+def test_the_command_line_submits_adapters(api: ApiProcess, http: httpx.Client) -> None:
+    command = ["submit", "a fox", "--lora", "house:0.3", "--json", "--api-url", api.url]
+    submitted = subprocess.run(
+        [sys.executable, "-m", "darkroom.cli", *command],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    job = http.get(f"/jobs/{json.loads(submitted.stdout)['id']}").json()
+    assert [(x["name"], x["scale"]) for x in job["params"]["loras"]] == [("house", 0.3)]
