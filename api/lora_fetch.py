@@ -13,10 +13,10 @@ from urllib.parse import urlsplit
 
 import httpcore
 
-from shared.errors import InvalidRequest, QuotaExceeded
+from shared.errors import InvalidRequest, QuotaExceeded, StorageError
 from shared.guarded_http import Deadline, GuardedBackend
 from shared.settings import Settings
-from shared.storage import S3Storage, Storage
+from shared.storage import Storage, read_s3_url
 from shared.webhooks import UnsafeAddress, check_webhook_url
 
 # The longest a download may take, resolve to last byte.
@@ -63,13 +63,7 @@ def _read_capped(response: httpcore.Response, limit: int) -> bytes:
 
 
 def _from_s3(url: str, storage: Storage) -> bytes:
-    if not isinstance(storage, S3Storage):
-        raise InvalidRequest("s3:// URLs need the job storage on S3 (STORAGE_URL=s3://...)", "url")
-    parts = urlsplit(url)
-    from botocore.exceptions import BotoCoreError, ClientError
-
     try:
-        answer = storage.client.get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))
-        return bytes(answer["Body"].read())
-    except (BotoCoreError, ClientError) as exc:
-        raise InvalidRequest(f"reading {url} failed: {exc}", "url") from None
+        return read_s3_url(storage, url)
+    except StorageError as exc:
+        raise InvalidRequest(str(exc), "url") from None

@@ -114,12 +114,16 @@ class LoraCatalog:
             resolved.append(self._resolved(choice, found, owner))
         return resolved
 
+    def lookup(self, name: str, own: dict[str, UploadedLora]) -> LoraEntry | UploadedLora | None:
+        """The adapter `name` names for a key whose own adapters are `own`: the
+        registry's first (a key cannot take a registry name), else its own."""
+        return self.registry.loras.get(name) or own.get(name)
+
     def _find(self, name: str, own: dict[str, UploadedLora]) -> LoraEntry | UploadedLora:
-        if name in self.registry.loras:
-            return self.registry.loras[name]
-        if name in own:
-            return own[name]
-        raise InvalidRequest(f"unknown LoRA adapter {name!r} (GET /loras lists them)", "loras")
+        found = self.lookup(name, own)
+        if found is None:
+            raise InvalidRequest(f"unknown LoRA adapter {name!r} (GET /loras lists them)", "loras")
+        return found
 
     def _resolved(
         self, choice: LoraChoice, found: LoraEntry | UploadedLora, owner: str

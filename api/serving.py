@@ -13,14 +13,12 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
-from redis.asyncio import Redis as AsyncRedis
+import redis
 
-from shared.constants import WORKER_KEY_PREFIX
 from shared.errors import ModelNotServed
 from shared.registry import Registry
-from shared.workers import WorkerInfo
+from shared.workers import WorkerInfo, live_workers
 
 # How long one reading of the workers stands.
 FRESH_S = 1.0
@@ -44,9 +42,7 @@ class Serving:
         loadable: set[str] = set()
         resident: set[str] = set()
         for worker in workers:
-            loadable.update(worker.served)
-            if worker.model:
-                loadable.add(worker.model)
+            loadable.update(worker.loadable)
             held = {m for m, tier in worker.models.items() if tier == "device"}
             resident.update(held or ({worker.model} if worker.model else set()))
         live = any(w.state != "no_model" for w in workers)
@@ -64,7 +60,7 @@ class Serving:
 class ServingView:
     """The last reading, refreshed when older than FRESH_S (one reader at a time)."""
 
-    client: AsyncRedis
+    client: redis.Redis
     _last: Serving = field(default_factory=Serving)
     _read_at: float = -1e9
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -79,6 +75,4 @@ class ServingView:
         return self._last
 
     async def _read(self) -> Serving:
-        keys = [k async for k in self.client.scan_iter(match=WORKER_KEY_PREFIX + "*", count=500)]
-        raw: list[Any] = await self.client.mget(keys) if keys else []
-        return Serving.of_workers([WorkerInfo.model_validate_json(r) for r in raw if r])
+        return Serving.of_workers(await asyncio.to_thread(live_workers, self.client))

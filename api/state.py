@@ -99,7 +99,7 @@ class AppState:
             metrics=metrics,
             readiness=Readiness(aredis, storage),
             scheduler=Scheduler(client, settings.fair_share_half_life_s),
-            serving=ServingView(aredis),
+            serving=ServingView(client),
             loras=LoraCatalog(
                 registry,
                 client,

@@ -105,13 +105,9 @@ def parse(models: list[str], answer: list[Any]) -> ClusterStats:
         queued=queued,
         running=dict(running),
         workers=dict(Counter((w.model or NO_MODEL, w.state) for w in workers)),
-        serving=dict(Counter(m for w in workers if w.state in SERVING_STATES for m in _served(w))),
+        serving=dict(Counter(m for w in workers if w.state in SERVING_STATES for m in w.loadable)),
         webhook_backlog=int(backlog),
     )
-
-
-def _served(worker: WorkerInfo) -> set[str]:
-    return {*worker.served, *([worker.model] if worker.model else [])}
 
 
 def _text(value: bytes | str) -> str:

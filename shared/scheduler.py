@@ -229,19 +229,15 @@ def serving_key(model: str) -> str:
     return SERVING_PREFIX + model
 
 
-def announce_serving(client: redis.Redis, worker: str, model: str, ttl_s: float) -> None:
-    """`worker` can run `model`'s jobs (and the shared queue's) for `ttl_s` more seconds."""
+def announce_serving(client: redis.Redis, worker: str, models: list[str], ttl_s: float) -> None:
+    """`worker` can run the jobs of `models` (and the shared queue's) for `ttl_s` more
+    seconds: one round trip however many it serves."""
     expires = (time.time() + ttl_s) * 1000
     pipe = client.pipeline(transaction=False)
-    for key in (serving_key(model), serving_key(ANY)):
+    for key in [*(serving_key(m) for m in models), serving_key(ANY)]:
         pipe.zadd(key, {worker: expires})
         pipe.zremrangebyscore(key, "-inf", time.time() * 1000)
     pipe.execute()
-
-
-def withdraw_serving(client: redis.Redis, worker: str, model: str) -> None:
-    client.zrem(serving_key(model), worker)
-    client.zrem(serving_key(ANY), worker)
 
 
 def _decayed(score: bytes | str | None, half_life_s: float) -> float:

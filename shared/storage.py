@@ -136,13 +136,17 @@ class S3Storage:
             raise StorageError(f"upload of {key} to s3://{self.bucket} failed: {exc}") from exc
 
     def get(self, key: str) -> bytes:
+        return self.read(self.bucket, self._key(key))
+
+    def read(self, bucket: str, key: str) -> bytes:
+        """Any object this storage's client may read (its endpoint, its credentials)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            answer = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            answer = self.client.get_object(Bucket=bucket, Key=key)
             return bytes(answer["Body"].read())
         except (BotoCoreError, ClientError) as exc:
-            raise StorageError(f"download of {key} from s3://{self.bucket} failed: {exc}") from exc
+            raise StorageError(f"download of s3://{bucket}/{key} failed: {exc}") from exc
 
     def delete(self, key: str) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -168,6 +172,15 @@ class S3Storage:
             self.client.head_bucket(Bucket=self.bucket)
         except (BotoCoreError, ClientError) as exc:
             raise StorageError(f"bucket s3://{self.bucket} is not reachable: {exc}") from exc
+
+
+def read_s3_url(storage: Storage, url: str) -> bytes:
+    """The object at s3://bucket/key, read with the job storage's S3 client; StorageError
+    when the storage is not on S3 or the read fails."""
+    if not isinstance(storage, S3Storage):
+        raise StorageError(f"{url}: s3:// URLs need the job storage on S3 (STORAGE_URL=s3://...)")
+    parts = urlparse(url)
+    return storage.read(parts.netloc, parts.path.lstrip("/"))
 
 
 def storage_from_settings(settings: Settings, s3_retries: int = 5) -> Storage:

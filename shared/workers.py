@@ -38,6 +38,11 @@ class WorkerInfo(BaseModel):
     jobs_done: int = 0
     failures: list[ModelFailure] = []
 
+    @property
+    def loadable(self) -> set[str]:
+        """The models whose jobs it may run: the one it runs, and those it loads on demand."""
+        return {*self.served, *([self.model] if self.model else [])}
+
 
 def worker_key(name: str) -> str:
     return WORKER_KEY_PREFIX + name

@@ -29,7 +29,7 @@ from typing import Any
 
 from shared.errors import GenerationError
 from shared.loras import ResolvedLora
-from shared.storage import Storage, write_atomically
+from shared.storage import Storage, read_s3_url, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,16 @@ HostRoom = Callable[[], int]
 
 @dataclass
 class _Adapter:
-    name: str  # the PEFT adapter name inside the pipeline
+    id: str  # ResolvedLora.adapter_id
     bytes: int
     on_device: bool
     # The weights in host memory (a warm copy), when there was room for them.
     state: dict[str, Any] | None
+
+    @property
+    def name(self) -> str:
+        """Its name inside the pipeline (PEFT's adapter name)."""
+        return "lora_" + self.id
 
 
 class AdapterSource:
@@ -79,7 +84,9 @@ class AdapterSource:
                 raise GenerationError(f"LoRA {lora.name!r} is in the job storage, which is unset")
             return self.storage.get(lora.source)
         if lora.kind == "s3":
-            return _read_s3(lora.source, self.storage)
+            if self.storage is None:
+                raise GenerationError(f"LoRA {lora.name!r} is on S3 and the job storage is unset")
+            return read_s3_url(self.storage, lora.source)
         from huggingface_hub import hf_hub_download
 
         path = hf_hub_download(lora.source, lora.weight_name or "pytorch_lora_weights.safetensors")
@@ -176,7 +183,7 @@ class AdapterCache:
 
     def on_device(self) -> list[str]:
         """The ids (ResolvedLora.adapter_id) of the adapters loaded in the pipeline."""
-        return [a.name.removeprefix("lora_") for a in self._adapters.values() if a.on_device]
+        return [a.id for a in self._adapters.values() if a.on_device]
 
     def _on_device(self, lora: ResolvedLora) -> str:
         key = lora.cache_key
@@ -189,16 +196,16 @@ class AdapterCache:
             state, origin = adapter.state, "host"
         else:
             state, origin = self._read(lora), "source"
-        name = "lora_" + lora.adapter_id
         size = sum(t.numel() * t.element_size() for t in state.values())
         self._evict(keep=set(), extra=size)
-        # diffusers may rename keys in the dict it is given: hand it a copy.
-        self.pipe.load_lora_weights(dict(state), adapter_name=name)
-        self._layers = None  # new layers may have been wrapped
         warm = adapter.state if adapter is not None else None
         if warm is None and self.host_room() >= size:
             warm = state
-        self._adapters[key] = _Adapter(name, size, True, warm)
+        loaded = _Adapter(lora.adapter_id, size, True, warm)
+        # diffusers may rename keys in the dict it is given: hand it a copy.
+        self.pipe.load_lora_weights(dict(state), adapter_name=loaded.name)
+        self._layers = None  # new layers may have been wrapped
+        self._adapters[key] = loaded
         self._adapters.move_to_end(key)
         self.loads[origin] += 1
         log.info(
@@ -207,7 +214,7 @@ class AdapterCache:
             origin,
             time.perf_counter() - started,
         )
-        return name
+        return loaded.name
 
     def _read(self, lora: ResolvedLora) -> dict[str, Any]:
         from safetensors.torch import load
@@ -236,15 +243,3 @@ class AdapterCache:
                 del self._adapters[victim]
             else:
                 adapter.on_device = False
-
-
-def _read_s3(url: str, storage: Storage | None) -> bytes:
-    from urllib.parse import urlsplit
-
-    from shared.storage import S3Storage
-
-    if not isinstance(storage, S3Storage):
-        raise GenerationError(f"{url}: s3:// adapters need the job storage on S3")
-    parts = urlsplit(url)
-    answer = storage.client.get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))
-    return bytes(answer["Body"].read())

@@ -189,8 +189,7 @@ def _on_beat(
     """Every heartbeat: say which models this worker serves (for ETAs), hand on the
     jobs of dead workers, and wake this worker if it is idle while its queues hold
     work (a wake-up token can be lost with a worker killed as it took it)."""
-    for model in served:
-        announce_serving(store.redis, runner.worker_name, model, settings.worker_ttl_s)
+    announce_serving(store.redis, runner.worker_name, served, settings.worker_ttl_s)
     tiers = runner.engine.tiers if runner.engine is not None else {}
     announce_resident(store.redis, runner.worker_name, tiers, served, settings.worker_ttl_s)
     reap_lost_jobs(store, scheduler, settings.job_max_attempts)

@@ -224,12 +224,14 @@ class ModelSet:
     def _used(self, tier: Tier) -> int:
         """Bytes on `tier`: models, and their LoRA adapters (loaded into the pipeline
         on the device; warm copies in host memory)."""
-        models = sum(s.size for s in self._slots.values() if s.tier == tier)
-        caches = [s.model.adapters for s in self._slots.values() if s.model.adapters]
-        if tier == "device":
-            on_device = [s.model.adapters for s in self._slots.values() if s.tier == "device"]
-            return models + sum(c.device_bytes for c in on_device if c is not None)
-        return models + sum(c.host_bytes for c in caches)
+        used = 0
+        for slot in self._slots.values():
+            cache = slot.model.adapters
+            if slot.tier == tier:
+                used += slot.size + (cache.device_bytes if cache and tier == "device" else 0)
+            if cache and tier == "host":
+                used += cache.host_bytes
+        return used
 
     def _attach_adapters(self, model: LoadedModel) -> None:
         """A cache of LoRA adapters for a model that takes them; their bytes count

@@ -36,7 +36,7 @@ def take_loras(state: AppState, owner: str, prompt: str, model: str | None) -> P
     own = state.loras.own(owner) if TAG.search(prompt) else {}
     for match in TAG.finditer(prompt):
         wanted, weight = match.group(1).strip(), _weight(match.group(2))
-        adapter = state.registry.loras.get(wanted) or own.get(wanted)
+        adapter = state.loras.lookup(wanted, own)
         if adapter is None:
             found.ignored.append(f"{wanted}: no such LoRA adapter")
         elif adapter.base != base:

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 
@@ -13,7 +14,7 @@ from api.auth import OwnerDep
 from api.deps import StateDep
 from api.lora_fetch import fetch_lora
 from shared.errors import Forbidden, InvalidRequest, LoraNotFound
-from shared.loras import MAX_SCALE, LoraBase, LoraEntry, UploadedLora
+from shared.loras import LORA_BASES, MAX_SCALE, LoraBase, LoraEntry, UploadedLora
 
 router = APIRouter(tags=["loras"])
 
@@ -112,8 +113,8 @@ async def _from_form(request: Request, max_bytes: int) -> tuple[str, bytes, Any,
             raise InvalidRequest("name the adapter (form field `name`)", "name")
         data = await upload.read(max_bytes + 1)
         base = form.get("base") or None
-        if base is not None and base not in ("sd", "sdxl", "sd3", "flux"):
-            raise InvalidRequest(f"base {base!r}: one of sd, sdxl, sd3, flux", "base")
+        if base is not None and base not in LORA_BASES:
+            raise InvalidRequest(f"base {base!r}: one of {', '.join(LORA_BASES)}", "base")
         raw_scale = form.get("scale")
         try:
             scale = float(raw_scale) if isinstance(raw_scale, str) and raw_scale else 1.0
@@ -125,13 +126,9 @@ async def _from_form(request: Request, max_bytes: int) -> tuple[str, bytes, Any,
 
 
 def _json_body(raw: bytes) -> LoraFromUrl:
+    # Read here, not by FastAPI: the same path takes a multipart form. Errors go
+    # through the app's own handler, as a body FastAPI had checked would.
     try:
         return LoraFromUrl.model_validate_json(raw or b"{}")
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or None
-        raise InvalidRequest(
-            f"{field or 'body'}: {first['msg']} (send JSON {{name, url}}, or a multipart "
-            "form with name and file)",
-            field,
-        ) from None
+        raise RequestValidationError(exc.errors(include_url=False)) from None

@@ -121,7 +121,7 @@ def _per_model(
     return {
         name: ModelLoad(
             workers=sum(1 for w in workers if w.model == name),
-            loadable=sum(1 for w in workers if w.model == name or name in w.served),
+            loadable=sum(1 for w in workers if name in w.loadable),
             queued=waiting.get(model_queue(name), 0),
         )
         for name in state.registry.models

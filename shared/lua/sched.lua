@@ -273,11 +273,14 @@ end
 --    one does not keep up.
 local function best_for_worker(queues, resident, warm, worker, swap_after_ms)
   local now = now_ms()
-  local here, warmq, coldq, elsewhere = {}, {}, {}, {}
+  -- Each queue's place, looked up once: another worker's holdings cost a read each.
+  local here, warmq, coldq, elsewhere, taken_models = {}, {}, {}, {}, {}
   for _, q in ipairs(queues) do
     local m = model_of_queue(q)
     if m == '' or resident[m] then here[#here + 1] = q
-    elseif held_elsewhere(m, worker, now) then elsewhere[#elsewhere + 1] = q
+    elseif held_elsewhere(m, worker, now) then
+      elsewhere[#elsewhere + 1] = q
+      taken_models[m] = true
     elseif warm[m] then warmq[#warmq + 1] = q
     else coldq[#coldq + 1] = q end
   end
@@ -288,7 +291,7 @@ local function best_for_worker(queues, resident, warm, worker, swap_after_ms)
       if m == '' or resident[m] then return all end
       local near = fairest(here, band)
       if near then
-        if all.arrival + swap_after_ms < near.arrival and not held_elsewhere(m, worker, now) then
+        if all.arrival + swap_after_ms < near.arrival and not taken_models[m] then
           return all
         end
         return near

@@ -284,10 +284,10 @@ def test_eta_needs_a_live_worker_and_follows_the_measured_rate(
         return None if seconds is None else float(seconds)
 
     assert eta(jobs[2]) is None  # no worker serves the model
-    announce_serving(api_redis, "w@test", "tiny-sd", ttl_s=60)
+    announce_serving(api_redis, "w@test", ["tiny-sd"], ttl_s=60)
     scheduler.note_rate("tiny-sd", seconds=3.0, units=1.0)  # 3 s per cost unit
     assert eta(jobs[2]) == pytest.approx(2 * 2.0 * 3.0)
-    announce_serving(api_redis, "w2@test", "tiny-sd", ttl_s=60)
+    announce_serving(api_redis, "w2@test", ["tiny-sd"], ttl_s=60)
     assert eta(jobs[2]) == pytest.approx(2 * 2.0 * 3.0 / 2)
 
 
