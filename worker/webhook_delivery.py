@@ -18,10 +18,10 @@ from typing import Any
 import redis
 
 from shared.apikeys import ANONYMOUS
-from shared.constants import WEBHOOK_RETRY_KEY
-from shared.jobs import WebhookAttempt, utcnow
+from shared.constants import JOB_KEY_PREFIX, WEBHOOK_RETRY_KEY
+from shared.jobs import JobStatus, WebhookAttempt, utcnow
 from shared.settings import Settings
-from shared.webhooks import record_attempt, settled, signature_header
+from shared.webhooks import EVENT_TYPES, record_attempt, settled, signature_header
 from worker.webhook_http import Response, post
 from worker.webhook_leases import LEASE_MARGIN_S, KeyLeases
 from worker.webhook_metrics import (
@@ -55,6 +55,8 @@ class Deliverer:
         earlier = settled(self.redis, delivery["job_id"], delivery["event_id"])
         if earlier is not None:
             return self._skip(delivery, earlier)
+        if self._stale(delivery):
+            return "stale"
         # A delivery queued before deliveries carried their owner: the shared allowance.
         owner = delivery.get("owner", ANONYMOUS)
         with self.leases.hold(owner) as running:
@@ -64,6 +66,23 @@ class Deliverer:
             with WEBHOOK_DELIVERY_SECONDS.time():
                 response = self._send(delivery)
         return self._record(delivery, response)
+
+    def _stale(self, delivery: dict[str, Any]) -> bool:
+        """A progress event of a job that has ended since (it waited for its key's
+        allowance, or for a retry): sent now, it would reach the receiver after the
+        job's final event and say the job still runs. Dropped, with a log line."""
+        if delivery["event"] != EVENT_TYPES["progress"]:
+            return False
+        status = self.redis.hget(JOB_KEY_PREFIX + delivery["job_id"], "status")
+        if status is None or not JobStatus(json.loads(status)).is_terminal():
+            return False
+        log.info(
+            "webhook %s %s for job %s dropped: the job has ended since",
+            delivery["event"],
+            delivery["event_id"],
+            delivery["job_id"],
+        )
+        return True
 
     def _skip(self, delivery: dict[str, Any], earlier: str) -> str:
         if earlier == "gone":

@@ -13,7 +13,7 @@ import pytest
 import redis
 from standardwebhooks import Webhook
 
-from shared.constants import WEBHOOK_RETRY_KEY
+from shared.constants import JOB_KEY_PREFIX, WEBHOOK_RETRY_KEY
 from shared.settings import Settings
 from shared.webhooks import log_key, signature_header
 from tests.support.polling import wait_until
@@ -193,3 +193,17 @@ def test_an_event_delivered_already_is_not_sent_again(
     assert deliverer.deliver(event) == "delivered"
     assert deliverer.deliver(event) == "duplicate"
     assert len(receiver.at("/once")) == 1
+
+
+def test_a_progress_event_of_a_job_that_ended_since_is_dropped(
+    deliverer: Deliverer, receiver: Receiver, api_redis: redis.Redis
+) -> None:
+    """A progress delivery that waited (its key's allowance, a retry) while the job
+    finished would reach the receiver after the final event: it is not sent."""
+    progress = {**delivery(receiver.url("/late"), job_id="j9"), "event": "job.progress"}
+    api_redis.hset(JOB_KEY_PREFIX + "j9", "status", json.dumps("running"))
+    assert deliverer.deliver({**progress, "event_id": "msg_p1"}) == "delivered"
+    api_redis.hset(JOB_KEY_PREFIX + "j9", "status", json.dumps("succeeded"))
+    assert deliverer.deliver({**progress, "event_id": "msg_p2"}) == "stale"
+    assert deliverer.deliver(delivery(receiver.url("/late"), job_id="j9")) == "delivered"
+    assert len(receiver.at("/late")) == 2
