@@ -141,6 +141,12 @@ class FileNotFound(DarkroomError):
     type = "not_found"
 
 
+class PreviewNotReady(DarkroomError):
+    """A job with no live preview (yet): none made so far, or no such image."""
+
+    type = "preview_not_ready"
+
+
 class IdempotencyConflict(DarkroomError):
     """An Idempotency-Key reused with a different request body."""
 

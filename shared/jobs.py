@@ -206,6 +206,11 @@ class JobRecord(BaseModel):
     # The ids of its LoRA adapters, comma separated: a worker holding them goes first
     # for it (docs/scheduling.md, "Adapters").
     adapters: str = ""
+    # Its event counter (status changes, progress writes, previews) and each status
+    # change with the count it was made at: an event stream's ids, and the status
+    # changes a reconnecting stream missed (api.events).
+    events: int = 1
+    history: list[tuple[int, JobStatus]] = [(1, JobStatus.QUEUED)]
 
     @model_validator(mode="after")
     def _arrival(self) -> JobRecord:
@@ -246,6 +251,9 @@ class JobTimings(BaseModel):
 class JobUrls(BaseModel):
     get: str
     cancel: str
+    # Server-Sent Events of its status, progress and previews; its latest preview.
+    events: str | None = None
+    preview: str | None = None
 
 
 class Job(BaseModel):

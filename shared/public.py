@@ -25,7 +25,8 @@ from shared.webhooks import log_key, webhook_info
 _SHARED_FIELDS = [
     name
     for name in JobRecord.model_fields
-    if name not in {"images", "webhook", "owner", "cost", "arrival_ms", "adapters"}
+    if name
+    not in {"images", "webhook", "owner", "cost", "arrival_ms", "adapters", "events", "history"}
 ]
 
 
@@ -116,7 +117,10 @@ def build_public(
             for image in record.images
         ],
         urls=JobUrls(
-            get=f"{base_url}/jobs/{record.id}", cancel=f"{base_url}/jobs/{record.id}/cancel"
+            get=f"{base_url}/jobs/{record.id}",
+            cancel=f"{base_url}/jobs/{record.id}/cancel",
+            events=f"{base_url}/jobs/{record.id}/events",
+            preview=f"{base_url}/jobs/{record.id}/preview",
         ),
         webhook=webhook,
     )

@@ -102,6 +102,12 @@ class ModelEntry(_Strict):
     # while no live worker may load it. AUTOSCALED_MODELS marks models so per
     # deployment (deploy/k8s does for sdxl).
     autoscaled: bool = False
+    # How live previews are made (worker/previews.py). Unset: a fixed linear
+    # projection of its type's latents to RGB (no weights). A local directory: a
+    # TAESD-family decoder (diffusers AutoencoderTiny: taesd, taesdxl, taesd3,
+    # taef1) made for its latents; relative paths resolve against this file.
+    # "vae": its own VAE (exact, at the cost of a full decode per preview).
+    preview_decoder: str | None = None
 
     @model_validator(mode="after")
     def _known_type(self) -> ModelEntry:
@@ -258,13 +264,17 @@ def _describe(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def _resolve_local_ids(registry: Registry, base: Path) -> Registry:
-    models = {
-        name: entry.model_copy(update={"id": str((base / entry.id).resolve())})
-        if entry.id.startswith(("./", "../"))
-        else entry
-        for name, entry in registry.models.items()
+def _resolve_entry(entry: ModelEntry, base: Path) -> ModelEntry:
+    update = {
+        field: str((base / value).resolve())
+        for field in ("id", "preview_decoder")
+        if (value := getattr(entry, field)) is not None and value.startswith(("./", "../"))
     }
+    return entry.model_copy(update=update) if update else entry
+
+
+def _resolve_local_ids(registry: Registry, base: Path) -> Registry:
+    models = {name: _resolve_entry(entry, base) for name, entry in registry.models.items()}
     loras = {
         name: entry.model_copy(update={"source": str((base / entry.source).resolve())})
         if entry.source.startswith(("./", "../"))

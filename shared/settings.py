@@ -191,6 +191,10 @@ class Settings(BaseSettings):
     # next job is prepared and the last one recorded while the device computes
     # (worker/engine.py); inline: everything in the Celery process.
     worker_engine: Literal["process", "inline"] = "process"
+    # Live previews (README, "Live previews"): made from the latents while someone
+    # watches a job, at most every PREVIEW_INTERVAL_S; PREVIEWS=off makes none.
+    previews: bool = True
+    preview_interval_s: float = Field(0.5, ge=0.05, le=60)
 
     log_level: str = "INFO"
     # json: one JSON object a line (time, level, logger, message, job_id, model,

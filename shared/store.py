@@ -135,6 +135,7 @@ class JobStore:
         self.half_life_s = half_life_s
         # Registered once: EVALSHA per write instead of the script text.
         self._set_if_exists = client.register_script(_SET_IF_EXISTS)
+        self._set_progress = client.register_script(_SET_PROGRESS)
 
     def create(
         self,
@@ -261,7 +262,8 @@ class JobStore:
         return decode_record(raw) if raw else None
 
     def set_progress(self, job_id: str, progress: float) -> None:
-        self.update(job_id, progress=progress)
+        """Write a running job's progress, counted among its events (api.events)."""
+        self._set_progress(keys=[job_key(job_id)], args=[to_json(progress)])
 
     def report_progress(self, record: JobRecord, progress: float) -> None:
         """Write a running job's progress and tell the listener."""
@@ -295,6 +297,14 @@ class JobStore:
 _SET_IF_EXISTS = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.call('HSET', KEYS[1], unpack(ARGV))
+end
+return -1
+"""
+
+_SET_PROGRESS = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'progress', ARGV[1])
+  return redis.call('HINCRBY', KEYS[1], 'events', 1)
 end
 return -1
 """

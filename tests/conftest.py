@@ -85,6 +85,7 @@ def write_registry(path: Path, tiny_dir: Path, primary: str = "tiny-sd", extra: 
               tiny-sd:
                 id: "{tiny_dir}"
                 type: sd
+                preview_decoder: vae  # random weights: no fixed projection fits them
                 params:
                   default_steps: 2
                   max_steps: 10
@@ -96,6 +97,7 @@ def write_registry(path: Path, tiny_dir: Path, primary: str = "tiny-sd", extra: 
                 id: "{tiny_dir}"
                 type: custom
                 pipeline_class: "tests.support.pipelines:FlakyPipeline"
+                preview_decoder: vae
                 params:
                   default_steps: 2
                   max_steps: 50

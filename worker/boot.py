@@ -105,7 +105,7 @@ def start_worker(
     else:
         models, order = model_set(settings, None)
         loaded, failures = models.start(order)
-        inline = InlineEngine(models)
+        inline = InlineEngine(models, settings)
         served = models.allowed
     failure_records = [ModelFailure(model=f.model, reason=f.reason) for f in failures]
     if loaded is None:

@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 ENGINE_LOST_EXIT_CODE = 71
 
 BatchImages = list[list["Image.Image"]]
+# Where a call's live previews go: (step, steps, {request index: WebPs}, seconds).
+PreviewSink = Callable[[int, int, dict[int, list[bytes]], float], None]
 
 
 @contextlib.contextmanager
@@ -81,6 +83,11 @@ class Call:
         self.stop_reason: JobStopped | None = None
         # The worker stopped it (its jobs were taken from it): it ends with no images.
         self.stop_requested = False
+        # Live previews: the requests someone watches (a bit each, the engine reads
+        # it at each step; set through the engine's want_previews), and where the
+        # previews go: (step, steps, {request index: WebPs}, seconds).
+        self.preview_mask = 0
+        self.on_preview: PreviewSink | None = None
 
     def result(self) -> BatchImages:
         """Wait for the call's images; raises JobStopped or the call's error."""
@@ -106,6 +113,8 @@ class _CallBook:
         self.on_models: Callable[[dict[str, str]], None] | None = None
         # The LoRA adapters loaded on the device (ids): the scheduler's adapter affinity.
         self.adapters: tuple[str, ...] = ()
+        # Whether it makes live previews of the calls' watched jobs (PREVIEWS).
+        self.makes_previews = False
 
     @property
     def current(self) -> str | None:
@@ -131,6 +140,10 @@ class _CallBook:
         cancel_ids: tuple[str, ...] = (),
     ) -> Call:
         raise NotImplementedError
+
+    def want_previews(self, call: Call, mask: int) -> None:
+        """Make previews of the requests of `call` in `mask` (a bit per request index)."""
+        call.preview_mask = mask
 
     def generate_batch(
         self,
@@ -171,9 +184,15 @@ class InlineEngine(_CallBook):
     # The step callback checks cancels itself (between two steps, on the engine thread).
     checks_cancels = False
 
-    def __init__(self, models: ModelSet):
+    def __init__(self, models: ModelSet, settings: Settings | None = None):
         super().__init__()
         self.models = models
+        self._previews: Any = None
+        if settings is not None and settings.previews:
+            from worker.previews import PreviewMaker
+
+            self._previews = PreviewMaker(settings.preview_interval_s)
+            self.makes_previews = True
         self.tiers = dict(models.tiers())
         models.on_load = self._loaded
         self._work: queue.Queue[tuple[Call, list[Request]] | None] = queue.Queue()
@@ -234,7 +253,8 @@ class InlineEngine(_CallBook):
                 call.started.set()
             began = time.perf_counter()
             try:
-                call.images = inference.generate_batch(model, requests, _stepper(call))
+                hook = self._preview_hook(model, call, requests)
+                call.images = inference.generate_batch(model, requests, _stepper(call), hook)
             except _StoppedByWorker:
                 pass  # no images, no reason: result() says the call was stopped
             except JobStopped as stop:
@@ -246,6 +266,16 @@ class InlineEngine(_CallBook):
                 self.adapters = self.models.adapter_ids()
                 self._forget(call)
                 call.finished.set()
+
+    def _preview_hook(self, model: LoadedModel, call: Call, requests: list[Request]) -> Any:
+        if self._previews is None:
+            return None
+
+        def sink(step: int, steps: int, images: dict[int, list[bytes]], seconds: float) -> None:
+            if call.on_preview is not None:
+                call.on_preview(step, steps, images, seconds)
+
+        return self._previews.for_call(model, requests, lambda: call.preview_mask, sink)
 
     def _waiting(self, call: Call) -> bool:
         with self._idle:
@@ -306,6 +336,8 @@ class ProcessEngine(_CallBook):
             started=context.RawValue("q", 0),
             withdrawn=context.RawValue("q", 0),
             stop=context.RawValue("q", 0),
+            preview_seq=context.RawValue("q", 0),
+            preview_mask=context.RawValue("q", 0),
         )
         self._process = context.Process(
             target=engine_process.main,
@@ -318,6 +350,7 @@ class ProcessEngine(_CallBook):
         self.allowed: list[str] = []
         self._closing = False
         self._gpu_memory: dict[str, int] | None = None
+        self.makes_previews = settings.previews
 
     def launch(self) -> None:
         """Start the engine process; it loads the model meanwhile (see start())."""
@@ -374,6 +407,12 @@ class ProcessEngine(_CallBook):
         """Stop `call` at its next step (it ends with no images)."""
         self._control.stop.value = call.seq
 
+    def want_previews(self, call: Call, mask: int) -> None:
+        call.preview_mask = mask
+        with self._control.lock:
+            self._control.preview_seq.value = call.seq
+            self._control.preview_mask.value = mask
+
     def gpu_memory(self) -> dict[str, int] | None:
         """The engine's CUDA memory as of its last call (asking torch.cuda here
         would make a CUDA context in this process for nothing)."""
@@ -410,6 +449,12 @@ class ProcessEngine(_CallBook):
             call.started.set()
         elif kind == "step":
             self._step(call, event[2], event[3])
+        elif kind == "preview":
+            if call.on_preview is not None:
+                try:
+                    call.on_preview(*event[2:])
+                except Exception:
+                    log.exception("the previews of call %d were not stored", call.seq)
         else:
             call.seconds = event[2]
             if kind == "done":

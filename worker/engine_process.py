@@ -15,7 +15,8 @@ Messages to the worker (one pipe): first ("loaded", the model without its
 pipelines, the failures, seconds each load took, gpu memory, the models held);
 then per request ("started", seq), ("step", seq, done, total), and one of
 ("done", seq, seconds, images, gpu memory), ("failed", seq, seconds,
-exception), ("stopped", seq, seconds); ("model", name, source, seconds,
+exception), ("stopped", seq, seconds); ("preview", seq, step, steps, {request index: WebPs},
+seconds) while the worker asks for previews of the call; ("model", name, source, seconds,
 the models held) after each load once started; ("adapters", ids) when the LoRA
 adapters loaded on the device changed.
 """
@@ -24,12 +25,14 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import functools
 import logging
 import multiprocessing
 import os
 import pickle
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -66,13 +69,23 @@ class Work:
 @dataclass
 class Control:
     """Shared with the worker: which request started, which one it withdrew, which
-    one must stop. Ints in shared memory behind one lock (a start and a withdrawal
-    of the same request exclude each other)."""
+    one must stop, and which of a call's requests someone watches (`preview_seq`:
+    the call; `preview_mask`: a bit per request). Ints in shared memory behind one
+    lock (a start and a withdrawal of the same request exclude each other)."""
 
     lock: Any
     started: Any
     withdrawn: Any
     stop: Any
+    preview_seq: Any = None
+    preview_mask: Any = None
+
+    def previews_wanted(self, seq: int) -> int:
+        """The requests of call `seq` whose previews are wanted (a bit mask)."""
+        if self.preview_seq is None:
+            return 0
+        with self.lock:
+            return int(self.preview_mask.value) if self.preview_seq.value == seq else 0
 
 
 class _Stopped(Exception):
@@ -93,6 +106,8 @@ def main(
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the worker, which stops us
     _log_like_the_worker(settings, worker_name)
+    # The preview encoder's thread sends too: one message at a time on the pipe.
+    events = _LockedSender(events)  # type: ignore[assignment]
     import torch
 
     from worker.models import model_set
@@ -130,11 +145,21 @@ def main(
     )
     if loaded is None:
         return
-    _serve(requests, models, events, control, CancelFlags(settings))
+    previews = None
+    if settings.previews:
+        from worker.previews import PreviewMaker
+
+        previews = PreviewMaker(settings.preview_interval_s)
+    _serve(requests, models, events, control, CancelFlags(settings), previews)
 
 
 def _serve(
-    requests: Any, models: Any, events: Connection, control: Control, cancels: CancelFlags
+    requests: Any,
+    models: Any,
+    events: Connection,
+    control: Control,
+    cancels: CancelFlags,
+    previews: Any,
 ) -> None:
     """Run the calls as they come, each on its model; say which adapters the device
     holds whenever that changes (the scheduler's adapter affinity)."""
@@ -153,7 +178,7 @@ def _serve(
                     continue
                 control.started.value = work.seq
             events.send(("started", work.seq))
-            _run(model, work, events, control, cancels)
+            _run(model, work, events, control, cancels, previews)
             if (held := models.adapter_ids()) != adapters:
                 adapters = held
                 events.send(("adapters", held))
@@ -197,8 +222,25 @@ class CancelFlags:
             return False
 
 
+class _LockedSender:
+    """The pipe to the worker, for several threads: one message at a time."""
+
+    def __init__(self, connection: Connection):
+        self._connection = connection
+        self._lock = threading.Lock()
+
+    def send(self, message: Any) -> None:
+        with self._lock:
+            self._connection.send(message)
+
+
 def _run(
-    model: Any, work: Work, events: Connection, control: Control, cancels: CancelFlags
+    model: Any,
+    work: Work,
+    events: Connection,
+    control: Control,
+    cancels: CancelFlags,
+    previews: Any,
 ) -> None:
     from worker import inference
     from worker.devices import free_memory
@@ -213,9 +255,16 @@ def _run(
         if work.cancel_ids and done < total and cancels.all_set(work.cancel_ids):
             raise _Stopped
 
+    def send_preview(step: int, steps: int, images: dict[int, list[bytes]], took: float) -> None:
+        events.send(("preview", work.seq, step, steps, images, took))
+
+    on_latents = None
+    if previews is not None:  # worker.previews.PreviewMaker (PREVIEWS=on)
+        wanted = functools.partial(control.previews_wanted, work.seq)
+        on_latents = previews.for_call(model, work.requests, wanted, send_preview)
     started = time.perf_counter()
     try:
-        images = inference.generate_batch(model, work.requests, on_step)
+        images = inference.generate_batch(model, work.requests, on_step, on_latents)
     except _Stopped:
         events.send(("stopped", work.seq, time.perf_counter() - started))
     except Exception as exc:  # noqa: BLE001 -- the worker records it as the job's failure

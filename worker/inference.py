@@ -18,7 +18,7 @@ from shared.jobs import GenerationParams
 from shared.loras import ResolvedLora
 from worker.inpaint import keep_unmasked, load_mask
 from worker.loader import LoadedModel
-from worker.pipeline_call import Request, StepCallback
+from worker.pipeline_call import LatentsHook, Request, StepCallback
 from worker.samplers import sampler_in_use
 
 __all__ = ["Request", "StepCallback", "encode_png", "generate", "generate_batch"]
@@ -36,14 +36,18 @@ def generate(
 
 
 def generate_batch(
-    model: LoadedModel, requests: list[Request], on_step: StepCallback | None = None
+    model: LoadedModel,
+    requests: list[Request],
+    on_step: StepCallback | None = None,
+    on_latents: LatentsHook | None = None,
 ) -> list[list[Image.Image]]:
     """Run several jobs as one pipeline call: one list of images per request, in order.
 
     The requests must share mode, size, steps, guidance and strength (see
     worker.batching.BatchKey); each keeps its own prompt, negative prompt and
     seeded generators, so its images are the ones it would get alone (up to
-    the float rounding of a larger batch).
+    the float rounding of a larger batch). `on_latents` sees the latents after
+    each step (live previews), before `on_step` does.
     """
     first = requests[0].params
     counts = [r.params.num_images for r in requests]
@@ -59,7 +63,7 @@ def generate_batch(
     if first.negative_prompt:
         kwargs["negative_prompt"] = _per_image([r.params.negative_prompt for r in requests], counts)
     with adapters_in_use(model, first.loras):
-        return _generate(model, requests, kwargs, counts, on_step)
+        return _generate(model, requests, kwargs, counts, _step_callback(on_step, on_latents))
 
 
 @contextlib.contextmanager
@@ -84,11 +88,11 @@ def _generate(
     requests: list[Request],
     kwargs: dict[str, Any],
     counts: list[int],
-    on_step: StepCallback | None,
+    callback: DiffusersCallback | None,
 ) -> list[list[Image.Image]]:
     first = requests[0].params
     if first.mode == "inpaint":
-        return _inpaint(model, requests[0], kwargs, on_step)
+        return _inpaint(model, requests[0], kwargs, callback)
     pipe = model.txt2img
     if first.mode == "img2img":
         if model.img2img is None or any(r.init_image is None for r in requests):
@@ -105,7 +109,7 @@ def _generate(
         )
     else:
         kwargs.update(width=first.width, height=first.height)
-    images = _call(pipe, kwargs, model, first.sampler, on_step)
+    images = _call(pipe, kwargs, model, first.sampler, callback)
     split, start = [], 0
     for count in counts:
         split.append(images[start : start + count])
@@ -118,18 +122,18 @@ def _call(
     kwargs: dict[str, Any],
     model: LoadedModel,
     sampler: str | None,
-    on_step: StepCallback | None,
+    callback: DiffusersCallback | None,
 ) -> list[Image.Image]:
     """One pipeline call with the job's sampler; its images."""
-    if on_step is not None:
-        kwargs["callback_on_step_end"] = _step_callback(on_step)
+    if callback is not None:
+        kwargs["callback_on_step_end"] = callback
     with torch.inference_mode(), sampler_in_use(pipe, sampler, model.entry.type):
         output = pipe(**_supported(pipe, kwargs))
     return list(output.images)
 
 
 def _inpaint(
-    model: LoadedModel, request: Request, kwargs: dict[str, Any], on_step: StepCallback | None
+    model: LoadedModel, request: Request, kwargs: dict[str, Any], callback: DiffusersCallback | None
 ) -> list[list[Image.Image]]:
     """One inpainting job (never batched): repaint the mask, keep the rest exactly."""
     params = request.params
@@ -149,7 +153,7 @@ def _inpaint(
         width=params.width,
         height=params.height,
     )
-    images = _call(model.inpaint, kwargs, model, params.sampler, on_step)
+    images = _call(model.inpaint, kwargs, model, params.sampler, callback)
     return [[keep_unmasked(image, source, mask) for image in images]]
 
 
@@ -219,9 +223,22 @@ def _call_parameters(cls: type) -> frozenset[str]:
     return frozenset()
 
 
-def _step_callback(on_step: StepCallback) -> Callable[..., dict[str, Any]]:
+# diffusers' callback_on_step_end: (pipe, step, timestep, tensors) -> tensors.
+DiffusersCallback = Callable[..., dict[str, Any]]
+
+
+def _step_callback(
+    on_step: StepCallback | None, on_latents: LatentsHook | None
+) -> DiffusersCallback | None:
+    if on_step is None and on_latents is None:
+        return None
+
     def callback(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-        on_step(step + 1, int(getattr(pipe, "num_timesteps", 0)) or step + 1)
+        done, total = step + 1, int(getattr(pipe, "num_timesteps", 0)) or step + 1
+        if on_latents is not None:
+            on_latents(pipe, done, total, tensors["latents"])
+        if on_step is not None:
+            on_step(done, total)
         return tensors
 
     return callback

@@ -53,6 +53,17 @@ BATCH_SIZE = Histogram(
     ["model"],
     buckets=BATCH_BUCKETS,
 )
+PREVIEWS = Counter(
+    "darkroom_previews",
+    "Live previews made (one per job and step; only while someone watches the job).",
+    ["model"],
+)
+PREVIEW_SECONDS = Histogram(
+    "darkroom_preview_seconds",
+    "Making one preview: decoding the latents and encoding WebP (all images of a call).",
+    ["model"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
 MODEL_LOAD = Histogram(
     "darkroom_model_load_seconds",
     "Loading a model to the device, success or failure; source: host (the warm tier) or disk.",

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from shared.jobs import GenerationParams
 
 # Called after each denoising step with (steps done, steps in total). It may
 # raise to stop the generation (cancel, deadline); the exception propagates.
 StepCallback = Callable[[int, int], None]
+# Called after each step, before the StepCallback, with (the pipeline, steps done,
+# steps in total, the latents: one row per image): live previews (worker.previews).
+LatentsHook = Callable[[Any, int, int, Any], None]
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from shared.cancel import cancels_requested
 from shared.constants import DEFAULT_STORAGE_SPOOL_BYTES, DEFAULT_SWAP_AFTER_S, MODEL_QUEUE_PREFIX
 from shared.jobs import GenerationParams, JobRecord
 from shared.logs import log_context
+from shared.previews import PreviewStore
 from shared.registry import ModelEntry, Registry
 from shared.scheduler import DEFAULT_CLAIM_TTL_S, Holding, Reservation, Scheduler
 from shared.storage import Storage
@@ -45,6 +46,8 @@ from worker.loader import LoadedModel
 from worker.metrics import BATCH_SIZE, INFERENCE, WORKER_BUSY, set_gpu_memory
 from worker.models import ModelSet
 from worker.outcomes import Outcomes, is_out_of_memory
+from worker.pipeline_call import StepCallback
+from worker.preview_watch import PreviewWatch
 from worker.prompts import PromptOptimizer, optimized_batch_params
 from worker.spool import Spool, spool_dir
 from worker.stopping import (
@@ -117,6 +120,7 @@ class JobRunner:
     claim_ttl_s: float = DEFAULT_CLAIM_TTL_S
     claims: Claimer = field(init=False, repr=False)
     outcomes: Outcomes = field(init=False, repr=False)
+    _previews: PreviewStore = field(init=False, repr=False)
     handing_back: bool = field(default=False, init=False, repr=False)
     # Whether a run of jobs is in progress (an idle worker waits for a token).
     running_jobs: bool = field(default=False, init=False, repr=False)
@@ -132,6 +136,7 @@ class JobRunner:
                 canceled=functools.partial(cancels_requested, self.store.redis),
             )
         self.outcomes = Outcomes(self.store, self.storer, self.model.name)
+        self._previews = PreviewStore(self.store.redis)
         if self.engine is None:
             self.engine = InlineEngine(ModelSet.holding(self.model))
 
@@ -320,7 +325,7 @@ class JobRunner:
         BATCH_SIZE.labels(pending.model).observe(len(running))
         monitors = [self._monitor(r) for r in running]
         batch = BatchMonitor(monitors, self.outcomes.stop) if len(running) > 1 else None
-        pending.call.on_step = batch or monitors[0]
+        pending.call.on_step = self._watch_previews(pending, running, batch or monitors[0])
         # The hard limit bounds generation only: storing the images afterwards is
         # bound by STORAGE_RETRY_S, and the deadline was checked at each step.
         label = ",".join(r.id for r in running)
@@ -339,6 +344,26 @@ class JobRunner:
         else:
             self.finisher.submit(running[0].id, record_outcome)
         return len(running)
+
+    def _watch_previews(
+        self, pending: Pending, running: list[JobRecord], on_step: StepCallback
+    ) -> StepCallback:
+        """`on_step`, following who watches the call's jobs (live previews), and the
+        previews the engine makes of them stored as they come."""
+        if not self._engine.makes_previews:
+            return on_step
+        ids = {record.id for record in running}
+        watch = PreviewWatch(
+            self.store.redis,
+            self._engine,
+            pending.call,
+            [job.id if job.id in ids else None for job in pending.jobs],
+            pending.model,
+            self._previews,
+        )
+        pending.call.on_preview = watch.keep
+        watch.check()
+        return watch.following(on_step)
 
     def _monitor(self, record: JobRecord) -> StepMonitor:
         # With the engine process, cancels are checked there, between two steps.

@@ -19,6 +19,14 @@ for status in string.gmatch(ARGV[3], '[^,]+') do
 end
 if not allowed then return {'refused', job.status} end
 if #ARGV >= 7 then redis.call('HSET', k_job(id), unpack(ARGV, 7)) end
+if job.status ~= target then
+  -- Numbered among its events, kept in its history: what an event stream that
+  -- reconnects missed (api/events.py).
+  local seq = redis.call('HINCRBY', k_job(id), 'events', 1)
+  local history = cjson.decode(redis.call('HGET', k_job(id), 'history') or '[]')
+  history[#history + 1] = {seq, target}
+  redis.call('HSET', k_job(id), 'history', cjson.encode(history))
+end
 
 local from = job.status
 if from == 'queued' and target ~= 'queued' then

@@ -98,6 +98,8 @@ CONTRACT: dict[str, Metric] = {
         WORKER, model=MODELS, source=frozenset({"host", "disk"})
     ),
     "darkroom_model_swaps_total": Metric("counter", WORKER, {"model": MODELS}),
+    "darkroom_previews_total": Metric("counter", WORKER, {"model": MODELS}),
+    "darkroom_preview_seconds": _histogram(WORKER, model=MODELS),
     "darkroom_models_resident": Metric(
         "gauge", WORKER, {"model": MODELS, "tier": frozenset({"device", "host"})}
     ),

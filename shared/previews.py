@@ -1,0 +1,118 @@
+"""Live previews in Redis: who is watching a job, and the job's latest preview.
+
+A preview costs the worker a projection (or a small decode) and a WebP encode
+per image, so it is made only while someone watches: every reader of previews
+(an open event stream, a streaming OpenAI call, GET /jobs/{id}/preview, an
+A1111 progress poll that asks for the image) marks the job watched for
+WATCH_WINDOW_S, and the worker checks that mark as the job runs.
+
+The latest preview of a job is one hash: its sequence number (the record's
+event counter, so an event stream orders it with status and progress events),
+the step it shows, and one WebP per image. Only the latest is kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.asyncio import Redis as AsyncRedis
+
+from shared.constants import KEY_PREFIX
+from shared.store import job_key
+
+# A reader marks a job watched for this long; it marks it again while it reads.
+WATCH_WINDOW_S = 5.0
+# Previews are at most this many pixels on the long side (as ComfyUI's).
+MAX_PREVIEW_SIDE = 512
+# A preview outlives its job's last step by this much: a late reader still sees
+# the last one, and a crashed worker's previews do not linger.
+PREVIEW_TTL_S = 600
+
+_WATCH_PREFIX = KEY_PREFIX + "preview-watch:"
+_PREVIEW_PREFIX = KEY_PREFIX + "preview:"
+
+
+def watch_key(job_id: str) -> str:
+    return _WATCH_PREFIX + job_id
+
+
+def preview_key(job_id: str) -> str:
+    return _PREVIEW_PREFIX + job_id
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A job's latest preview: the step it shows and one WebP per image."""
+
+    seq: int
+    step: int
+    steps: int
+    images: list[bytes]
+
+
+def decode_preview(raw: dict[Any, Any]) -> Preview | None:
+    """A preview from its hash (HGETALL's answer); None for none."""
+    fields = {_text(k): v for k, v in raw.items()}
+    if "seq" not in fields:
+        return None
+    count = int(fields["count"])
+    images = [fields[str(i)] for i in range(count) if str(i) in fields]
+    return Preview(int(fields["seq"]), int(fields["step"]), int(fields["steps"]), images)
+
+
+async def mark_watched(client: AsyncRedis, job_id: str) -> None:
+    """Say that someone watches `job_id` (for the next WATCH_WINDOW_S)."""
+    await client.set(watch_key(job_id), b"1", px=int(WATCH_WINDOW_S * 1000))
+
+
+async def latest_preview(client: AsyncRedis, job_id: str) -> Preview | None:
+    return decode_preview(await client.hgetall(preview_key(job_id)))
+
+
+async def preview_seq(client: AsyncRedis, job_id: str) -> int:
+    """The sequence number of the job's latest preview (0: none): cheap to poll."""
+    seq = await client.hget(preview_key(job_id), "seq")
+    return int(seq) if seq is not None else 0
+
+
+def watched_jobs(client: redis.Redis, job_ids: list[str]) -> set[str]:
+    """Which of `job_ids` someone watches now (one pipelined round trip)."""
+    pipe = client.pipeline(transaction=False)
+    for job_id in job_ids:
+        pipe.exists(watch_key(job_id))
+    return {job_id for job_id, found in zip(job_ids, pipe.execute(), strict=True) if found}
+
+
+# Stores a preview only while the job's record exists (a preview must not outlive
+# an expired job), numbered by the record's event counter. ARGV: TTL, step,
+# steps, then index, WebP for each image.
+_STORE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local seq = redis.call('HINCRBY', KEYS[1], 'events', 1)
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[2], 'seq', seq, 'step', ARGV[2], 'steps', ARGV[3], 'count', (#ARGV - 3) / 2,
+           unpack(ARGV, 4))
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return seq
+"""
+
+
+class PreviewStore:
+    """The worker's side: writes the latest preview of a job."""
+
+    def __init__(self, client: redis.Redis, ttl_s: int = PREVIEW_TTL_S):
+        self._script = client.register_script(_STORE)
+        self.ttl_s = ttl_s
+
+    def store(self, job_id: str, step: int, steps: int, images: list[bytes]) -> int:
+        """Keep `images` as the job's latest preview; its sequence number (0: the job is gone)."""
+        args: list[Any] = [self.ttl_s, step, steps]
+        for index, image in enumerate(images):
+            args += [index, image]
+        return int(self._script(keys=[job_key(job_id), preview_key(job_id)], args=args))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
