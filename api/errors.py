@@ -58,6 +58,7 @@ HTTP_STATUS: dict[type[DarkroomError], int] = {
     errors.Forbidden: 403,
     errors.JobNotFound: 404,
     errors.FileNotFound: 404,
+    errors.PreviewNotReady: 404,
     errors.LoraNotFound: 404,
     errors.LoraConflict: 409,
     errors.QuotaExceeded: 413,

@@ -1,41 +1,155 @@
-"""The Server-Sent Events stream of one job."""
+"""The Server-Sent Events stream of one job: status, progress and live previews.
+
+Every event carries an `id:`, the job's event counter when it was sent (status
+changes, progress writes and previews each count one; shared.jobs.JobRecord).
+A client that reconnects with `Last-Event-ID` first gets each status change it
+missed since that id (from the job's history: the job as it is now, with the
+status it had then), then the current state at once; previews it missed are not
+replayed. An open stream marks the job watched, so the worker makes previews.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import time
 from collections.abc import AsyncIterator
 
 from api.reads import fetch_record, public_jobs
 from api.state import AppState
+from shared.jobs import Job, JobRecord, JobStatus
+from shared.previews import (
+    WATCH_WINDOW_S,
+    Preview,
+    latest_preview,
+    mark_watched,
+    preview_seq,
+)
 
 POLL_INTERVAL_S = 0.1
 KEEPALIVE_S = 15.0
+# An open stream says it watches this often (well inside the watch window).
+WATCH_REFRESH_S = WATCH_WINDOW_S / 4
 
 
-async def job_events(state: AppState, job_id: str) -> AsyncIterator[str]:
+async def job_events(
+    state: AppState, job_id: str, last_event_id: int | None = None
+) -> AsyncIterator[str]:
     """Yield SSE frames until the job is terminal (or its record expires)."""
-    last: tuple[str, float] | None = None
-    last_sent = time.monotonic()
+    stream = _Stream(state, job_id, last_event_id)
+    if last_event_id is not None:
+        stream.previews_sent = await preview_seq(state.aredis, job_id)
     while True:
         # On the event loop (async Redis): an open stream holds no thread.
         record = await fetch_record(state, job_id)
         if record is None:
             yield _frame("error", '{"error": {"type": "not_found", "message": "job expired"}}')
             return
-        current = (record.status.value, record.progress)
-        if current != last:
-            kind = "status" if last is None or last[0] != current[0] else "progress"
-            [job] = await public_jobs(state, [record])
-            yield _frame(kind, job.model_dump_json())
-            last, last_sent = current, time.monotonic()
+        await stream.watch(record)
+        for frame in await stream.changes(record):
+            yield frame
+        if record.status is JobStatus.RUNNING:
+            for frame in await stream.previews():
+                yield frame
         if record.status.is_terminal():
             return
-        if time.monotonic() - last_sent > KEEPALIVE_S:
-            yield ": keep-alive\n\n"
-            last_sent = time.monotonic()
+        if (keepalive := stream.keepalive()) is not None:
+            yield keepalive
         await asyncio.sleep(POLL_INTERVAL_S)
 
 
-def _frame(event: str, data: str) -> str:
-    return f"event: {event}\ndata: {data}\n\n"
+class _Stream:
+    """What one open stream has sent so far."""
+
+    def __init__(self, state: AppState, job_id: str, resumed_after: int | None):
+        self.state = state
+        self.job_id = job_id
+        self.resumed_after = resumed_after
+        self.last: tuple[str, float] | None = None
+        self.last_sent = time.monotonic()
+        self.watched_at = float("-inf")
+        # Previews sent (by sequence number): a resumed stream skips those it missed.
+        self.previews_sent = 0
+
+    async def watch(self, record: JobRecord) -> None:
+        """Keep the job marked watched while it may still make previews."""
+        if (
+            not record.status.is_terminal()
+            and time.monotonic() - self.watched_at >= WATCH_REFRESH_S
+        ):
+            await mark_watched(self.state.aredis, self.job_id)
+            self.watched_at = time.monotonic()
+
+    async def changes(self, record: JobRecord) -> list[str]:
+        """A `status` or `progress` event if the job changed (first: what was missed)."""
+        current = (record.status.value, record.progress)
+        if current == self.last:
+            return []
+        [job] = await public_jobs(self.state, [record])
+        frames = []
+        if self.last is None and self.resumed_after is not None:
+            frames = _missed(record, job, self.resumed_after)
+        kind = "status" if self.last is None or self.last[0] != current[0] else "progress"
+        frames.append(_frame(kind, job.model_dump_json(), record.events))
+        self.last, self.last_sent = current, time.monotonic()
+        return frames
+
+    async def previews(self) -> list[str]:
+        """The job's latest preview if not sent yet: one event per image."""
+        if await preview_seq(self.state.aredis, self.job_id) <= self.previews_sent:
+            return []
+        preview = await latest_preview(self.state.aredis, self.job_id)
+        if preview is None or preview.seq <= self.previews_sent:
+            return []
+        self.previews_sent = preview.seq
+        self.last_sent = time.monotonic()
+        return [
+            _frame("preview", json.dumps(preview_event(preview, index)), preview.seq)
+            for index in range(len(preview.images))
+        ]
+
+    def keepalive(self) -> str | None:
+        if time.monotonic() - self.last_sent <= KEEPALIVE_S:
+            return None
+        self.last_sent = time.monotonic()
+        return ": keep-alive\n\n"
+
+
+def preview_event(preview: Preview, index: int) -> dict[str, object]:
+    """A `preview` event's data: the step it shows and image `index` as base64 WebP."""
+    return {
+        "step": preview.step,
+        "steps": preview.steps,
+        "index": index,
+        "image": base64.b64encode(preview.images[index]).decode(),
+    }
+
+
+def _missed(record: JobRecord, job: Job, after: int) -> list[str]:
+    """The status changes after event `after` before the current one, as events."""
+    changes = [(seq, status) for seq, status in record.history if seq > after]
+    if changes and changes[-1][1] is record.status:
+        changes.pop()  # the current state: sent next, as it is now
+    return [
+        _frame("status", as_it_was(job, status).model_dump_json(), seq) for seq, status in changes
+    ]
+
+
+def as_it_was(job: Job, status: JobStatus) -> Job:
+    """The job as it is now with an earlier status (no images or error before its end)."""
+    if status.is_terminal():
+        return job.model_copy(update={"status": status})
+    return job.model_copy(
+        update={
+            "status": status,
+            "images": [],
+            "error": None,
+            "progress": 0.0 if status is JobStatus.QUEUED else job.progress,
+        }
+    )
+
+
+def _frame(event: str, data: str, event_id: int | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {data}\n\n"

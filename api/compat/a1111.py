@@ -145,9 +145,12 @@ async def set_options(options: dict[str, Any], state: StateDep, owner: OwnerDep)
 
 
 @router.get("/progress")
-async def progress(state: StateDep, owner: OwnerDep) -> ProgressAnswer:
-    """Progress of the caller's own most recent running (else queued) job."""
-    return await a1111_progress.progress(state, owner)
+async def progress(
+    state: StateDep, owner: OwnerDep, skip_current_image: bool = False
+) -> ProgressAnswer:
+    """Progress of the caller's own most recent running (else queued) job, with its
+    live preview as `current_image` (base64 PNG) unless `skip_current_image`."""
+    return await a1111_progress.progress(state, owner, not skip_current_image)
 
 
 @router.post("/interrupt")

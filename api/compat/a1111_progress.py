@@ -8,7 +8,11 @@ job, else its newest queued one.
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
+import math
 
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from api.compat.a1111_schemas import ProgressAnswer
@@ -17,6 +21,7 @@ from api.reads import fetch_record
 from api.state import AppState
 from shared.constants import RUNNING_KEY
 from shared.jobs import JobRecord, JobStatus, utcnow
+from shared.previews import latest_preview, mark_watched
 
 # How many of the caller's newest jobs are looked through for queued ones: a
 # bounded read per poll (clients poll progress every second or so).
@@ -37,19 +42,44 @@ async def running_jobs(state: AppState, owner: str) -> list[JobRecord]:
     return sorted(mine, key=lambda r: r.started_at or r.created_at, reverse=True)
 
 
-async def progress(state: AppState, owner: str) -> ProgressAnswer:
-    """A1111's progress answer for the caller's current job (idle: all zeros)."""
+async def progress(state: AppState, owner: str, with_image: bool = True) -> ProgressAnswer:
+    """A1111's progress answer for the caller's current job (idle: all zeros), with
+    its live preview as `current_image` unless `with_image` is off (A1111's
+    skip_current_image). Asking for the image marks the job watched (the worker
+    makes previews while someone asks within a few seconds)."""
     running = await running_jobs(state, owner)
     queued = await run_in_threadpool(_queued_jobs, state, owner)
     current = running[0] if running else queued[0] if queued else None
     if current is None:
         return ProgressAnswer(progress=0, eta_relative=0, state=_state(None, 0))
+    image = None
+    if with_image:
+        await mark_watched(state.aredis, current.id)
+        if current.status is JobStatus.RUNNING:
+            preview = await latest_preview(state.aredis, current.id)
+            if preview is not None:
+                image = await run_in_threadpool(_png_grid, preview.images)
     return ProgressAnswer(
         progress=current.progress,
         eta_relative=_eta_s(current),
         state=_state(current, len(running) + len(queued)),
+        current_image=image,
         textinfo=_textinfo(current),
     )
+
+
+def _png_grid(webps: list[bytes]) -> str:
+    """The previews as one base64 PNG: several images in a grid, as A1111 shows a batch."""
+    images = [Image.open(io.BytesIO(data)).convert("RGB") for data in webps]
+    columns = math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / columns)
+    width, height = images[0].size
+    grid = Image.new("RGB", (columns * width, rows * height))
+    for index, image in enumerate(images):
+        grid.paste(image, (index % columns * width, index // columns * height))
+    out = io.BytesIO()
+    grid.save(out, format="PNG")
+    return base64.b64encode(out.getvalue()).decode("ascii")
 
 
 async def interrupt(state: AppState, owner: str) -> list[str]:

@@ -61,13 +61,15 @@ async def run_jobs(
     Raises WaitTimedOut, naming the jobs, when they did not end in time (they keep
     running). Returns the records in order; the caller judges failed or canceled ones.
     """
-    job_ids = await _submit_all(state, owner, bodies, names)
+    job_ids = await submit_jobs(state, owner, bodies, names)
     return await wait_for_jobs(state, job_ids, state.settings.compat_wait_s)
 
 
-async def _submit_all(
+async def submit_jobs(
     state: AppState, owner: str, bodies: list[JobCreate], names: Mapping[str, str]
 ) -> list[str]:
+    """Submit `bodies` as the caller's jobs, all or none (a later refusal cancels the
+    earlier ones); their ids."""
     submitted: list[str] = []
     try:
         for body in bodies:

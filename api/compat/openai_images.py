@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.responses import StreamingResponse
 
 from api.auth import OwnerDep
 from api.compat import OPENAI_PREFIX
@@ -29,7 +30,7 @@ from api.compat.images import (
     openai_mask,
     read_stored,
 )
-from api.compat.jobs import check_succeeded, job_create, run_jobs
+from api.compat.jobs import check_succeeded, job_create, run_jobs, submit_jobs
 from api.compat.openai_schemas import (
     OPENAI_NAMES,
     ImageData,
@@ -41,6 +42,7 @@ from api.compat.openai_schemas import (
     job_fields,
     revised_prompt,
 )
+from api.compat.openai_stream import stream_response
 from api.deps import StateDep
 from api.state import AppState
 from shared.errors import InvalidRequest
@@ -53,19 +55,25 @@ router = APIRouter(prefix=OPENAI_PREFIX, tags=["openai"], include_in_schema=Fals
 _FILE_PARTS = ("image", "image[]", "mask")
 
 
-@router.post("/images/generations", response_model_exclude_none=True)
+@router.post("/images/generations", response_model=None, response_model_exclude_none=True)
 async def create_image(
     body: ImageGenerationRequest, state: StateDep, owner: OwnerDep
-) -> ImagesResponse:
-    """Generate `n` images from a prompt (one job), answered once the job finished."""
+) -> ImagesResponse | StreamingResponse:
+    """Generate `n` images from a prompt (one job), answered once the job finished;
+    with `stream`, as Server-Sent Events while it runs (api.compat.openai_stream)."""
     job = _job(state, job_fields(body))
+    if body.stream:
+        [job_id] = await submit_jobs(state, owner, [job], OPENAI_NAMES)
+        return stream_response(state, job_id, body, "image_generation")
     [record] = await run_jobs(state, owner, [job], OPENAI_NAMES)
     check_succeeded([record])
     return await _answer(state.storage, record, body)
 
 
-@router.post("/images/edits", response_model_exclude_none=True)
-async def edit_image(request: Request, state: StateDep, owner: OwnerDep) -> ImagesResponse:
+@router.post("/images/edits", response_model=None, response_model_exclude_none=True)
+async def edit_image(
+    request: Request, state: StateDep, owner: OwnerDep
+) -> ImagesResponse | StreamingResponse:
     """Edit an image (multipart: `image`, optional `mask`, `prompt`, options, `strength`).
 
     Without a mask: image-to-image. With one: inpainting, where the mask's fully
@@ -73,6 +81,9 @@ async def edit_image(request: Request, state: StateDep, owner: OwnerDep) -> Imag
     """
     body, image, mask = await _edit_form(request)
     fields = await run_in_threadpool(_edit_fields, body, image, mask)
+    if body.stream:
+        [job_id] = await submit_jobs(state, owner, [_job(state, fields)], OPENAI_NAMES)
+        return stream_response(state, job_id, body, "image_edit")
     [record] = await run_jobs(state, owner, [_job(state, fields)], OPENAI_NAMES)
     check_succeeded([record])
     return await _answer(state.storage, record, body)

@@ -55,8 +55,9 @@ class _ImageOptions(BaseModel):
     complexity: Literal["low", "medium", "high"] | None = None
     user: str | None = None
     safety_identifier: str | None = None
-    stream: bool | None = Field(None, description="Streaming is not supported.")
-    partial_images: int | None = Field(None, ge=0, le=3)
+    # Server-Sent Events: partial images (live previews), then the final images.
+    stream: bool | None = None
+    partial_images: int | None = Field(None, ge=0, le=3, description="With stream: 0-3.")
     # darkroom's own parameters, top level as vLLM-Omni and SGLang take them.
     negative_prompt: str | None = None
     num_inference_steps: int | None = None
@@ -83,13 +84,6 @@ class _ImageOptions(BaseModel):
     def _opaque(cls, value: str | None) -> str | None:
         if value == "transparent":
             raise ValueError("transparent backgrounds are not supported: the images are opaque")
-        return value
-
-    @field_validator("stream")
-    @classmethod
-    def _not_streamed(cls, value: bool | None) -> bool | None:
-        if value:
-            raise ValueError("streaming is not supported: leave stream out (or false)")
         return value
 
 

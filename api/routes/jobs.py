@@ -18,8 +18,9 @@ from api.deps import JobDep, StateDep, owned_snapshot, state_of
 from api.events import job_events
 from api.reads import public_job, public_jobs, wait_until_terminal
 from api.submission import submit
-from shared.errors import InvalidRequest
+from shared.errors import InvalidRequest, PreviewNotReady
 from shared.jobs import MAX_DEADLINE_S, Job, JobCreate, JobList, JobStatus
+from shared.previews import latest_preview, mark_watched
 from shared.public import build_public
 from shared.webhooks import webhook_info
 
@@ -136,14 +137,66 @@ async def cancel(job: JobDep, state: StateDep, response: Response) -> Job:
 
 
 @router.get("/{job_id}/events", response_class=StreamingResponse)
-async def events(job: JobDep, state: StateDep) -> StreamingResponse:
-    """Server-Sent Events: `status` on each status change, `progress` as steps advance;
-    the stream ends after the terminal status."""
+async def events(
+    job: JobDep,
+    state: StateDep,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    resume_after: Annotated[
+        int | None,
+        Query(ge=0, description="Last-Event-ID for clients that cannot set headers."),
+    ] = None,
+) -> StreamingResponse:
+    """Server-Sent Events: `status` on each status change, `progress` as steps advance,
+    `preview` (`{step, steps, index, image}`, a base64 WebP per image) while it runs;
+    the stream ends after the terminal status. Each event has an `id:`; reconnecting
+    with `Last-Event-ID` resends the status changes missed since, then the current
+    state (previews are not replayed)."""
     # JobDep answers 404 before the stream starts.
+    after = resume_after if resume_after is not None else _event_id(last_event_id)
     return StreamingResponse(
-        job_events(state, job.id),
+        job_events(state, job.id, after),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _event_id(header: str | None) -> int | None:
+    """A Last-Event-ID darkroom sent (an integer); anything else: a fresh stream."""
+    value = (header or "").strip()
+    return int(value) if value.isdigit() else None
+
+
+@router.get(
+    "/{job_id}/preview",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/webp": {}}, "description": "The latest live preview."},
+        404: {"description": "No such job of the caller's, or no preview yet."},
+    },
+)
+async def preview(
+    job: JobDep,
+    state: StateDep,
+    index: Annotated[int, Query(ge=0, le=63, description="Which image of the job.")] = 0,
+) -> Response:
+    """The job's latest live preview as WebP (at most 512 px on the long side), with
+    the step it shows in `X-Preview-Step` / `X-Preview-Steps`. Asking marks the job
+    watched: the worker makes previews while someone asks within the last 5 s, so
+    the first ask may find none (404 `preview_not_ready`)."""
+    if not job.status.is_terminal():
+        await mark_watched(state.aredis, job.id)
+    latest = await latest_preview(state.aredis, job.id)
+    if latest is None or index >= len(latest.images):
+        raise PreviewNotReady(f"job {job.id!r} has no preview {index if index else 'yet'}")
+    return Response(
+        latest.images[index],
+        media_type="image/webp",
+        headers={
+            "Cache-Control": "no-store",
+            "X-Preview-Step": str(latest.step),
+            "X-Preview-Steps": str(latest.steps),
+            "X-Preview-Images": str(len(latest.images)),
+        },
     )
 
 

@@ -21,6 +21,7 @@ EXPECTED = {
     "JobNotFound": 404,
     "FileNotFound": 404,
     "LoraNotFound": 404,
+    "PreviewNotReady": 404,
     "LoraConflict": 409,
     "QuotaExceeded": 413,
     "InvalidTransition": 409,

@@ -99,6 +99,8 @@ def test_post_job_with_model(api: TestClient, api_redis: redis.Redis) -> None:
     assert job["urls"] == {
         "get": f"http://testserver/jobs/{job['id']}",
         "cancel": f"http://testserver/jobs/{job['id']}/cancel",
+        "events": f"http://testserver/jobs/{job['id']}/events",
+        "preview": f"http://testserver/jobs/{job['id']}/preview",
     }
     assert job["queue"] == TINY_QUEUE
     params = job["params"]

@@ -1,0 +1,188 @@
+"""OpenAI's streamed image answers (`stream: true`): partial images, then the final ones.
+
+The call is one ordinary job, as without streaming; while it runs the stream
+marks it watched, so the worker makes live previews, and sends up to
+`partial_images` of them per image as `<kind>.partial_image` events (the k-th
+once the job is k/partial_images of the way through: fewer when the job is
+quicker than the previews), then one `<kind>.completed` event per image. For
+`n > 1` each event also carries `index`, the image it belongs to. A failed,
+canceled or timed-out job ends the stream with an `error` event in OpenAI's
+shape, which the SDKs raise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import StreamingResponse
+
+from api.compat.images import OutputFormat, b64, convert, read_stored
+from api.compat.openai_schemas import ImageEditRequest, ImageGenerationRequest
+from api.reads import fetch_record
+from api.state import AppState
+from shared.jobs import JobRecord, JobStatus
+from shared.previews import Preview, latest_preview, mark_watched, preview_seq
+
+StreamKind = Literal["image_generation", "image_edit"]
+POLL_INTERVAL_S = 0.1
+WATCH_REFRESH_S = 1.0
+# The values OpenAI's events may carry for `quality` (darkroom ignores it).
+_EVENT_QUALITIES = {"low", "medium", "high", "xhigh", "max", "auto"}
+
+
+def stream_response(
+    state: AppState,
+    job_id: str,
+    body: ImageGenerationRequest | ImageEditRequest,
+    kind: StreamKind,
+) -> StreamingResponse:
+    """The SSE answer of a streamed call whose job `job_id` was submitted."""
+    return StreamingResponse(
+        _events(state, job_id, _Shape(body, kind)),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+class _Shape:
+    """What every event of the call repeats, as OpenAI's events carry it."""
+
+    def __init__(self, body: ImageGenerationRequest | ImageEditRequest, kind: StreamKind):
+        self.kind = kind
+        self.partials = body.partial_images or 0
+        self.output_format: OutputFormat = body.output_format or "png"
+        self.compression = body.output_compression
+        self.quality = body.quality if body.quality in _EVENT_QUALITIES else "auto"
+        self.background = "opaque"
+
+    def event(self, suffix: str, index: int, data: bytes, record: JobRecord, **extra: Any) -> str:
+        fields: dict[str, Any] = {
+            "type": f"{self.kind}.{suffix}",
+            "b64_json": b64(data),
+            "created_at": int(time.time()),
+            "size": f"{record.params.width}x{record.params.height}",
+            "quality": self.quality,
+            "background": self.background,
+            "output_format": self.output_format,
+            **extra,
+            "index": index,
+        }
+        return f"event: {fields['type']}\ndata: {json.dumps(fields)}\n\n"
+
+
+async def _events(state: AppState, job_id: str, shape: _Shape) -> AsyncIterator[str]:
+    deadline = time.monotonic() + state.settings.compat_wait_s
+    partials = _Partials(shape.partials)
+    watched_at = float("-inf")
+    while True:
+        record = await fetch_record(state, job_id)
+        if record is None:
+            yield _error("not_found", f"job {job_id} expired", job_id)
+            return
+        if record.status.is_terminal():
+            async for frame in _ending(state, record, shape):
+                yield frame
+            return
+        if time.monotonic() > deadline:
+            yield _error(
+                "timeout",
+                f"job {job_id} did not finish within {state.settings.compat_wait_s:g}s; "
+                f"it goes on: GET /jobs/{job_id}",
+                job_id,
+            )
+            return
+        if partials.wanted and time.monotonic() - watched_at >= WATCH_REFRESH_S:
+            await mark_watched(state.aredis, job_id)
+            watched_at = time.monotonic()
+        if partials.wanted and record.status is JobStatus.RUNNING:
+            for frame in await partials.new(state, record, shape):
+                yield frame
+        await asyncio.sleep(POLL_INTERVAL_S)
+
+
+class _Partials:
+    """Which previews go out as partial images: per image, the k-th of `count` once
+    the job is k/count of the way through (the first at once)."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self.sent: dict[int, int] = {}
+        self.seen = 0
+
+    @property
+    def wanted(self) -> bool:
+        return self.count > 0
+
+    async def new(self, state: AppState, record: JobRecord, shape: _Shape) -> list[str]:
+        if await preview_seq(state.aredis, record.id) <= self.seen:
+            return []
+        preview = await latest_preview(state.aredis, record.id)
+        if preview is None or preview.seq <= self.seen:
+            return []
+        self.seen = preview.seq
+        due = [index for index in range(len(preview.images)) if self._due(index, preview)]
+        if not due:
+            return []
+        encoded = await run_in_threadpool(_reencode, preview, due, shape)
+        frames = []
+        for index, data in zip(due, encoded, strict=True):
+            number = self.sent.get(index, 0)
+            frames.append(
+                shape.event("partial_image", index, data, record, partial_image_index=number)
+            )
+            self.sent[index] = number + 1
+        return frames
+
+    def _due(self, index: int, preview: Preview) -> bool:
+        sent = self.sent.get(index, 0)
+        return sent < self.count and preview.step / preview.steps >= sent / self.count
+
+
+def _reencode(preview: Preview, indexes: list[int], shape: _Shape) -> list[bytes]:
+    """Previews (WebP) in the call's output format."""
+    out = []
+    for index in indexes:
+        image = Image.open(io.BytesIO(preview.images[index])).convert("RGB")
+        buffer = io.BytesIO()
+        quality = 100 if shape.compression is None else shape.compression
+        image.save(buffer, format=shape.output_format.upper(), quality=quality)
+        out.append(buffer.getvalue())
+    return out
+
+
+async def _ending(state: AppState, record: JobRecord, shape: _Shape) -> AsyncIterator[str]:
+    if record.status is not JobStatus.SUCCEEDED:
+        reason = record.error.message if record.error else "no images"
+        message = f"job {record.id} {record.status.value}: {reason}"
+        yield _error(f"job_{record.status.value}", message, record.id)
+        return
+    for index, image in enumerate(record.images):
+        png = await run_in_threadpool(read_stored, state.storage, image.key)
+        data = await run_in_threadpool(convert, png, shape.output_format, shape.compression)
+        yield shape.event("completed", index, data, record, usage=_NO_TOKENS)
+
+
+# `usage` counts tokens of OpenAI's GPT image models: none here.
+_NO_TOKENS = {
+    "input_tokens": 0,
+    "input_tokens_details": {"image_tokens": 0, "text_tokens": 0},
+    "output_tokens": 0,
+    "total_tokens": 0,
+}
+
+
+def _error(code: str, message: str, job_id: str) -> str:
+    """OpenAI's error event: the SDKs raise it as an APIError."""
+    error = {
+        "type": "error",
+        "error": {"type": code, "code": code, "message": message},
+        "job_id": job_id,
+    }
+    return f"event: error\ndata: {json.dumps(error)}\n\n"
