@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -50,6 +51,16 @@ class ApiError(RuntimeError):
         self.message = message
         # From Retry-After on a 429 or 503: when trying again makes sense.
         self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class LivePreview:
+    """GET /jobs/{id}/preview: one image's WebP, the step it shows, the job's image count."""
+
+    webp: bytes
+    step: int
+    steps: int
+    images: int
 
 
 class ApiUnreachable(ApiError):
@@ -130,6 +141,23 @@ class DarkroomClient:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['status']} after {timeout_s}s")
             time.sleep(interval_s)
+
+    def preview(self, job_id: str, index: int = 0) -> LivePreview | None:
+        """The job's latest live preview (WebP); None while there is none. Asking marks
+        the job watched: the worker makes previews while someone asks."""
+        try:
+            response = self._send("GET", f"/jobs/{job_id}/preview", params={"index": index})
+        except ApiError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+        headers = response.headers
+        return LivePreview(
+            response.content,
+            int(headers.get("X-Preview-Step", 0)),
+            int(headers.get("X-Preview-Steps", 0)),
+            int(headers.get("X-Preview-Images", 1)),
+        )
 
     def download(self, url: str) -> bytes:
         """An image's bytes. Its URL may point elsewhere (presigned S3): the key goes

@@ -62,6 +62,13 @@ def add_client_commands(commands: Any) -> None:
     submit.add_argument(
         "-o", "--output", type=Path, default=None, help="save the images (waits): a file or dir"
     )
+    submit.add_argument(
+        "--previews",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="save its live previews into DIR as they come (waits)",
+    )
 
     jobs = _command(commands, "jobs", "your recent jobs, newest first", _jobs)
     jobs.add_argument("--limit", type=int, default=20)
@@ -109,9 +116,9 @@ def _submit(args: argparse.Namespace, client: DarkroomClient, console: Console) 
         print(f"darkroom: {refusal}", file=sys.stderr)
         return EXIT_FAILED
     job = client.submit(build_body(args))
-    if args.wait or args.output:
+    if args.wait or args.output or args.previews:
         try:
-            job = watch(client, job, Console(stderr=True, highlight=False))
+            job = watch(client, job, Console(stderr=True, highlight=False), previews=args.previews)
         except KeyboardInterrupt:
             print(
                 f"\ndarkroom: stopped waiting; job {job['id']} keeps running "

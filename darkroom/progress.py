@@ -7,6 +7,7 @@ stderr so that stdout keeps only the result (a summary line, or `--json`).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -27,24 +28,59 @@ POLL_S = 0.2
 
 
 def watch(
-    client: DarkroomClient, job: dict[str, Any], console: Console, timeout_s: float = 3600
+    client: DarkroomClient,
+    job: dict[str, Any],
+    console: Console,
+    timeout_s: float = 3600,
+    previews: Path | None = None,
 ) -> dict[str, Any]:
     """Follow `job` until it is terminal, drawing its state; returns the final job.
+    With `previews`, its live previews are saved there as they come.
 
     Ctrl-C (KeyboardInterrupt) propagates: the caller says the job keeps running.
     """
     deadline = time.monotonic() + timeout_s
     steps = int(job["params"]["steps"])
+    saver = PreviewSaver(client, job["id"], previews) if previews is not None else None
     with _progress(console) as bar:
         task = bar.add_task(_queued_text(job), total=steps, start=False)
         while job["status"] not in TERMINAL:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job['id']} still {job['status']} after {timeout_s:.0f}s")
             time.sleep(POLL_S)
+            if saver is not None:
+                saver.poll()
             job = client.get(job["id"])
             _draw(bar, task, job, steps)
         _draw(bar, task, job, steps)
     return job
+
+
+class PreviewSaver:
+    """Saves a job's live previews into a directory, each new step once:
+    `<job id>-step<k>.webp` (`-<image>` after the step for jobs of several images)."""
+
+    def __init__(self, client: DarkroomClient, job_id: str, directory: Path):
+        self.client = client
+        self.job_id = job_id
+        self.directory = directory
+        self.saved: list[Path] = []
+        self._last_step = 0
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def poll(self) -> None:
+        first = self.client.preview(self.job_id)
+        if first is None or first.step == self._last_step:
+            return
+        self._last_step = first.step
+        for index in range(first.images):
+            latest = first if index == 0 else self.client.preview(self.job_id, index)
+            if latest is None:
+                continue
+            suffix = f"-{index}" if first.images > 1 else ""
+            path = self.directory / f"{self.job_id}-step{first.step:03d}{suffix}.webp"
+            path.write_bytes(latest.webp)
+            self.saved.append(path)
 
 
 def _progress(console: Console) -> Progress:

@@ -182,9 +182,20 @@ def _live(api: DarkroomClient, job_id: str) -> None:
         st.progress(0.0, text="waiting for a worker")
     else:
         st.progress(min(1.0, float(job["progress"])), text=running_text(job))
+        _preview(api, job)
     cancel = st.button("Cancel", key="cancel", disabled=bool(job.get("cancel_requested")))
     if cancel:
         _cancel(api, job_id)
+
+
+def _preview(api: DarkroomClient, job: dict[str, Any]) -> None:
+    """The image as it forms (the job's latest live preview), under the progress bar.
+    Asking every POLL_EVERY_S keeps the job watched, so the worker makes them."""
+    latest = session.ask(api, lambda api: api.preview(job["id"]))
+    if latest is None:
+        return
+    width = min(int(job["params"]["width"]), 512)
+    st.image(latest.webp, caption=f"preview, step {latest.step}/{latest.steps}", width=width)
 
 
 def _cancel(api: DarkroomClient, job_id: str) -> None:

@@ -92,6 +92,38 @@ def test_submit_several_images_to_a_directory(api_server: ApiProcess, tmp_path: 
     assert all(str(path) in result.stdout for path in saved)
 
 
+def test_submit_wait_saves_the_live_previews_as_they_come(
+    api_server: ApiProcess, tmp_path: Path
+) -> None:
+    previews = tmp_path / "previews"
+    result = darkroom(
+        api_server.url,
+        "submit",
+        _slow("previews"),
+        "--model",
+        FLAKY,
+        "--steps",
+        "10",
+        "--wait",
+        "--previews",
+        str(previews),
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    job = json.loads(result.stdout)
+    saved = sorted(previews.iterdir())
+    assert saved, result.stderr
+    steps = []
+    for path in saved:
+        assert path.name.startswith(f"{job['id']}-step")
+        assert path.suffix == ".webp"
+        steps.append(int(path.stem.removeprefix(f"{job['id']}-step")))
+        with Image.open(path) as image:
+            assert (image.format, image.size) == ("WEBP", (64, 64))
+    assert steps == sorted(set(steps))
+    assert all(1 <= step <= 10 for step in steps)
+
+
 def test_submit_json_prints_the_job_object(api_server: ApiProcess, client: DarkroomClient) -> None:
     result = darkroom(api_server.url, "submit", "서울의 밤거리, 네온사인", "--json")
     assert result.returncode == 0, result.stderr

@@ -255,6 +255,22 @@ def test_a_running_job_shows_its_queue_position_then_progress_and_cancels(
     assert api.get(job_id)["status"] == "canceled"
 
 
+def test_a_running_job_shows_its_live_preview_under_the_progress_bar(
+    open_page: OpenPage, api: DarkroomClient
+) -> None:
+    at = open_page()
+    job_id = generate(at, slow_prompt(), model=FLAKY, steps=SLOW_STEPS)
+
+    def preview_caption(page: AppTest) -> str | None:
+        captions = [c for image in page.tabs[0].get("image") for c in image.captions]  # type: ignore[attr-defined]
+        return next((c for c in captions if c.startswith("preview, step ")), None)
+
+    caption = rerun_until(at, preview_caption, "a live preview")
+    assert re.fullmatch(rf"preview, step [1-9]\d*/{SLOW_STEPS}", caption)
+    api.cancel(job_id)
+    rerun_until(at, finished, "the canceled job")
+
+
 def test_a_failed_job_shows_its_error_message(open_page: OpenPage) -> None:
     at = open_page()
     generate(at, "please raise", model=FLAKY)
