@@ -31,6 +31,7 @@ from bench.latency import measure_latency
 from bench.lora import measure_lora
 from bench.metrics_cost import measure_metrics
 from bench.multiplex import measure_multiplex
+from bench.previews import measure_previews
 from bench.report import machine, notes, table, write_json
 from bench.scale import measure_scale
 from bench.stack import BenchError, Stack
@@ -56,6 +57,7 @@ ON_REQUEST: dict[str, Measure] = {
     "fairness": measure_fairness,
     "multiplex": measure_multiplex,
     "lora": measure_lora,
+    "previews": measure_previews,
 }
 
 
