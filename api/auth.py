@@ -1,7 +1,8 @@
 """API keys: who is calling. `OwnerDep` is the caller's identity, for routers and routes.
 
 With keys configured (API_KEYS, API_KEYS_FILE) every route behind
-`require_owner` needs `Authorization: Bearer <key>`, answered 401 otherwise.
+`require_owner` needs `Authorization: Bearer <key>` (on /sdapi/v1 also HTTP
+Basic, the key as the password, as A1111's clients send), answered 401 otherwise.
 The identity is a short id derived from the key's digest, stored on the jobs
 the key submits. Without keys the API is open and every caller is "anonymous".
 Keys and the Authorization header are never logged.
@@ -9,12 +10,15 @@ Keys and the Authorization header are never logged.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
+from api.compat import A1111_PREFIX
 from shared.apikeys import ANONYMOUS, KeyRing
 from shared.errors import Unauthorized
 
@@ -50,12 +54,39 @@ class _ApiKeyBearer(HTTPBearer):
     async def _owner(self, request: Request, keys: KeyRing) -> str:
         # auto_error=False: a missing header is our 401 (with our error body), not FastAPI's.
         credentials = await super().__call__(request)
-        if credentials is None:
-            raise Unauthorized("an API key is required: send Authorization: Bearer <key>")
-        owner = keys.owner_of(credentials.credentials)
+        if credentials is not None:
+            owner = keys.owner_of(credentials.credentials)
+        elif request.url.path.startswith(A1111_PREFIX) and (basic := basic_keys(request)):
+            owner = next(filter(None, map(keys.owner_of, basic)), None)
+        else:
+            a1111 = request.url.path.startswith(A1111_PREFIX)
+            raise Unauthorized(_MISSING + (_OR_BASIC if a1111 else ""))
         if owner is None:
             raise Unauthorized("invalid API key", error="invalid_token")
         return owner
+
+
+# AUTOMATIC1111's clients (Open WebUI, SillyTavern, webuiapi's set_auth) log in with
+# HTTP Basic, as A1111's --api-auth user:password wants: on /sdapi/v1 the key is
+# the password, or the whole user:password.
+_MISSING = "an API key is required: send Authorization: Bearer <key>"
+_OR_BASIC = ", or HTTP Basic with the key as the password"
+
+
+def basic_keys(request: Request) -> list[str]:
+    """The keys an `Authorization: Basic` header may carry: its password, then the
+    whole user:password (none for another scheme or a malformed header)."""
+    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return []
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return []
+    _user, colon, password = decoded.partition(":")
+    if not colon:
+        return []
+    return [key for key in (password, decoded) if key]
 
 
 require_owner = _ApiKeyBearer(

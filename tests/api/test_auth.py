@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ import redis
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
+from api.auth import basic_keys
 from api.main import create_app
 from shared.apikeys import ANONYMOUS, KeyRing, hash_key, owner_id
 from shared.jobs import StoredImage
@@ -89,6 +91,51 @@ def test_protected_endpoints_need_a_valid_key(
     assert error["type"] == "unauthorized"
     assert "Authorization: Bearer" in error["message"] or error["message"] == "invalid API key"
     assert api_redis.keys("darkroom:job*") == []
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    encoded = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {encoded}"}
+
+
+# A key in A1111's --api-auth form: a Basic header carries it as user and password.
+PAIR_KEY = "webui:0123456789abcdefghij"
+
+
+@pytest.fixture
+def keyed_with_pair(
+    make_settings: Callable[..., Settings], api_redis: redis.Redis
+) -> Iterator[TestClient]:
+    with TestClient(create_app(make_settings(api_keys=f"{KEY_A},{PAIR_KEY}"))) as client:
+        yield client
+
+
+def test_a1111_paths_take_http_basic_with_the_key(keyed_with_pair: TestClient) -> None:
+    as_password = keyed_with_pair.get("/sdapi/v1/sd-models", headers=basic("sillytavern", KEY_A))
+    assert as_password.status_code == 200, as_password.text
+    as_pair = keyed_with_pair.get("/sdapi/v1/sd-models", headers=basic(*PAIR_KEY.split(":")))
+    assert as_pair.status_code == 200, as_pair.text
+    wrong = keyed_with_pair.get("/sdapi/v1/sd-models", headers=basic("user", "not-a-key-0123"))
+    assert wrong.status_code == 401
+    missing = keyed_with_pair.get("/sdapi/v1/sd-models")
+    assert missing.status_code == 401
+    assert "HTTP Basic" in missing.text
+    # Only A1111's paths: darkroom's own API keeps to Bearer.
+    assert keyed_with_pair.get("/jobs", headers=basic("sillytavern", KEY_A)).status_code == 401
+
+
+def test_basic_credentials_are_the_password_then_the_whole_pair() -> None:
+    from starlette.requests import Request
+
+    def keys_in(header: str) -> list[str]:
+        scope = {"type": "http", "headers": [(b"authorization", header.encode())]}
+        return basic_keys(Request(scope))
+
+    encoded = base64.b64encode(b"user:pass:word").decode()
+    assert keys_in(f"Basic {encoded}") == ["pass:word", "user:pass:word"]
+    assert keys_in("Basic !!!not-base64") == []
+    assert keys_in(f"Basic {base64.b64encode(b'no-colon').decode()}") == []
+    assert keys_in(f"Bearer {encoded}") == []
 
 
 def test_a_wrong_key_is_named_an_invalid_token(keyed: TestClient) -> None:
