@@ -22,8 +22,14 @@ from api.control import cancel_job
 from api.reads import wait_until_terminal
 from api.state import AppState
 from api.submission import submit_job
+from shared.constants import KEY_PREFIX
 from shared.errors import InvalidRequest, InvalidTransition, JobNotFound
 from shared.jobs import JobCreate, JobRecord, JobStatus
+
+# Jobs skipped (A1111's /skip): canceled without ending their call; marked long
+# enough for any call waiting on them (COMPAT_WAIT_S is at most an hour).
+SKIPPED_KEY_PREFIX = KEY_PREFIX + "a1111-skipped:"
+SKIP_MARK_TTL_S = 3600
 
 # JobCreate.num_images' limit: a call asking for more images takes several jobs
 # (A1111) or is refused (OpenAI's `n`).
@@ -99,7 +105,7 @@ async def wait_for_jobs(state: AppState, job_ids: list[str], timeout_s: float) -
             for task in done:
                 record = task.result()
                 ended[record.id] = record
-                if record.status in (JobStatus.FAILED, JobStatus.CANCELED) and pending:
+                if pending and await _ends_the_call(state, record):
                     siblings = [waits[t] for t in pending]
                     await run_in_threadpool(cancel_quietly, state, siblings)
     finally:
@@ -110,6 +116,21 @@ async def wait_for_jobs(state: AppState, job_ids: list[str], timeout_s: float) -
     if unfinished:
         raise WaitTimedOut(unfinished, timeout_s)
     return records
+
+
+async def _ends_the_call(state: AppState, record: JobRecord) -> bool:
+    """A failed job, or one canceled but not skipped (A1111's /skip), ends its call."""
+    if record.status is JobStatus.FAILED:
+        return True
+    if record.status is not JobStatus.CANCELED:
+        return False
+    return not await state.aredis.exists(SKIPPED_KEY_PREFIX + record.id)
+
+
+def mark_skipped(state: AppState, job_id: str) -> None:
+    """Cancel one job of a call and let the others run on (A1111's skip)."""
+    state.store.redis.set(SKIPPED_KEY_PREFIX + job_id, b"1", ex=SKIP_MARK_TTL_S)
+    cancel_quietly(state, [job_id])
 
 
 def cancel_quietly(state: AppState, job_ids: list[str]) -> None:

@@ -266,7 +266,6 @@ def test_progress_and_interrupt_of_the_callers_running_job(
         assert state["sampling_steps"] == 40
         assert state["job_count"] >= 1
         assert running["eta_relative"] > 0
-        assert running["current_image"] is None
 
         assert webui.interrupt() == {}
         result = call.result(timeout=60)
@@ -315,3 +314,65 @@ def test_a_keyed_api_needs_the_key_as_a_bearer_token(keyed_api: ApiProcess) -> N
 
     titles = keyed_webui(keyed_api, KEY).util_get_model_names()
     assert any(title.startswith("tiny-sd [") for title in titles)
+
+
+def test_a1111_clients_log_in_with_http_basic_the_key_as_password(keyed_api: ApiProcess) -> None:
+    # webuiapi's set_auth, Open WebUI and SillyTavern: Authorization: Basic user:password.
+    webui = keyed_webui(keyed_api, None)
+    webui.set_auth("anyone", KEY)
+    assert any(title.startswith("tiny-sd [") for title in webui.util_get_model_names())
+    webui.set_auth("anyone", "not-a-key")
+    assert webui.session.get(f"{webui.baseurl}/sd-models").status_code == 401
+    # Basic is A1111's: darkroom's own API still wants the Bearer token.
+    own = httpx.get(f"{keyed_api.url}/jobs", auth=("anyone", KEY))
+    assert own.status_code == 401
+    assert "Bearer" in own.json()["error"]["message"]
+
+
+def test_the_start_up_inventory_answers_what_darkroom_has(webui: webuiapi.WebUIApi) -> None:
+    for listing in (
+        webui.get_upscalers,
+        webui.get_latent_upscale_modes,
+        webui.get_sd_vae,
+        webui.get_hypernetworks,
+        webui.get_face_restorers,
+        webui.get_realesrgan_models,
+        webui.get_prompt_styles,
+    ):
+        assert listing() == [], listing.__name__
+    assert webui.get_embeddings() == {"loaded": {}, "skipped": {}}
+    assert webui.get_cmd_flags()["api"] is True
+    ram = webui.get_memory()["ram"]
+    assert 0 < ram["free"] <= ram["total"]
+    assert ram["used"] == ram["total"] - ram["free"]
+    assert "error" in webui.get_memory()["cuda"]
+    webui.refresh_checkpoints()
+    modules = httpx.get(f"{webui.baseurl}/sd-modules", timeout=10)
+    assert (modules.status_code, modules.json()) == (200, [])
+
+
+def test_skip_stops_the_current_job_and_the_call_runs_on(
+    webui: webuiapi.WebUIApi, api_server: ApiProcess
+) -> None:
+    prompt = f"slow {marker('skip')}"  # 0.2 s a step on the flaky model
+    with ThreadPoolExecutor(1) as pool:
+        call = pool.submit(
+            webui.txt2img,
+            prompt=prompt,
+            override_settings={"sd_model_checkpoint": "tiny-flaky"},
+            width=64,
+            height=64,
+            steps=10,
+            batch_size=4,
+            n_iter=2,  # 8 images: two jobs of four
+        )
+        wait_until(lambda: webui.get_progress()["state"]["sampling_step"] >= 1)
+        first = webui.get_progress()["state"]["job"]
+        webui.skip()
+        result = call.result(timeout=120)
+
+    jobs = {job["id"]: job for job in jobs_with(api_server.url, prompt)}
+    assert jobs[first]["status"] == "canceled"
+    [other] = [job for job_id, job in jobs.items() if job_id != first]
+    assert other["status"] == "succeeded"
+    assert len(result.images) == 4  # the second job's, as A1111 skips one image
