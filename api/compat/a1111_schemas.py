@@ -20,8 +20,11 @@ from shared.jobs import MAX_SEED, JobRecord
 from shared.loras import ResolvedLora
 
 # batch_size x n_iter above this is refused (422): a call is at most this many
-# jobs of MAX_IMAGES_PER_JOB images, each queued and rate-limited on its own.
-MAX_IMAGES_PER_CALL = 16
+# images, in jobs of MAX_IMAGES_PER_JOB, each queued and rate-limited on its own.
+# batch_size and n_iter go as high as A1111's own page lets them (8 and 100).
+MAX_IMAGES_PER_CALL = 64
+MAX_BATCH_SIZE = 8
+MAX_N_ITER = 100
 # darkroom's field names as A1111's clients know them, for the errors.
 A1111_NAMES = {
     "guidance_scale": "cfg_scale",
@@ -50,8 +53,8 @@ class Txt2ImgRequest(BaseModel):
     cfg_scale: float | None = None
     width: int | None = None
     height: int | None = None
-    batch_size: int = Field(1, ge=1)
-    n_iter: int = Field(1, ge=1)
+    batch_size: int = Field(1, ge=1, le=MAX_BATCH_SIZE)
+    n_iter: int = Field(1, ge=1, le=MAX_N_ITER)
     sampler_name: str | None = None
     sampler_index: str | None = None
     scheduler: str | None = None
@@ -114,8 +117,8 @@ def job_fields(
         # A1111's clients send "" for "none given": the model's own negative prompt.
         "negative_prompt": request.negative_prompt or None,
         "model": model,
-        "width": request.width,
-        "height": request.height,
+        "width": _multiple_of_8(request.width),
+        "height": _multiple_of_8(request.height),
         "steps": request.steps,
         "guidance_scale": request.cfg_scale,
         "sampler": sampler,
@@ -129,6 +132,14 @@ def job_fields(
         }
         for start in range(0, total, MAX_IMAGES_PER_JOB)
     ]
+
+
+def _multiple_of_8(size: int | None) -> int | None:
+    """A1111 rounds a size down to a multiple of 8 (the latents' grid); darkroom's
+    own API refuses one that is not. Below 8 stays as sent: the core refuses it."""
+    if size is None or size < 8:
+        return size
+    return size - size % 8
 
 
 def parameters(request: Txt2ImgRequest) -> dict[str, Any]:

@@ -124,11 +124,24 @@ def test_seed_minus_one_is_random_and_reported(webui: webuiapi.WebUIApi) -> None
 
 def test_more_images_than_a_call_allows_is_refused(webui: webuiapi.WebUIApi) -> None:
     with pytest.raises(RuntimeError) as caught:
-        webui.txt2img(prompt=marker("too many"), batch_size=4, n_iter=5, **TINY)
-
+        webui.txt2img(prompt=marker("too many"), batch_size=8, n_iter=9, **TINY)
     status, text = caught.value.args
     assert status == 422
-    assert "at most 16" in text
+    assert "at most 64" in text
+    # A1111's own page limits: batch_size 8, n_iter 100.
+    with pytest.raises(RuntimeError) as caught:
+        webui.txt2img(prompt=marker("too wide"), batch_size=9, **TINY)
+    assert caught.value.args[0] == 422
+
+
+def test_a_size_off_the_grid_is_rounded_down_as_a1111_does(
+    webui: webuiapi.WebUIApi, api_server: ApiProcess
+) -> None:
+    prompt = marker("round")
+    result = webui.txt2img(prompt=prompt, width=70, height=63, steps=2)
+    assert [image.size for image in result.images] == [(64, 56)]
+    [job] = jobs_with(api_server.url, prompt)
+    assert (job["params"]["width"], job["params"]["height"]) == (64, 56)
 
 
 # --- img2img ------------------------------------------------------------------------------
