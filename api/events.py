@@ -19,18 +19,10 @@ from collections.abc import AsyncIterator
 from api.reads import fetch_record, public_jobs
 from api.state import AppState
 from shared.jobs import Job, JobRecord, JobStatus
-from shared.previews import (
-    WATCH_WINDOW_S,
-    Preview,
-    latest_preview,
-    mark_watched,
-    preview_seq,
-)
+from shared.previews import Preview, Watching, preview_after, preview_seq
 
 POLL_INTERVAL_S = 0.1
 KEEPALIVE_S = 15.0
-# An open stream says it watches this often (well inside the watch window).
-WATCH_REFRESH_S = WATCH_WINDOW_S / 4
 
 
 async def job_events(
@@ -68,18 +60,14 @@ class _Stream:
         self.resumed_after = resumed_after
         self.last: tuple[str, float] | None = None
         self.last_sent = time.monotonic()
-        self.watched_at = float("-inf")
+        self.watching = Watching(state.aredis, job_id)
         # Previews sent (by sequence number): a resumed stream skips those it missed.
         self.previews_sent = 0
 
     async def watch(self, record: JobRecord) -> None:
         """Keep the job marked watched while it may still make previews."""
-        if (
-            not record.status.is_terminal()
-            and time.monotonic() - self.watched_at >= WATCH_REFRESH_S
-        ):
-            await mark_watched(self.state.aredis, self.job_id)
-            self.watched_at = time.monotonic()
+        if not record.status.is_terminal():
+            await self.watching.keep()
 
     async def changes(self, record: JobRecord) -> list[str]:
         """A `status` or `progress` event if the job changed (first: what was missed)."""
@@ -97,10 +85,8 @@ class _Stream:
 
     async def previews(self) -> list[str]:
         """The job's latest preview if not sent yet: one event per image."""
-        if await preview_seq(self.state.aredis, self.job_id) <= self.previews_sent:
-            return []
-        preview = await latest_preview(self.state.aredis, self.job_id)
-        if preview is None or preview.seq <= self.previews_sent:
+        preview = await preview_after(self.state.aredis, self.job_id, self.previews_sent)
+        if preview is None:
             return []
         self.previews_sent = preview.seq
         self.last_sent = time.monotonic()

@@ -55,6 +55,21 @@ class Result:
         }
 
 
+def run_python(row: str, code: str, *args: str) -> str:
+    """Run `code` in a Python process of its own (its memory and threads its own), from
+    the repository root; its stdout. BenchError with its stderr when it fails."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise BenchError(f"{row} row: a child process failed:\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
 def verdict(ok: bool) -> str:
     return PASS if ok else MISS
 

@@ -15,16 +15,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from bench.common import Result, Settings, median, percentile, verdict
+from bench.common import Result, Settings, median, percentile, run_python, verdict
 from bench.jobs import BatchRun, job_bodies, run_batch_checked
-from bench.stack import MODEL, REPO_ROOT, BenchError, Stack
+from bench.stack import MODEL, REPO_ROOT, Stack
 
 ADAPTERS = 20
 ROUND_ROBIN = 10
@@ -143,7 +141,7 @@ def _adapters(stack: Stack) -> list[Path]:
         f"root = Path({str(root)!r}); tiny = Path({str(stack.model_path)!r}); "
         f"[make_sd_lora(tiny, root / f'a{{i}}.safetensors', seed=i) for i in range({ADAPTERS})]"
     )
-    _python(code)
+    run_python("lora", code)
     return [root / f"a{i}.safetensors" for i in range(ADAPTERS)]
 
 
@@ -158,7 +156,9 @@ def _registry(stack: Stack, files: list[Path]) -> Path:
 
 
 def _swaps(registry: Path, files: list[Path]) -> dict[str, Any]:
-    answer = _python(_SWAPS_CODE, str(registry), json.dumps([str(f) for f in files]), str(SWAPS))
+    answer = run_python(
+        "lora", _SWAPS_CODE, str(registry), json.dumps([str(f) for f in files]), str(SWAPS)
+    )
     return dict(json.loads(answer.strip().splitlines()[-1]))
 
 
@@ -201,16 +201,3 @@ def _throughput(stack: Stack, cfg: Settings, registry: Path) -> dict[str, Any]:
         "ratio": rate_spread / rate_one,
         "rounds": {"one": [r.summary() for r in one], "round_robin": [r.summary() for r in spread]},
     }
-
-
-def _python(code: str, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise BenchError(f"lora row: a child process failed:\n{done.stderr[-3000:]}")
-    return done.stdout

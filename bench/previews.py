@@ -18,8 +18,6 @@ default (the registry's `preview_decoder` unset) and the tiny model's own VAE
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 from typing import Any
@@ -27,9 +25,9 @@ from typing import Any
 import redis
 import yaml
 
-from bench.common import Result, Settings, median, percentile, verdict
+from bench.common import Result, Settings, median, percentile, run_python, verdict
 from bench.jobs import BatchRun, job_bodies, run_batch_checked, ts
-from bench.stack import MODEL, REPO_ROOT, BenchError, Stack
+from bench.stack import MODEL, REPO_ROOT, Stack
 from shared.constants import JOB_KEY_PREFIX, JOBS_INDEX_KEY, RUNNING_KEY
 from shared.previews import WATCH_WINDOW_S, preview_key, watch_key
 
@@ -114,16 +112,8 @@ def measure_previews(stack: Stack, cfg: Settings) -> Result:
 
 
 def _engine(registry: str, calls: int) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-c", _ENGINE_CODE, registry, str(SIZE), str(STEPS), str(calls)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise BenchError(f"previews row: the engine measurement failed:\n{done.stderr[-3000:]}")
-    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    stdout = run_python("previews", _ENGINE_CODE, registry, str(SIZE), str(STEPS), str(calls))
+    answer = json.loads(stdout.strip().splitlines()[-1])
     return {**answer, "ratio": answer["off_s"] / answer["on_s"], "calls": calls}
 
 

@@ -13,6 +13,7 @@ the step it shows, and one WebP per image. Only the latest is kept.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +76,32 @@ async def preview_seq(client: AsyncRedis, job_id: str) -> int:
     """The sequence number of the job's latest preview (0: none): cheap to poll."""
     seq = await client.hget(preview_key(job_id), "seq")
     return int(seq) if seq is not None else 0
+
+
+async def preview_after(client: AsyncRedis, job_id: str, seq: int) -> Preview | None:
+    """The job's latest preview if newer than `seq` (a poll reads one field while
+    nothing new came)."""
+    if await preview_seq(client, job_id) <= seq:
+        return None
+    preview = await latest_preview(client, job_id)
+    return preview if preview is not None and preview.seq > seq else None
+
+
+class Watching:
+    """An open reader (an event stream, a streaming call): marks its job watched
+    again whenever the last mark is a quarter of the window old."""
+
+    REFRESH_S = WATCH_WINDOW_S / 4
+
+    def __init__(self, client: AsyncRedis, job_id: str):
+        self.client = client
+        self.job_id = job_id
+        self._marked = float("-inf")
+
+    async def keep(self) -> None:
+        if time.monotonic() - self._marked >= self.REFRESH_S:
+            await mark_watched(self.client, self.job_id)
+            self._marked = time.monotonic()
 
 
 def watched_jobs(client: redis.Redis, job_ids: list[str]) -> set[str]:

@@ -28,11 +28,10 @@ from api.compat.openai_schemas import ImageEditRequest, ImageGenerationRequest
 from api.reads import fetch_record
 from api.state import AppState
 from shared.jobs import JobRecord, JobStatus
-from shared.previews import Preview, latest_preview, mark_watched, preview_seq
+from shared.previews import Preview, Watching, preview_after
 
 StreamKind = Literal["image_generation", "image_edit"]
 POLL_INTERVAL_S = 0.1
-WATCH_REFRESH_S = 1.0
 # The values OpenAI's events may carry for `quality` (darkroom ignores it).
 _EVENT_QUALITIES = {"low", "medium", "high", "xhigh", "max", "auto"}
 
@@ -80,7 +79,7 @@ class _Shape:
 async def _events(state: AppState, job_id: str, shape: _Shape) -> AsyncIterator[str]:
     deadline = time.monotonic() + state.settings.compat_wait_s
     partials = _Partials(shape.partials)
-    watched_at = float("-inf")
+    watching = Watching(state.aredis, job_id)
     while True:
         record = await fetch_record(state, job_id)
         if record is None:
@@ -98,9 +97,8 @@ async def _events(state: AppState, job_id: str, shape: _Shape) -> AsyncIterator[
                 job_id,
             )
             return
-        if partials.wanted and time.monotonic() - watched_at >= WATCH_REFRESH_S:
-            await mark_watched(state.aredis, job_id)
-            watched_at = time.monotonic()
+        if partials.wanted:
+            await watching.keep()
         if partials.wanted and record.status is JobStatus.RUNNING:
             for frame in await partials.new(state, record, shape):
                 yield frame
@@ -121,10 +119,8 @@ class _Partials:
         return self.count > 0
 
     async def new(self, state: AppState, record: JobRecord, shape: _Shape) -> list[str]:
-        if await preview_seq(state.aredis, record.id) <= self.seen:
-            return []
-        preview = await latest_preview(state.aredis, record.id)
-        if preview is None or preview.seq <= self.seen:
+        preview = await preview_after(state.aredis, record.id, self.seen)
+        if preview is None:
             return []
         self.seen = preview.seq
         due = [index for index in range(len(preview.images)) if self._due(index, preview)]
