@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import secrets
 
+from api.hires import resolve_hires
 from api.images import DecodedImage
 from shared.errors import InvalidRequest
 from shared.jobs import MAX_SEED, GenerationParams, JobCreate
 from shared.registry import ModelEntry
-from shared.samplers import find_sampler, sampler_names
+from shared.samplers import (
+    UNAVAILABLE_SAMPLERS,
+    UNAVAILABLE_SCHEDULES,
+    find_sampler,
+    find_schedule,
+    sampler_names,
+    schedule_applies,
+    schedule_names,
+)
 
 
 def resolve_params(
@@ -37,6 +46,7 @@ def resolve_params(
         )
 
     negative_prompt = _resolve_negative_prompt(request, entry)
+    sampler = resolve_sampler(request.sampler, entry)
     return GenerationParams(
         prompt=request.prompt,
         negative_prompt=negative_prompt,
@@ -50,7 +60,10 @@ def resolve_params(
         num_images=request.num_images,
         strength=_strength(request, init_image, mask),
         mode="inpaint" if mask is not None else "img2img" if init_image is not None else "txt2img",
-        sampler=resolve_sampler(request.sampler, entry),
+        sampler=sampler,
+        scheduler=resolve_schedule(request.scheduler, sampler, entry),
+        hires=resolve_hires(request.hires, entry, (width, height), steps, init_image is not None),
+        tiling=request.tiling,
     )
 
 
@@ -60,6 +73,12 @@ def resolve_sampler(name: str | None, entry: ModelEntry) -> str | None:
     if wanted is None:
         return None
     sampler = find_sampler(wanted, entry.type)
+    if sampler is None and wanted.strip() in UNAVAILABLE_SAMPLERS:
+        raise InvalidRequest(
+            f"sampler {wanted!r} has no diffusers counterpart and is not available in "
+            f"darkroom; known: " + ", ".join(sampler_names(entry.type)),
+            "sampler",
+        )
     if sampler is None:
         raise InvalidRequest(
             f"unknown sampler {wanted!r} for {entry.type} models; known: "
@@ -67,6 +86,33 @@ def resolve_sampler(name: str | None, entry: ModelEntry) -> str | None:
             "sampler",
         )
     return sampler.name
+
+
+def resolve_schedule(name: str | None, sampler: str | None, entry: ModelEntry) -> str | None:
+    """The job's sigma schedule by its A1111 id; None for the sampler's own ("Automatic").
+
+    Checked against the sampler where the job names one (or the model has a
+    default); with the model's own scheduler the worker checks it, as only it
+    knows that scheduler's class.
+    """
+    if name is None:
+        return None
+    schedule = find_schedule(name)
+    if schedule is None:
+        why = "has no diffusers counterpart" if name.strip() in UNAVAILABLE_SCHEDULES else "unknown"
+        raise InvalidRequest(
+            f"scheduler {name!r}: {why}; known: " + ", ".join(schedule_names()), "scheduler"
+        )
+    if not schedule.options:
+        return None
+    found = find_sampler(sampler, entry.type) if sampler is not None else None
+    if found is not None and not schedule_applies(schedule, found.scheduler):
+        raise InvalidRequest(
+            f"scheduler {schedule.label!r} does not apply to sampler {found.name!r} "
+            f"({found.scheduler} takes no {', '.join(sorted(schedule.needs))})",
+            "scheduler",
+        )
+    return schedule.name
 
 
 def _strength(

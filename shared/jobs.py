@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.hires import HiresFix, HiresParams
 from shared.loras import LoraChoice, ResolvedLora
 
 MAX_SEED = 2**32 - 1
@@ -86,6 +87,25 @@ class JobCreate(BaseModel):
             "samplers); default: the model's default_sampler, else its own scheduler."
         ),
     )
+    scheduler: str | None = Field(
+        None,
+        max_length=64,
+        description=(
+            "Sigma schedule by its AUTOMATIC1111 name (Karras, Exponential, SGM Uniform, "
+            "Simple, Beta, ...; GET /models lists each model's schedulers); default "
+            "(or 'Automatic'): the sampler's own."
+        ),
+    )
+    hires: HiresFix | None = Field(
+        None,
+        description=(
+            "Hires fix (text-to-image): a first pass at width x height, an upscale by "
+            "scale (or to hires width/height), then an image-to-image pass at strength."
+        ),
+    )
+    tiling: bool = Field(
+        False, description="Seamless tiling: the image wraps around at its edges (a texture)."
+    )
     loras: list[LoraChoice] | None = Field(
         None,
         max_length=16,
@@ -134,6 +154,12 @@ class GenerationParams(BaseModel):
     mode: Literal["txt2img", "img2img", "inpaint"] = "txt2img"
     # The scheduler, by its AUTOMATIC1111 name; None: the pipeline's own.
     sampler: str | None = None
+    # The sigma schedule, by its A1111 id ("karras", "sgm_uniform"); None: the sampler's own.
+    scheduler: str | None = None
+    # Hires fix: the final size and second pass (width x height is the first pass's).
+    hires: HiresParams | None = None
+    # Circular padding in the UNet and VAE convolutions: the image tiles seamlessly.
+    tiling: bool = False
     # Set by the worker when prompt optimisation rewrote (or translated) the prompt.
     optimized_prompt: str | None = None
     # LoRA adapters, resolved at submit: names, scales and each file's sha256.

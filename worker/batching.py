@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from shared.hires import HiresParams
 from shared.jobs import GenerationParams, JobRecord, JobStatus
 from shared.scheduler import Scheduler
 from shared.store import JobStore
@@ -43,6 +44,10 @@ class BatchKey:
     negative: bool
     # One scheduler per call.
     sampler: str | None
+    scheduler: str | None = None
+    # The hires plan and tiling are the call's, as its size is.
+    hires: tuple[int, int, int, float, str] | None = None
+    tiling: bool = False
     # One set of LoRA adapters, at the same scales, per call.
     loras: tuple[tuple[str, float], ...] = ()
 
@@ -57,8 +62,17 @@ class BatchKey:
             strength=params.strength if params.mode == "img2img" else None,
             negative=bool(params.negative_prompt),
             sampler=params.sampler,
+            scheduler=params.scheduler,
+            hires=_hires_key(params.hires),
+            tiling=params.tiling,
             loras=tuple((lora.cache_key, lora.scale) for lora in params.loras),
         )
+
+
+def _hires_key(hires: HiresParams | None) -> tuple[int, int, int, float, str] | None:
+    if hires is None:
+        return None
+    return (hires.width, hires.height, hires.steps, hires.strength, hires.upscaler)
 
 
 @dataclass(frozen=True)

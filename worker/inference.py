@@ -8,6 +8,7 @@ import inspect
 import io
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,10 +17,12 @@ from PIL import Image
 from shared.errors import GenerationError
 from shared.jobs import GenerationParams
 from shared.loras import ResolvedLora
+from worker.hires import hires_upscaler
 from worker.inpaint import keep_unmasked, load_mask
 from worker.loader import LoadedModel
 from worker.pipeline_call import LatentsHook, Request, StepCallback
 from worker.samplers import sampler_in_use
+from worker.tiling import tiling_in_use
 
 __all__ = ["Request", "StepCallback", "encode_png", "generate", "generate_batch"]
 
@@ -62,8 +65,9 @@ def generate_batch(
     }
     if first.negative_prompt:
         kwargs["negative_prompt"] = _per_image([r.params.negative_prompt for r in requests], counts)
+    hooks = StepHooks(on_step, on_latents)
     with adapters_in_use(model, first.loras):
-        return _generate(model, requests, kwargs, counts, _step_callback(on_step, on_latents))
+        return _generate(model, requests, kwargs, counts, hooks)
 
 
 @contextlib.contextmanager
@@ -88,11 +92,11 @@ def _generate(
     requests: list[Request],
     kwargs: dict[str, Any],
     counts: list[int],
-    callback: DiffusersCallback | None,
+    hooks: StepHooks,
 ) -> list[list[Image.Image]]:
     first = requests[0].params
     if first.mode == "inpaint":
-        return _inpaint(model, requests[0], kwargs, callback)
+        return _inpaint(model, requests[0], kwargs, hooks.callback())
     pipe = model.txt2img
     if first.mode == "img2img":
         if model.img2img is None or any(r.init_image is None for r in requests):
@@ -107,9 +111,17 @@ def _generate(
             num_inference_steps=length,
             strength=strength_for_schedule(length, first.strength),
         )
+    elif first.hires is not None:
+        images = _hires(model, requests, kwargs, hooks)
+        return _split(images, counts)
     else:
         kwargs.update(width=first.width, height=first.height)
-    images = _call(pipe, kwargs, model, first.sampler, callback)
+    images = _call(pipe, kwargs, model, first, hooks.callback())
+    return _split(images, counts)
+
+
+def _split(images: list[Image.Image], counts: list[int]) -> list[list[Image.Image]]:
+    """Each request's images, in order, from one call's."""
     split, start = [], 0
     for count in counts:
         split.append(images[start : start + count])
@@ -121,15 +133,52 @@ def _call(
     pipe: Any,
     kwargs: dict[str, Any],
     model: LoadedModel,
-    sampler: str | None,
+    params: GenerationParams,
     callback: DiffusersCallback | None,
-) -> list[Image.Image]:
-    """One pipeline call with the job's sampler; its images."""
+) -> Any:
+    """One pipeline call with the job's sampler, schedule and tiling; its images (or
+    latents, with output_type="latent")."""
     if callback is not None:
         kwargs["callback_on_step_end"] = callback
-    with torch.inference_mode(), sampler_in_use(pipe, sampler, model.entry.type):
+    in_use = sampler_in_use(pipe, params.sampler, model.entry.type, params.scheduler)
+    with torch.inference_mode(), in_use, tiling_in_use(pipe, params.tiling):
         output = pipe(**_supported(pipe, kwargs))
+    if kwargs.get("output_type") == "latent":
+        return output.images
     return list(output.images)
+
+
+def _hires(
+    model: LoadedModel, requests: list[Request], kwargs: dict[str, Any], hooks: StepHooks
+) -> list[Image.Image]:
+    """Hires fix: the first pass at the job's size, the upscale, the second pass."""
+    params = requests[0].params
+    plan = params.hires
+    if plan is None or model.img2img is None:
+        raise GenerationError(f"model {model.name} cannot run the hires fix (no image-to-image)")
+    length = steps_for_strength(plan.steps, plan.strength)
+    strength = strength_for_schedule(length, plan.strength)
+    second_steps = max(1, int(length * (strength or 1)))
+    upscaler = hires_upscaler(plan.upscaler)
+    first = dict(kwargs, width=params.width, height=params.height)
+    if upscaler.latent:
+        first["output_type"] = "latent"
+    made = _call(model.txt2img, first, model, params, hooks.callback(after=second_steps))
+    base, target = (params.width, params.height), (plan.width, plan.height)
+    second = dict(
+        kwargs,
+        image=upscaler.upscale(made, base, target, model.txt2img),
+        num_inference_steps=length,
+        strength=strength,
+        # Fresh generators on the same seeds: the second pass's noise is the seed's too.
+        generator=[
+            g for r in requests for g in seeded_generators(r.params.seed, r.params.num_images)
+        ],
+    )
+    images: list[Image.Image] = _call(
+        model.img2img, second, model, params, hooks.callback(before=params.steps)
+    )
+    return images
 
 
 def _inpaint(
@@ -153,7 +202,7 @@ def _inpaint(
         width=params.width,
         height=params.height,
     )
-    images = _call(model.inpaint, kwargs, model, params.sampler, callback)
+    images = _call(model.inpaint, kwargs, model, params, callback)
     return [[keep_unmasked(image, source, mask) for image in images]]
 
 
@@ -227,21 +276,33 @@ def _call_parameters(cls: type) -> frozenset[str]:
 DiffusersCallback = Callable[..., dict[str, Any]]
 
 
-def _step_callback(
-    on_step: StepCallback | None, on_latents: LatentsHook | None
-) -> DiffusersCallback | None:
-    if on_step is None and on_latents is None:
-        return None
+@dataclass(frozen=True)
+class StepHooks:
+    """What sees each step of a job's calls: progress, and the latents (live previews)."""
 
-    def callback(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-        done, total = step + 1, int(getattr(pipe, "num_timesteps", 0)) or step + 1
-        if on_latents is not None:
-            on_latents(pipe, done, total, tensors["latents"])
-        if on_step is not None:
-            on_step(done, total)
-        return tensors
+    on_step: StepCallback | None = None
+    on_latents: LatentsHook | None = None
 
-    return callback
+    def callback(self, before: int = 0, after: int = 0) -> DiffusersCallback | None:
+        """diffusers' step callback for one call of a job made of several (hires fix):
+        `before` steps ran in earlier calls and `after` follow, so the job's progress
+        counts all of them."""
+        on_step, on_latents = self.on_step, self.on_latents
+        if on_step is None and on_latents is None:
+            return None
+
+        def callback(
+            pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]
+        ) -> dict[str, Any]:
+            ran = int(getattr(pipe, "num_timesteps", 0)) or step + 1
+            done, total = before + step + 1, before + ran + after
+            if on_latents is not None:
+                on_latents(pipe, done, total, tensors["latents"])
+            if on_step is not None:
+                on_step(done, total)
+            return tensors
+
+        return callback
 
 
 def _load_init_image(data: bytes, width: int, height: int) -> Image.Image:

@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from api.deps import StateDep
 from api.serving import Serving
 from shared.registry import ModelEntry, Registry
-from shared.samplers import sampler_names
+from shared.samplers import sampler_names, schedule_labels
 from shared.workers import ModelFailure, live_workers
 
 router = APIRouter(tags=["models"])
@@ -25,6 +25,8 @@ class ModelInfo(BaseModel):
     supports_inpainting: bool
     default_sampler: str | None
     samplers: list[str]
+    # The sigma schedules (`scheduler`) at least one of its samplers takes.
+    schedulers: list[str]
     use_negative_prompt: bool
     guidance_scale: float
     default_size: tuple[int, int]
@@ -74,6 +76,7 @@ def _info(
         batch_window=entry.batch_window,
         workers=workers,
         samplers=sampler_names(entry.type),
+        schedulers=schedule_labels(entry.type),
         **entry.params.model_dump(
             include={
                 "default_steps",

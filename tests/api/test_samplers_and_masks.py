@@ -115,3 +115,78 @@ def test_models_list_each_models_samplers_and_inpainting(api: TestClient) -> Non
     assert models["tiny-sd"]["supports_inpainting"] is True
     assert "DPM++ 2M Karras" in models["tiny-sd"]["samplers"]
     assert models["tiny-flaky"]["supports_inpainting"] is False
+
+
+# A1111 1.6+'s samplers and schedules (issue #29, 2).
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("DPM++ 3M SDE", {"algorithm_type": "sde-dpmsolver++", "solver_order": 3}),
+        ("DPM++ 2M SDE Heun", {"algorithm_type": "sde-dpmsolver++", "solver_type": "heun"}),
+        ("LCM", {}),
+        # A1111 1.5's names with the schedule in them.
+        ("DPM++ 3M SDE Exponential", {"solver_order": 3, "use_exponential_sigmas": True}),
+        ("Euler Karras", {"use_karras_sigmas": True}),
+    ],
+)
+def test_a1111_16_samplers_map_to_diffusers_options(name: str, options: dict[str, object]) -> None:
+    sampler = find_sampler(name, "sdxl")
+    assert sampler is not None, name
+    assert options.items() <= sampler.options.items()
+    assert resolve_sampler(name, SD) == sampler.name
+
+
+@pytest.mark.parametrize("name", ["Restart", "DPM fast", "DPM adaptive", "DPM++ 2S a"])
+def test_samplers_diffusers_cannot_express_are_refused_by_name(name: str) -> None:
+    with pytest.raises(InvalidRequest, match="no diffusers counterpart") as refused:
+        resolve_sampler(name, SD)
+    assert name in str(refused.value)
+    assert refused.value.field == "sampler"
+
+
+@pytest.mark.parametrize(
+    ("asked", "stored"),
+    [
+        ("Karras", "karras"),
+        ("Exponential", "exponential"),
+        ("SGM Uniform", "sgm_uniform"),
+        ("sgm_uniform", "sgm_uniform"),
+        ("Simple", "simple"),
+        ("Beta", "beta"),
+        ("Normal", "normal"),
+        ("Automatic", None),
+        (None, None),
+    ],
+)
+def test_a_schedule_is_stored_by_its_a1111_id(asked: str | None, stored: str | None) -> None:
+    params = resolve_params(JobCreate(prompt="p", sampler="Euler", scheduler=asked), SD, None)
+    assert params.scheduler == stored
+
+
+@pytest.mark.parametrize("name", ["Align Your Steps", "KL Optimal", "polyexponential"])
+def test_schedules_diffusers_cannot_express_are_refused_by_name(name: str) -> None:
+    with pytest.raises(InvalidRequest, match="no diffusers counterpart") as refused:
+        resolve_params(JobCreate(prompt="p", scheduler=name), SD, None)
+    assert refused.value.field == "scheduler"
+
+
+def test_a_schedule_the_sampler_cannot_take_is_refused_naming_both() -> None:
+    with pytest.raises(InvalidRequest, match="'Karras' does not apply to sampler 'DDIM'"):
+        resolve_params(JobCreate(prompt="p", sampler="DDIM", scheduler="Karras"), SD, None)
+    with pytest.raises(InvalidRequest, match="unknown; known: Automatic"):
+        resolve_params(JobCreate(prompt="p", scheduler="Wobbly"), SD, None)
+    # A flow model's Euler takes Karras sigmas, not a timestep spacing.
+    flux = resolve_params(JobCreate(prompt="p", scheduler="Karras"), FLUX, None)
+    assert flux.scheduler == "karras"
+    with pytest.raises(InvalidRequest, match="does not apply"):
+        resolve_params(JobCreate(prompt="p", sampler="Euler", scheduler="Simple"), FLUX, None)
+
+
+def test_models_list_each_models_schedulers(api: TestClient) -> None:
+    models = api.get("/models").json()["models"]
+    assert {"Automatic", "Karras", "Exponential", "SGM Uniform", "Beta"} <= set(
+        models["tiny-sd"]["schedulers"]
+    )
+    refused = api.post("/jobs", json={"prompt": "p", "model": "tiny-sd", "scheduler": "Restart"})
+    assert refused.status_code == 422
+    assert refused.json()["error"]["field"] == "scheduler"

@@ -114,3 +114,55 @@ def test_batches_group_only_jobs_with_the_same_sampler() -> None:
     assert BatchKey.of(params(sampler="Euler")) == BatchKey.of(params(sampler="Euler"))
     assert BatchKey.of(params(sampler="Euler")) != BatchKey.of(params(sampler="DDIM"))
     assert BatchKey.of(params()) != BatchKey.of(params(sampler="Euler"))
+
+
+def test_the_schedule_table_matches_the_diffusers_classes() -> None:
+    # The API refuses a schedule a sampler cannot take from this table, without
+    # diffusers: it must say what the classes really take.
+    import inspect
+
+    import diffusers
+
+    from shared.samplers import _SIGMAS, _SPACING, SCHEDULE_OPTIONS
+
+    for class_name, options in SCHEDULE_OPTIONS.items():
+        taken = set(inspect.signature(getattr(diffusers, class_name).__init__).parameters)
+        assert taken & (_SIGMAS | _SPACING) == options, class_name
+
+
+def test_a_jobs_schedule_sets_its_options_then_the_models_own_comes_back(
+    tiny: LoadedModel,  # noqa: F811
+) -> None:
+    pipe = tiny.txt2img
+    own = pipe.scheduler
+    with sampler_in_use(pipe, "DPM++ 3M SDE", "sd", "exponential"):
+        config = pipe.scheduler.config
+        assert (config.solver_order, config.use_exponential_sigmas) == (3, True)
+    with sampler_in_use(pipe, None, "sd", "sgm_uniform"):
+        # No sampler named: the model's own scheduler class, on the schedule.
+        assert type(pipe.scheduler) is type(own)
+        assert pipe.scheduler.config.timestep_spacing == "trailing"
+    assert pipe.scheduler is own
+
+
+def test_every_schedule_runs_and_changes_the_image(tiny: LoadedModel) -> None:  # noqa: F811
+    from shared.samplers import SCHEDULES
+
+    own = pixels(generate(tiny, params(sampler="Euler", steps=3))[0])
+    for schedule in SCHEDULES[1:]:
+        [image] = generate(tiny, params(sampler="Euler", scheduler=schedule.name, steps=3))
+        assert image.size == (64, 64), schedule.name
+        # This model's Euler spaces its steps linearly already: those two keep it.
+        same = schedule.name in ("uniform", "normal")
+        assert np.array_equal(pixels(image), own) == same, schedule.name
+
+
+def test_a_schedule_the_models_own_scheduler_cannot_take_fails_the_job(
+    tiny: LoadedModel,  # noqa: F811
+) -> None:
+    with pytest.raises(GenerationError, match="does not apply"):
+        generate(tiny, params(sampler="DDIM", scheduler="karras"))
+
+
+def test_batches_group_only_jobs_with_the_same_schedule() -> None:
+    assert BatchKey.of(params(scheduler="karras")) != BatchKey.of(params())
