@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import OwnerDep
 from api.compat import A1111_PREFIX, a1111_progress
+from api.compat.a1111_fields import header_value, translate
 from api.compat.a1111_loras import take_loras
 from api.compat.a1111_models import (
     CHECKPOINT_FIELD,
@@ -27,6 +28,7 @@ from api.compat.a1111_models import (
     chosen_model,
     find_checkpoint,
 )
+from api.compat.a1111_options import save_options, saved_options
 from api.compat.a1111_schemas import (
     A1111_NAMES,
     MAX_IMAGES_PER_CALL,
@@ -46,29 +48,31 @@ from api.deps import StateDep
 from api.state import AppState
 from shared.errors import InvalidRequest
 from shared.jobs import JobRecord, JobStatus
-from shared.samplers import find_sampler, samplers_for
+from shared.registry import ModelEntry
+from shared.samplers import SCHEDULES, find_sampler, samplers_for
 from shared.storage import Storage
 
 router = APIRouter(prefix=A1111_PREFIX, tags=["automatic1111"], include_in_schema=False)
 
-# A1111's schedulers that mean something here: its own choice, and Karras sigmas.
-SCHEDULERS = [
-    {"name": "automatic", "label": "Automatic", "aliases": None, "default_rho": -1.0},
-    {"name": "karras", "label": "Karras", "aliases": None, "default_rho": 7.0},
-]
+# A1111's default rho of its schedules that have one (the rest: -1).
+_DEFAULT_RHO = {"karras": 7.0}
 
 
 @router.post("/txt2img")
-async def txt2img(body: Txt2ImgRequest, state: StateDep, owner: OwnerDep) -> ImagesAnswer:
+async def txt2img(
+    body: Txt2ImgRequest, state: StateDep, owner: OwnerDep, response: Response
+) -> ImagesAnswer:
     """batch_size x n_iter images from a prompt: {images (base64 PNG), parameters, info}."""
-    return await _generate(state, owner, body, {})
+    return await _generate(state, owner, body, {}, response)
 
 
 @router.post("/img2img")
-async def img2img(body: Img2ImgRequest, state: StateDep, owner: OwnerDep) -> ImagesAnswer:
+async def img2img(
+    body: Img2ImgRequest, state: StateDep, owner: OwnerDep, response: Response
+) -> ImagesAnswer:
     """Image-to-image from `init_images[0]`; with `mask` (white repaints), inpainting."""
     inputs = await run_in_threadpool(_input_fields, body)
-    return await _generate(state, owner, body, inputs)
+    return await _generate(state, owner, body, inputs, response)
 
 
 @router.get("/loras")
@@ -117,8 +121,18 @@ async def samplers(state: StateDep, owner: OwnerDep) -> list[SamplerItem]:
 
 @router.get("/schedulers")
 async def schedulers() -> list[dict[str, Any]]:
-    """The schedules `scheduler` takes here: `karras` picks a sampler's Karras variant."""
-    return [{**item, "need_inner_model": False} for item in SCHEDULERS]
+    """The schedules `scheduler` takes here (diffusers can express them), as A1111 lists
+    its own: `name`, `label`, `aliases`, `default_rho`, `need_inner_model`."""
+    return [
+        {
+            "name": schedule.name,
+            "label": schedule.label,
+            "aliases": list(schedule.aliases) or None,
+            "default_rho": _DEFAULT_RHO.get(schedule.name, -1.0),
+            "need_inner_model": False,
+        }
+        for schedule in SCHEDULES
+    ]
 
 
 @router.get("/scripts")
@@ -129,19 +143,24 @@ async def scripts() -> dict[str, list[str]]:
 
 @router.get("/options")
 async def get_options(state: StateDep, owner: OwnerDep) -> dict[str, Any]:
-    """The caller's `sd_model_checkpoint` (the primary model until it chose one)."""
+    """The options the caller wrote, and its `sd_model_checkpoint` (the primary model
+    until it chose one)."""
+    saved = await run_in_threadpool(saved_options, state, owner)
     current = await _current_checkpoint(state, owner)
-    return {CHECKPOINT_FIELD: current.title, "sd_checkpoint_hash": current.sha256}
+    return {**saved, CHECKPOINT_FIELD: current.title, "sd_checkpoint_hash": current.sha256}
 
 
 @router.post("/options")
 async def set_options(options: dict[str, Any], state: StateDep, owner: OwnerDep) -> None:
     """`sd_model_checkpoint` (a title or registry name) becomes the caller's model for its
-    A1111 calls that name none; 404 for an unknown one. darkroom has none of A1111's
-    other settings: they are accepted and have no effect."""
+    A1111 calls that name none; 404 for an unknown one. The other options are kept for
+    the caller to read back (at most 100, 4 KB each) and change no generation:
+    darkroom has none of A1111's settings behind them."""
     wanted = options.get(CHECKPOINT_FIELD)
     if wanted is not None:
         await choose_model(state, owner, str(wanted))
+    others = {name: value for name, value in options.items() if name != CHECKPOINT_FIELD}
+    await run_in_threadpool(save_options, state, owner, others)
 
 
 @router.get("/progress")
@@ -162,7 +181,11 @@ async def interrupt(state: StateDep, owner: OwnerDep) -> dict[str, Any]:
 
 
 async def _generate(
-    state: AppState, owner: str, body: Txt2ImgRequest, inputs: dict[str, Any]
+    state: AppState,
+    owner: str,
+    body: Txt2ImgRequest,
+    inputs: dict[str, Any],
+    response: Response,
 ) -> ImagesAnswer:
     if body.image_count > MAX_IMAGES_PER_CALL:
         raise InvalidRequest(
@@ -171,7 +194,10 @@ async def _generate(
             "batch_size",
         )
     model = await _model(state, owner, body)
-    sampler = _sampler(state, model, body)
+    entry = state.registry.models[model or state.registry.runtime.primary_model]
+    sampler = _sampler(entry, body)
+    extras = translate(body, entry, sampler)
+    inputs = {**inputs, **extras.fields}
     tagged = await run_in_threadpool(take_loras, state, owner, body.prompt, model)
     if tagged.loras:
         inputs = {**inputs, "loras": [choice.model_dump() for choice in tagged.loras]}
@@ -187,10 +213,14 @@ async def _generate(
     images = await run_in_threadpool(_images, state.storage, done) if body.send_images else []
     used = _checkpoint_used(state, records[0])
     sampler_name = records[0].params.sampler or sampler or "Default"
+    ignored = extras.ignored + tagged.ignored
+    if ignored:
+        lora_tags = [f"<lora:{item.split(':', 1)[0]}>" for item in tagged.ignored]
+        response.headers["Darkroom-Ignored"] = header_value(extras.ignored + lora_tags)
     return ImagesAnswer(
         images=images,
         parameters=parameters(body),
-        info=info(body, records, used, sampler_name, tagged.ignored),
+        info=info(body, records, used, sampler_name, ignored),
     )
 
 
@@ -203,13 +233,12 @@ async def _model(state: AppState, owner: str, body: Txt2ImgRequest) -> str | Non
     return await chosen_model(state, owner)
 
 
-def _sampler(state: AppState, model: str | None, body: Txt2ImgRequest) -> str | None:
+def _sampler(entry: ModelEntry, body: Txt2ImgRequest) -> str | None:
     """The sampler by its canonical name; `scheduler: karras` picks its Karras variant.
     A name not found goes on as sent: the core refuses it, listing the known ones."""
     name = body.sampler_name or body.sampler_index
     if not name:
         return None
-    entry = state.registry.models[model or state.registry.runtime.primary_model]
     found = find_sampler(name, entry.type, body.scheduler)
     return found.name if found is not None else name
 

@@ -21,13 +21,13 @@ from api.auth import OwnerDep, require_owner
 from api.compat import A1111_PREFIX, a1111_progress
 from api.compat.jobs import mark_skipped
 from api.deps import StateDep
+from shared.hires import LATENT_UPSCALERS
 
 router = APIRouter(prefix=A1111_PREFIX, tags=["automatic1111"], include_in_schema=False)
 
 # Endpoints whose answer is an empty list here (darkroom has none of these).
 _EMPTY_LISTS = (
     "upscalers",
-    "latent-upscale-modes",
     "sd-vae",
     "sd-modules",
     "hypernetworks",
@@ -43,6 +43,12 @@ def _empty_list() -> list[Any]:
 
 for _path in _EMPTY_LISTS:
     router.add_api_route(f"/{_path}", _empty_list, dependencies=[Depends(require_owner)])
+
+
+@router.get("/latent-upscale-modes")
+def latent_upscale_modes(owner: OwnerDep) -> list[dict[str, str]]:
+    """The hires fix's latent upscalers (`hr_upscaler`), as A1111 names them."""
+    return [{"name": name} for name in LATENT_UPSCALERS]
 
 
 @router.get("/embeddings")

@@ -1,9 +1,10 @@
 """AUTOMATIC1111's /sdapi/v1 as darkroom sees it: requests, answers, and their translation.
 
-Unknown fields are ignored, as A1111's own (pydantic) models ignore them, and so
-are the A1111 fields darkroom has no counterpart for (hires fix, styles,
-scripts, face restoration, tiling, ...: docs/compat.md lists them); the
-answer's `parameters` echoes them all back, as A1111 does.
+Unknown fields are ignored, as A1111's own (pydantic) models ignore them; the
+A1111 fields darkroom has no counterpart for (styles, scripts, face
+restoration, ...: docs/compat.md lists them) are ignored too, and named in the
+answer when set (api.compat.a1111_fields). The answer's `parameters` echoes the
+request back, as A1111 does.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ A1111_NAMES = {
     "strength": "denoising_strength",
     "sampler": "sampler_name",
     "model": f"override_settings.{CHECKPOINT_FIELD}",
+    "hires": "hr_scale",
+    "hires.upscaler": "hr_upscaler",
+    "hires.steps": "hr_second_pass_steps",
 }
 
 
@@ -60,6 +64,15 @@ class Txt2ImgRequest(BaseModel):
     scheduler: str | None = None
     override_settings: dict[str, Any] | None = None
     send_images: bool = True
+    tiling: bool | None = None
+    # Hires fix (txt2img): A1111's defaults; 0 is "unset" for steps and sizes.
+    enable_hr: bool = False
+    hr_scale: float = 2.0
+    hr_upscaler: str | None = None
+    hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    denoising_strength: float | None = None
 
     @property
     def image_count(self) -> int:

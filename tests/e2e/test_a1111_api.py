@@ -345,7 +345,6 @@ def test_a1111_clients_log_in_with_http_basic_the_key_as_password(keyed_api: Api
 def test_the_start_up_inventory_answers_what_darkroom_has(webui: webuiapi.WebUIApi) -> None:
     for listing in (
         webui.get_upscalers,
-        webui.get_latent_upscale_modes,
         webui.get_sd_vae,
         webui.get_hypernetworks,
         webui.get_face_restorers,
@@ -353,6 +352,11 @@ def test_the_start_up_inventory_answers_what_darkroom_has(webui: webuiapi.WebUIA
         webui.get_prompt_styles,
     ):
         assert listing() == [], listing.__name__
+    # The hires fix's (hr_upscaler).
+    assert [mode["name"] for mode in webui.get_latent_upscale_modes()][:2] == [
+        "Latent",
+        "Latent (antialiased)",
+    ]
     assert webui.get_embeddings() == {"loaded": {}, "skipped": {}}
     assert webui.get_cmd_flags()["api"] is True
     ram = webui.get_memory()["ram"]
