@@ -1,8 +1,9 @@
 """OpenAI's Images API under /v1: generations, edits and the model list, as darkroom jobs.
 
-Each call is one ordinary job of the caller's API key (queued, prioritised,
-rate-limited, listed in GET /jobs, counted), answered once it finished; the
-wait holds no thread and ends after COMPAT_WAIT_S with a 504 naming the job.
+Each call is ordinary jobs of the caller's API key (queued, prioritised,
+rate-limited, listed in GET /jobs, counted): one per 4 images, submitted all or
+none, answered once all finished; the wait holds no thread and ends after
+COMPAT_WAIT_S with a 504 naming the jobs.
 The routes stay out of darkroom's OpenAPI schema: OpenAI's own describes them.
 """
 
@@ -42,7 +43,7 @@ from api.compat.openai_schemas import (
     job_fields,
     revised_prompt,
 )
-from api.compat.openai_stream import stream_response
+from api.compat.openai_stream import StreamKind, stream_response
 from api.deps import StateDep
 from api.state import AppState
 from shared.errors import InvalidRequest
@@ -59,15 +60,9 @@ _FILE_PARTS = ("image", "image[]", "mask")
 async def create_image(
     body: ImageGenerationRequest, state: StateDep, owner: OwnerDep
 ) -> ImagesResponse | StreamingResponse:
-    """Generate `n` images from a prompt (one job), answered once the job finished;
-    with `stream`, as Server-Sent Events while it runs (api.compat.openai_stream)."""
-    job = _job(state, job_fields(body))
-    if body.stream:
-        [job_id] = await submit_jobs(state, owner, [job], OPENAI_NAMES)
-        return stream_response(state, job_id, body, "image_generation")
-    [record] = await run_jobs(state, owner, [job], OPENAI_NAMES)
-    check_succeeded([record])
-    return await _answer(state.storage, record, body)
+    """Generate `n` images from a prompt (a job per 4), answered once the jobs finished;
+    with `stream`, as Server-Sent Events while they run (api.compat.openai_stream)."""
+    return await _run(state, owner, _jobs(state, job_fields(body)), body, "image_generation")
 
 
 @router.post("/images/edits", response_model=None, response_model_exclude_none=True)
@@ -81,12 +76,7 @@ async def edit_image(
     """
     body, image, mask = await _edit_form(request)
     fields = await run_in_threadpool(_edit_fields, body, image, mask)
-    if body.stream:
-        [job_id] = await submit_jobs(state, owner, [_job(state, fields)], OPENAI_NAMES)
-        return stream_response(state, job_id, body, "image_edit")
-    [record] = await run_jobs(state, owner, [_job(state, fields)], OPENAI_NAMES)
-    check_succeeded([record])
-    return await _answer(state.storage, record, body)
+    return await _run(state, owner, _jobs(state, fields), body, "image_edit")
 
 
 @router.get("/models")
@@ -111,10 +101,28 @@ def get_model(model_id: str, state: StateDep) -> ModelObject:
     return ModelObject(id=model_id, created=_registry_time(state))
 
 
-def _job(state: AppState, fields: dict[str, Any]) -> JobCreate:
-    if fields["model"] is not None:
-        _check_model(state, fields["model"])
-    return job_create(fields, OPENAI_NAMES)
+async def _run(
+    state: AppState,
+    owner: str,
+    jobs: list[JobCreate],
+    body: ImageGenerationRequest | ImageEditRequest,
+    kind: StreamKind,
+) -> ImagesResponse | StreamingResponse:
+    """Submit the call's jobs (all or none) and answer once all finished, or stream them."""
+    if body.stream:
+        job_ids = await submit_jobs(state, owner, jobs, OPENAI_NAMES)
+        images = [job.num_images for job in jobs]
+        return stream_response(state, list(zip(job_ids, images, strict=True)), body, kind)
+    records = await run_jobs(state, owner, jobs, OPENAI_NAMES)
+    check_succeeded(records)
+    return await _answer(state.storage, records, body)
+
+
+def _jobs(state: AppState, fields: list[dict[str, Any]]) -> list[JobCreate]:
+    """The call's jobs; every one names the same model (or none)."""
+    if fields[0]["model"] is not None:
+        _check_model(state, fields[0]["model"])
+    return [job_create(job, OPENAI_NAMES) for job in fields]
 
 
 def _check_model(state: AppState, name: str) -> None:
@@ -151,20 +159,20 @@ async def _edit_form(request: Request) -> tuple[ImageEditRequest, bytes, bytes |
         return body, await images[0].read(), await mask.read() if mask is not None else None
 
 
-def _edit_fields(body: ImageEditRequest, image: bytes, mask: bytes | None) -> dict[str, Any]:
-    """The JobCreate fields of an edit (CPU work: run in a thread)."""
+def _edit_fields(body: ImageEditRequest, image: bytes, mask: bytes | None) -> list[dict[str, Any]]:
+    """The JobCreate fields of each job of an edit (CPU work: run in a thread)."""
     init_image = b64(image)
     size = image_size(init_image, "image")  # checked here, so that errors name `image`
-    fields = {**job_fields(body), "init_image": init_image, "strength": body.strength}
+    inputs = {"init_image": init_image, "strength": body.strength}
     if mask is not None:
-        fields["mask_image"] = openai_mask(mask, size)
-    return fields
+        inputs["mask_image"] = openai_mask(mask, size)
+    return [{**fields, **inputs} for fields in job_fields(body)]
 
 
 async def _answer(
-    storage: Storage, record: JobRecord, body: ImageGenerationRequest | ImageEditRequest
+    storage: Storage, records: list[JobRecord], body: ImageGenerationRequest | ImageEditRequest
 ) -> ImagesResponse:
-    """The job's images as OpenAI answers them.
+    """The jobs' images, in order, as OpenAI answers them.
 
     `url` of a PNG is the stored image's own link. Other formats are made here
     from the stored PNG and exist nowhere else, so their `url` is a data: URL:
@@ -174,15 +182,19 @@ async def _answer(
     """
     output_format = body.output_format or "png"
     as_b64 = body.response_format == "b64_json"
+    images = [(record, image) for record in records for image in record.images]
     if not as_b64 and output_format == "png":
-        urls = [storage.url(image.key) for image in record.images]
-        return _response(record, [ImageData(url=url) for url in urls])
-    blobs = await run_in_threadpool(
-        _encoded, storage, [image.key for image in record.images], output_format, body
-    )
-    if as_b64:
-        return _response(record, [ImageData(b64_json=b64(blob)) for blob in blobs])
-    return _response(record, [ImageData(url=data_url(blob, output_format)) for blob in blobs])
+        data = [ImageData(url=storage.url(image.key)) for _, image in images]
+    else:
+        keys = [image.key for _, image in images]
+        blobs = await run_in_threadpool(_encoded, storage, keys, output_format, body)
+        if as_b64:
+            data = [ImageData(b64_json=b64(blob)) for blob in blobs]
+        else:
+            data = [ImageData(url=data_url(blob, output_format)) for blob in blobs]
+    for (record, _), item in zip(images, data, strict=True):
+        item.revised_prompt = revised_prompt(record)
+    return ImagesResponse(created=_finished(records), data=data)
 
 
 def _encoded(
@@ -195,9 +207,6 @@ def _encoded(
     return [convert(read_stored(storage, key), output_format, quality) for key in keys]
 
 
-def _response(record: JobRecord, data: list[ImageData]) -> ImagesResponse:
-    revised = revised_prompt(record)
-    for item in data:
-        item.revised_prompt = revised
-    finished = record.finished_at or record.created_at
-    return ImagesResponse(created=int(finished.timestamp()), data=data)
+def _finished(records: list[JobRecord]) -> int:
+    """`created`: when the call's last job finished."""
+    return int(max(record.finished_at or record.created_at for record in records).timestamp())

@@ -5,6 +5,8 @@ here are ignored, see docs/compat.md); anything else is refused with a 400, as
 OpenAI refuses an unrecognized argument. Five parameters of vLLM-Omni's and
 SGLang's servers (sent by the SDKs through `extra_body`) reach darkroom's
 own: negative_prompt, num_inference_steps, guidance_scale, seed, sampler.
+
+A call of `n` images is one job per MAX_IMAGES_PER_JOB of them (`split_images`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.compat.images import OutputFormat
-from api.compat.jobs import MAX_IMAGES_PER_JOB
+from api.compat.jobs import split_images
 from shared.errors import InvalidRequest
 from shared.jobs import JobRecord
 from shared.loras import LoraChoice
@@ -30,6 +32,8 @@ OPENAI_NAMES = {
     "init_image": "image",
     "mask_image": "mask",
 }
+# DALL-E 2's limit of `n`; above MAX_IMAGES_PER_JOB a call takes several jobs.
+MAX_IMAGES_PER_CALL = 10
 Quality = Literal["auto", "low", "medium", "high", "xhigh", "max", "standard", "hd"]
 _SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 
@@ -41,7 +45,7 @@ class _ImageOptions(BaseModel):
 
     prompt: str
     model: str | None = Field(None, description="A registry name; default: the primary model.")
-    n: int | None = Field(None, ge=1, le=MAX_IMAGES_PER_JOB, description="Images (one job).")
+    n: int | None = Field(None, ge=1, le=MAX_IMAGES_PER_CALL, description="Images (jobs of 4).")
     size: str | None = Field(None, description="`WIDTHxHEIGHT` or `auto` (the model's default).")
     response_format: Literal["url", "b64_json"] | None = None
     output_format: OutputFormat | None = None
@@ -123,10 +127,11 @@ class ModelList(BaseModel):
     data: list[ModelObject]
 
 
-def job_fields(request: _ImageOptions) -> dict[str, Any]:
-    """The JobCreate fields of a generation (an edit adds its image, mask and strength)."""
+def job_fields(request: _ImageOptions) -> list[dict[str, Any]]:
+    """The JobCreate fields of each job of a generation (an edit adds its image, mask
+    and strength): `n` images in jobs of at most 4, whose seeds follow on."""
     width, height = parse_size(request.size)
-    return {
+    common = {
         "prompt": request.prompt,
         "negative_prompt": request.negative_prompt,
         "model": request.model,
@@ -134,11 +139,13 @@ def job_fields(request: _ImageOptions) -> dict[str, Any]:
         "height": height,
         "steps": request.num_inference_steps,
         "guidance_scale": request.guidance_scale,
-        "seed": request.seed,
-        "num_images": request.n or 1,
         "sampler": request.sampler,
         **({"loras": [c.model_dump() for c in request.loras]} if request.loras else {}),
     }
+    return [
+        {**common, "seed": seed, "num_images": count}
+        for seed, count in split_images(request.n or 1, request.seed)
+    ]
 
 
 def parse_size(size: str | None) -> tuple[int | None, int | None]:

@@ -198,6 +198,53 @@ def test_extra_body_seed_is_reproducible(client: openai.OpenAI, api_server: ApiP
         )
 
 
+def test_n_over_4_takes_a_job_per_4_images_with_seeds_following_on(
+    client: openai.OpenAI, api_server: ApiProcess
+) -> None:
+    """No seed given: one random seed for the whole call, so image i still has seed + i."""
+    prompt = marker("n=6")
+    result = client.images.generate(
+        model="tiny-sd", prompt=prompt, n=6, size="64x64", response_format="url"
+    )
+
+    urls = [item.url for item in result.data or []]
+    jobs = jobs_with(api_server.url, prompt)
+    assert [job["params"]["num_images"] for job in jobs] == [4, 2]
+    assert {job["status"] for job in jobs} == {"succeeded"}
+    first = jobs[0]["params"]["seed"]
+    assert jobs[1]["params"]["seed"] == first + 4
+    images = [image for job in jobs for image in job["images"]]
+    assert [image["seed"] for image in images] == list(range(first, first + 6))
+    # In the call's order: the first job's four, then the second's two.
+    assert [urlparse(url or "").path for url in urls] == [
+        urlparse(image["url"]).path for image in images
+    ]
+    last = max(datetime.fromisoformat(job["finished_at"]) for job in jobs)
+    assert result.created == int(last.timestamp())
+
+
+def test_a_seed_for_ten_images_is_each_jobs_first(
+    client: openai.OpenAI, api_server: ApiProcess
+) -> None:
+    prompt = marker("n=10")
+    result = client.images.generate(
+        model="tiny-sd",
+        prompt=prompt,
+        n=10,
+        size="64x64",
+        response_format="b64_json",
+        extra_body={"seed": 500, "num_inference_steps": 2},
+    )
+
+    assert [decode(item.b64_json).size for item in result.data or []] == [SIZE] * 10
+    jobs = jobs_with(api_server.url, prompt)
+    assert [(job["params"]["seed"], job["params"]["num_images"]) for job in jobs] == [
+        (500, 4),
+        (504, 4),
+        (508, 2),
+    ]
+
+
 # --- edits --------------------------------------------------------------------------------
 
 
@@ -296,7 +343,7 @@ def test_models_list_is_what_the_live_workers_serve(
     [
         ({"size": "512x512"}, "size"),  # over tiny-sd's max_size (256x256)
         ({"size": "huge"}, "size"),
-        ({"n": 5}, "n"),  # over the 4 images of a job
+        ({"n": 11}, "n"),  # over DALL-E 2's 10 images a call
         ({"extra_body": {"num_inference_steps": 11}}, "num_inference_steps"),
         ({"extra_body": {"negativ_prompt": "typo"}}, "negativ_prompt"),
         ({"output_format": "gif"}, "output_format"),
