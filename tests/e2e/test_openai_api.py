@@ -363,6 +363,18 @@ def test_a_bad_parameter_is_a_bad_request_naming_it(
     assert jobs_with(api_server.url, prompt) == []  # nothing was queued
 
 
+def test_a_size_over_the_models_maximum_says_the_maximum(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.images.generate(model="tiny-sd", prompt=marker("big"), size="512x512")
+
+    error = caught.value.body
+    assert isinstance(error, dict)
+    assert error["param"] == "size"
+    assert error["message"].startswith(
+        "size 512x512 is over tiny-sd's maximum of 256x256 (max_size)"
+    )
+
+
 def test_an_unknown_model_is_not_found(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
         client.images.generate(model="dall-e-3", prompt=marker("model"))
