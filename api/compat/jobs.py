@@ -25,7 +25,7 @@ from api.state import AppState
 from api.submission import submit_job
 from shared.constants import KEY_PREFIX
 from shared.errors import InvalidRequest, InvalidTransition, JobNotFound
-from shared.jobs import MAX_SEED, JobCreate, JobRecord, JobStatus
+from shared.jobs import MAX_SEED, CompatJobCreate, JobCreate, JobRecord, JobStatus
 
 # Jobs skipped (A1111's /skip): canceled without ending their call; marked long
 # enough for any call waiting on them (COMPAT_WAIT_S is at most an hour).
@@ -67,10 +67,14 @@ def foreign_fields(names: Mapping[str, str]) -> Iterator[None]:
         raise
 
 
-def job_create(fields: dict[str, Any], names: Mapping[str, str]) -> JobCreate:
-    """`fields` as a JobCreate; a refusal names the field as the dialect calls it."""
+def job_create(
+    fields: dict[str, Any], names: Mapping[str, str], allow_empty_prompt: bool = False
+) -> JobCreate:
+    """`fields` as a JobCreate; a refusal names the field as the dialect calls it.
+    `allow_empty_prompt`: a call with no prompt (CompatJobCreate)."""
+    schema = CompatJobCreate if allow_empty_prompt else JobCreate
     try:
-        return JobCreate.model_validate(fields)
+        return schema.model_validate(fields)
     except ValidationError as exc:
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else None
