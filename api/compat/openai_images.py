@@ -1,4 +1,4 @@
-"""OpenAI's Images API under /v1: generations, edits and the model list, as darkroom jobs.
+"""OpenAI's Images API under /v1: generations, edits, variations, models, as darkroom jobs.
 
 Each call is ordinary jobs of the caller's API key (queued, prioritised,
 rate-limited, listed in GET /jobs, counted): one per 4 images, submitted all or
@@ -13,31 +13,22 @@ import os
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 from starlette.responses import StreamingResponse
 
 from api.auth import OwnerDep
 from api.compat import OPENAI_PREFIX
 from api.compat.errors import UnknownModel
-from api.compat.images import (
-    OutputFormat,
-    b64,
-    convert,
-    data_url,
-    image_size,
-    openai_mask,
-    read_stored,
-)
+from api.compat.images import OutputFormat, b64, convert, data_url, read_stored
 from api.compat.jobs import check_succeeded, job_create, run_jobs, submit_jobs
+from api.compat.openai_forms import image_form, input_fields
 from api.compat.openai_schemas import (
     OPENAI_NAMES,
     ImageData,
     ImageEditRequest,
     ImageGenerationRequest,
     ImagesResponse,
+    ImageVariationRequest,
     ModelList,
     ModelObject,
     job_fields,
@@ -46,14 +37,14 @@ from api.compat.openai_schemas import (
 from api.compat.openai_stream import StreamKind, stream_response
 from api.deps import StateDep
 from api.state import AppState
-from shared.errors import InvalidRequest
 from shared.jobs import JobCreate, JobRecord
 from shared.storage import Storage
 
 router = APIRouter(prefix=OPENAI_PREFIX, tags=["openai"], include_in_schema=False)
 
-# The multipart parts that are files; every other part is a field.
-_FILE_PARTS = ("image", "image[]", "mask")
+# DALL-E 2's variations: the image redrawn with no prompt, keeping this much of it
+# (image-to-image's usual strength, darkroom's default for edits without a mask).
+VARIATION_STRENGTH = 0.75
 
 
 @router.post("/images/generations", response_model=None, response_model_exclude_none=True)
@@ -62,7 +53,8 @@ async def create_image(
 ) -> ImagesResponse | StreamingResponse:
     """Generate `n` images from a prompt (a job per 4), answered once the jobs finished;
     with `stream`, as Server-Sent Events while they run (api.compat.openai_stream)."""
-    return await _run(state, owner, _jobs(state, job_fields(body)), body, "image_generation")
+    jobs = _jobs(state, job_fields(body, body.prompt))
+    return await _run(state, owner, jobs, body, "image_generation")
 
 
 @router.post("/images/edits", response_model=None, response_model_exclude_none=True)
@@ -74,9 +66,19 @@ async def edit_image(
     Without a mask: image-to-image. With one: inpainting, where the mask's fully
     transparent pixels are the ones repainted and every other pixel is kept.
     """
-    body, image, mask = await _edit_form(request)
-    fields = await run_in_threadpool(_edit_fields, body, image, mask)
+    body, image, mask = await image_form(request, ImageEditRequest)
+    fields = await run_in_threadpool(input_fields, body, body.prompt, image, mask, body.strength)
     return await _run(state, owner, _jobs(state, fields), body, "image_edit")
+
+
+@router.post("/images/variations", response_model=None, response_model_exclude_none=True)
+async def create_variation(request: Request, state: StateDep, owner: OwnerDep) -> ImagesResponse:
+    """Variations of an image (multipart: `image`, options), as DALL-E 2 makes them:
+    image-to-image with an empty prompt at VARIATION_STRENGTH. Never streamed."""
+    body, image, _ = await image_form(request, ImageVariationRequest)
+    fields = await run_in_threadpool(input_fields, body, "", image, None, VARIATION_STRENGTH)
+    jobs = _jobs(state, fields, allow_empty_prompt=True)
+    return await _run_to_the_end(state, owner, jobs, body.response_format)
 
 
 @router.get("/models")
@@ -113,16 +115,33 @@ async def _run(
         job_ids = await submit_jobs(state, owner, jobs, OPENAI_NAMES)
         images = [job.num_images for job in jobs]
         return stream_response(state, list(zip(job_ids, images, strict=True)), body, kind)
+    output_format = body.output_format or "png"
+    return await _run_to_the_end(
+        state, owner, jobs, body.response_format, output_format, body.output_compression
+    )
+
+
+async def _run_to_the_end(
+    state: AppState,
+    owner: str,
+    jobs: list[JobCreate],
+    response_format: str | None,
+    output_format: OutputFormat = "png",
+    quality: int | None = None,
+) -> ImagesResponse:
+    """Submit the call's jobs (all or none), wait until all finished, answer their images."""
     records = await run_jobs(state, owner, jobs, OPENAI_NAMES)
     check_succeeded(records)
-    return await _answer(state.storage, records, body)
+    return await _answer(state.storage, records, response_format, output_format, quality)
 
 
-def _jobs(state: AppState, fields: list[dict[str, Any]]) -> list[JobCreate]:
+def _jobs(
+    state: AppState, fields: list[dict[str, Any]], allow_empty_prompt: bool = False
+) -> list[JobCreate]:
     """The call's jobs; every one names the same model (or none)."""
     if fields[0]["model"] is not None:
         _check_model(state, fields[0]["model"])
-    return [job_create(job, OPENAI_NAMES) for job in fields]
+    return [job_create(job, OPENAI_NAMES, allow_empty_prompt) for job in fields]
 
 
 def _check_model(state: AppState, name: str) -> None:
@@ -139,38 +158,12 @@ def _registry_time(state: AppState) -> int:
         return 0
 
 
-async def _edit_form(request: Request) -> tuple[ImageEditRequest, bytes, bytes | None]:
-    """The edit's fields and files. Parsed here rather than by FastAPI: the SDKs name
-    the image `image` or `image[]`, and errors must keep OpenAI's shape."""
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise InvalidRequest("send the image edit as multipart/form-data", "image")
-    async with request.form() as form:
-        images = [*form.getlist("image"), *form.getlist("image[]")]
-        mask = form.get("mask")
-        if len(images) != 1 or not isinstance(images[0], UploadFile):
-            raise InvalidRequest("send exactly one image file (several are not supported)", "image")
-        if mask is not None and not isinstance(mask, UploadFile):
-            raise InvalidRequest("mask must be a PNG file", "mask")
-        fields = {k: v for k, v in form.multi_items() if k not in _FILE_PARTS}
-        try:
-            body = ImageEditRequest.model_validate(fields)
-        except ValidationError as exc:
-            raise RequestValidationError(exc.errors()) from None
-        return body, await images[0].read(), await mask.read() if mask is not None else None
-
-
-def _edit_fields(body: ImageEditRequest, image: bytes, mask: bytes | None) -> list[dict[str, Any]]:
-    """The JobCreate fields of each job of an edit (CPU work: run in a thread)."""
-    init_image = b64(image)
-    size = image_size(init_image, "image")  # checked here, so that errors name `image`
-    inputs = {"init_image": init_image, "strength": body.strength}
-    if mask is not None:
-        inputs["mask_image"] = openai_mask(mask, size)
-    return [{**fields, **inputs} for fields in job_fields(body)]
-
-
 async def _answer(
-    storage: Storage, records: list[JobRecord], body: ImageGenerationRequest | ImageEditRequest
+    storage: Storage,
+    records: list[JobRecord],
+    response_format: str | None,
+    output_format: OutputFormat,
+    quality: int | None,
 ) -> ImagesResponse:
     """The jobs' images, in order, as OpenAI answers them.
 
@@ -180,14 +173,13 @@ async def _answer(
     expires (a converted copy stored beside the PNG would be neither listed on
     the job nor served).
     """
-    output_format = body.output_format or "png"
-    as_b64 = body.response_format == "b64_json"
+    as_b64 = response_format == "b64_json"
     images = [(record, image) for record in records for image in record.images]
     if not as_b64 and output_format == "png":
         data = [ImageData(url=storage.url(image.key)) for _, image in images]
     else:
         keys = [image.key for _, image in images]
-        blobs = await run_in_threadpool(_encoded, storage, keys, output_format, body)
+        blobs = await run_in_threadpool(_encoded, storage, keys, output_format, quality)
         if as_b64:
             data = [ImageData(b64_json=b64(blob)) for blob in blobs]
         else:
@@ -198,12 +190,8 @@ async def _answer(
 
 
 def _encoded(
-    storage: Storage,
-    keys: list[str],
-    output_format: OutputFormat,
-    body: ImageGenerationRequest | ImageEditRequest,
+    storage: Storage, keys: list[str], output_format: OutputFormat, quality: int | None
 ) -> list[bytes]:
-    quality = body.output_compression
     return [convert(read_stored(storage, key), output_format, quality) for key in keys]
 
 

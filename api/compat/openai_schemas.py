@@ -38,30 +38,18 @@ Quality = Literal["auto", "low", "medium", "high", "xhigh", "max", "standard", "
 _SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 
 
-class _ImageOptions(BaseModel):
-    """What generations and edits share."""
+class _CallOptions(BaseModel):
+    """What every image call takes: OpenAI's fields common to DALL-E 2's variations and
+    to generations and edits, and darkroom's own parameters."""
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str
     model: str | None = Field(None, description="A registry name; default: the primary model.")
     n: int | None = Field(None, ge=1, le=MAX_IMAGES_PER_CALL, description="Images (jobs of 4).")
     size: str | None = Field(None, description="`WIDTHxHEIGHT` or `auto` (the model's default).")
     response_format: Literal["url", "b64_json"] | None = None
-    output_format: OutputFormat | None = None
-    output_compression: int | None = Field(None, ge=0, le=100, description="JPEG/WebP quality.")
-    # Accepted and ignored (docs/compat.md says why).
-    quality: Quality | None = None
-    background: Literal["transparent", "opaque", "auto"] | None = Field(
-        None, description="`transparent` is refused: darkroom's images are opaque."
-    )
-    moderation: Literal["low", "auto"] | None = None
-    complexity: Literal["low", "medium", "high"] | None = None
+    # Accepted and ignored: the job's owner is the API key.
     user: str | None = None
-    safety_identifier: str | None = None
-    # Server-Sent Events: partial images (live previews), then the final images.
-    stream: bool | None = None
-    partial_images: int | None = Field(None, ge=0, le=3, description="With stream: 0-3.")
     # darkroom's own parameters, top level as vLLM-Omni and SGLang take them.
     negative_prompt: str | None = None
     num_inference_steps: int | None = None
@@ -83,6 +71,25 @@ class _ImageOptions(BaseModel):
             raise ValueError("size must be WIDTHxHEIGHT (e.g. 512x512) or auto")
         return value
 
+
+class _ImageOptions(_CallOptions):
+    """What generations and edits share besides."""
+
+    prompt: str
+    output_format: OutputFormat | None = None
+    output_compression: int | None = Field(None, ge=0, le=100, description="JPEG/WebP quality.")
+    # Accepted and ignored (docs/compat.md says why).
+    quality: Quality | None = None
+    background: Literal["transparent", "opaque", "auto"] | None = Field(
+        None, description="`transparent` is refused: darkroom's images are opaque."
+    )
+    moderation: Literal["low", "auto"] | None = None
+    complexity: Literal["low", "medium", "high"] | None = None
+    safety_identifier: str | None = None
+    # Server-Sent Events: partial images (live previews), then the final images.
+    stream: bool | None = None
+    partial_images: int | None = Field(None, ge=0, le=3, description="With stream: 0-3.")
+
     @field_validator("background")
     @classmethod
     def _opaque(cls, value: str | None) -> str | None:
@@ -102,6 +109,11 @@ class ImageEditRequest(_ImageOptions):
 
     strength: float | None = Field(None, description="How much of the image changes, (0, 1].")
     input_fidelity: Literal["high", "low"] | None = None
+
+
+class ImageVariationRequest(_CallOptions):
+    """The fields of POST /v1/images/variations besides its `image` file: DALL-E 2's,
+    which has no prompt and does not stream (`stream` is an unknown field there)."""
 
 
 class ImageData(BaseModel):
@@ -127,12 +139,12 @@ class ModelList(BaseModel):
     data: list[ModelObject]
 
 
-def job_fields(request: _ImageOptions) -> list[dict[str, Any]]:
-    """The JobCreate fields of each job of a generation (an edit adds its image, mask
-    and strength): `n` images in jobs of at most 4, whose seeds follow on."""
+def job_fields(request: _CallOptions, prompt: str) -> list[dict[str, Any]]:
+    """The JobCreate fields of each job of a call (an edit or a variation adds its
+    image): `n` images in jobs of at most 4, whose seeds follow on."""
     width, height = parse_size(request.size)
     common = {
-        "prompt": request.prompt,
+        "prompt": prompt,
         "negative_prompt": request.negative_prompt,
         "model": request.model,
         "width": width,

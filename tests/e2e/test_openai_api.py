@@ -315,6 +315,54 @@ def test_a_mask_of_another_size_is_a_bad_request(client: openai.OpenAI) -> None:
     assert caught.value.body["param"] == "mask"  # type: ignore[index]
 
 
+# --- variations ---------------------------------------------------------------------------
+
+
+def test_a_variation_is_image_to_image_of_the_image_with_an_empty_prompt(
+    client: openai.OpenAI, api_server: ApiProcess
+) -> None:
+    source_size = (72, 48)  # not the model's default: the answer keeps the input's
+    seed = uuid.uuid4().int % 1_000_000  # finds the call's job among the prompt-less ones
+    result = client.images.create_variation(
+        image=("source.png", pattern_png(source_size), "image/png"),
+        model="tiny-sd",
+        n=2,
+        response_format="b64_json",
+        extra_body={"seed": seed, "num_inference_steps": 2},
+    )
+
+    images = [decode(item.b64_json) for item in result.data or []]
+    assert [(image.format, image.size) for image in images] == [("PNG", source_size)] * 2
+    assert [item.revised_prompt for item in result.data or []] == [None, None]
+    [job] = [j for j in jobs_with(api_server.url, "") if j["params"]["seed"] == seed]
+    params = job["params"]
+    assert job["status"] == "succeeded"  # the worker generated from no prompt at all
+    assert (params["prompt"], params["mode"], params["strength"]) == ("", "img2img", 0.75)
+    assert (params["num_images"], params["width"], params["height"]) == (2, *source_size)
+
+
+@pytest.mark.parametrize(
+    ("options", "param", "code"),
+    [
+        ({"extra_body": {"stream": True}}, "stream", "unknown_parameter"),  # never streamed
+        ({"extra_body": {"prompt": "a cat"}}, "prompt", "unknown_parameter"),
+        ({"model": "tiny-flaky"}, "image", "invalid_request"),  # no supports_i2i
+        ({"n": 11}, "n", "validation_error"),
+    ],
+)
+def test_a_variation_refuses_what_dall_e_2_does_not_take(
+    client: openai.OpenAI, options: dict[str, Any], param: str, code: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.images.create_variation(
+            image=("source.png", pattern_png(), "image/png"), **{"model": "tiny-sd", **options}
+        )
+
+    error = caught.value.body
+    assert isinstance(error, dict)
+    assert (error["param"], error["code"]) == (param, code)
+
+
 # --- models and errors --------------------------------------------------------------------
 
 
