@@ -25,8 +25,10 @@ def resolve_params(
     entry: ModelEntry,
     init_image: DecodedImage | None,
     mask: DecodedImage | None = None,
+    model: str | None = None,
 ) -> GenerationParams:
-    """Fill unset fields from the model's defaults and refuse what exceeds its limits."""
+    """Fill unset fields from the model's defaults and refuse what exceeds its limits
+    (`model`: the entry's registry name, for the refusals)."""
     limits = entry.params
     _check_input_sizes(entry, init_image, mask)
     if mask is not None:
@@ -38,7 +40,7 @@ def resolve_params(
     if request.strength is not None and init_image is None:
         raise InvalidRequest("strength applies only with init_image", "strength")
 
-    width, height = _resolve_size(request, entry, init_image)
+    width, height = _resolve_size(request, entry, init_image, model)
     steps = request.steps if request.steps is not None else limits.default_steps
     if steps > limits.max_steps:
         raise InvalidRequest(
@@ -162,7 +164,7 @@ def _check_inpainting(
 
 
 def _resolve_size(
-    request: JobCreate, entry: ModelEntry, init_image: DecodedImage | None
+    request: JobCreate, entry: ModelEntry, init_image: DecodedImage | None, model: str | None
 ) -> tuple[int, int]:
     default_w, default_h = entry.params.default_size
     if init_image is not None:
@@ -171,15 +173,21 @@ def _resolve_size(
         default_w, default_h = init_image.width // 8 * 8, init_image.height // 8 * 8
     width = request.width if request.width is not None else default_w
     height = request.height if request.height is not None else default_h
-    max_w, max_h = entry.params.max_size
-    for field, value, limit in (("width", width, max_w), ("height", height, max_h)):
+    for field, value in (("width", width), ("height", height)):
         if value % 8:
             raise InvalidRequest(f"{field} {value} must be a multiple of 8", field)
         if value < 8:
             raise InvalidRequest(f"{field} must be at least 8", field)
+    max_w, max_h = entry.params.max_size
+    for field, value, limit in (("width", width, max_w), ("height", height, max_h)):
         if value > limit:
+            # Both dimensions and the model: the message reads right whether the client
+            # sent width and height (darkroom, A1111) or one `size` (OpenAI).
+            whose = f"{model}'s" if model else "this model's"
             raise InvalidRequest(
-                f"{field} {value} exceeds this model's max_size {max_w}x{max_h}", field
+                f"size {width}x{height} is over {whose} maximum of {max_w}x{max_h} "
+                f"(max_size): its {field} is {value}, at most {limit}",
+                field,
             )
     return width, height
 

@@ -124,7 +124,7 @@ def prepare(state: AppState, request: JobCreate, owner: str) -> NewJob:
     mask = (
         decode_image(request.mask_image, "mask_image") if request.mask_image is not None else None
     )
-    params = resolve_params(request, registry.models[model], init_image, mask)
+    params = resolve_params(request, registry.models[model], init_image, mask, model)
     params.loras = state.loras.resolve(owner, request.loras or [], model, registry.models[model])
     # A job that names its model runs only where that model is loaded; one that
     # does not goes to the shared queue and runs on whichever worker is free (unless

@@ -139,6 +139,23 @@ class JobCreate(BaseModel):
         return value
 
 
+class CompatJobCreate(JobCreate):
+    """A job of a compatible API (api.compat), whose prompt may be empty: OpenAI's
+    variations have none, and A1111's clients send "" for none. Diffusers takes ""
+    as the unconditional prompt: the image comes from the input (or the noise)."""
+
+    prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_has_text(cls, value: str) -> str:
+        # Overrides JobCreate's: "" asks for no prompt, but spaces alone are still
+        # a mistake, as there.
+        if value and not value.strip():
+            raise ValueError('the prompt is only whitespace; describe the image or send ""')
+        return value
+
+
 class GenerationParams(BaseModel):
     """Every resolved generation parameter of a job, as the worker runs it."""
 

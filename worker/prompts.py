@@ -70,7 +70,8 @@ class PromptOptimizer:
 
     def optimize(self, prompt: str, max_tokens: int) -> str | None:
         """The rewritten prompt, or None when optimisation is off or failed."""
-        if self.client is None:
+        # An empty prompt (an OpenAI variation) asks for none: GPT would invent one.
+        if self.client is None or not prompt:
             return None
         from openai import OpenAIError
 

@@ -9,6 +9,7 @@ call waiting minutes for a GPU holds no thread.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -24,16 +25,34 @@ from api.state import AppState
 from api.submission import submit_job
 from shared.constants import KEY_PREFIX
 from shared.errors import InvalidRequest, InvalidTransition, JobNotFound
-from shared.jobs import JobCreate, JobRecord, JobStatus
+from shared.jobs import MAX_SEED, CompatJobCreate, JobCreate, JobRecord, JobStatus
 
 # Jobs skipped (A1111's /skip): canceled without ending their call; marked long
 # enough for any call waiting on them (COMPAT_WAIT_S is at most an hour).
 SKIPPED_KEY_PREFIX = KEY_PREFIX + "a1111-skipped:"
 SKIP_MARK_TTL_S = 3600
 
-# JobCreate.num_images' limit: a call asking for more images takes several jobs
-# (A1111) or is refused (OpenAI's `n`).
+# JobCreate.num_images' limit: a call asking for more images takes several jobs.
 MAX_IMAGES_PER_JOB = 4
+
+
+def split_images(total: int, seed: int | None) -> list[tuple[int, int]]:
+    """(seed, images) of each job of a call of `total` images: jobs of at most
+    MAX_IMAGES_PER_JOB whose seeds follow on, so image i of the call uses `seed + i`
+    whichever job makes it (a job's seed past MAX_SEED starts from 0 again). No
+    seed: one random seed for the whole call, low enough never to wrap, so its
+    images follow on all the same. A seed out of range is left as sent, for the
+    core to refuse naming it."""
+    first = secrets.randbelow(MAX_SEED + 2 - total) if seed is None else seed
+    in_range = 0 <= first <= MAX_SEED
+    starts = range(0, total, MAX_IMAGES_PER_JOB)
+    return [
+        (
+            (first + start) % (MAX_SEED + 1) if in_range else first,
+            min(MAX_IMAGES_PER_JOB, total - start),
+        )
+        for start in starts
+    ]
 
 
 @contextmanager
@@ -48,10 +67,14 @@ def foreign_fields(names: Mapping[str, str]) -> Iterator[None]:
         raise
 
 
-def job_create(fields: dict[str, Any], names: Mapping[str, str]) -> JobCreate:
-    """`fields` as a JobCreate; a refusal names the field as the dialect calls it."""
+def job_create(
+    fields: dict[str, Any], names: Mapping[str, str], allow_empty_prompt: bool = False
+) -> JobCreate:
+    """`fields` as a JobCreate; a refusal names the field as the dialect calls it.
+    `allow_empty_prompt`: a call with no prompt (CompatJobCreate)."""
+    schema = CompatJobCreate if allow_empty_prompt else JobCreate
     try:
-        return JobCreate.model_validate(fields)
+        return schema.model_validate(fields)
     except ValidationError as exc:
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else None

@@ -1,8 +1,9 @@
-"""OpenAI's Images API under /v1: generations, edits and the model list, as darkroom jobs.
+"""OpenAI's Images API under /v1: generations, edits, variations, models, as darkroom jobs.
 
-Each call is one ordinary job of the caller's API key (queued, prioritised,
-rate-limited, listed in GET /jobs, counted), answered once it finished; the
-wait holds no thread and ends after COMPAT_WAIT_S with a 504 naming the job.
+Each call is ordinary jobs of the caller's API key (queued, prioritised,
+rate-limited, listed in GET /jobs, counted): one per 4 images, submitted all or
+none, answered once all finished; the wait holds no thread and ends after
+COMPAT_WAIT_S with a 504 naming the jobs.
 The routes stay out of darkroom's OpenAPI schema: OpenAI's own describes them.
 """
 
@@ -12,62 +13,48 @@ import os
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 from starlette.responses import StreamingResponse
 
 from api.auth import OwnerDep
 from api.compat import OPENAI_PREFIX
 from api.compat.errors import UnknownModel
-from api.compat.images import (
-    OutputFormat,
-    b64,
-    convert,
-    data_url,
-    image_size,
-    openai_mask,
-    read_stored,
-)
+from api.compat.images import OutputFormat, b64, convert, data_url, read_stored
 from api.compat.jobs import check_succeeded, job_create, run_jobs, submit_jobs
+from api.compat.openai_forms import image_form, input_fields
 from api.compat.openai_schemas import (
     OPENAI_NAMES,
     ImageData,
     ImageEditRequest,
     ImageGenerationRequest,
     ImagesResponse,
+    ImageVariationRequest,
     ModelList,
     ModelObject,
     job_fields,
     revised_prompt,
 )
-from api.compat.openai_stream import stream_response
+from api.compat.openai_stream import StreamKind, stream_response
 from api.deps import StateDep
 from api.state import AppState
-from shared.errors import InvalidRequest
 from shared.jobs import JobCreate, JobRecord
 from shared.storage import Storage
 
 router = APIRouter(prefix=OPENAI_PREFIX, tags=["openai"], include_in_schema=False)
 
-# The multipart parts that are files; every other part is a field.
-_FILE_PARTS = ("image", "image[]", "mask")
+# DALL-E 2's variations: the image redrawn with no prompt, keeping this much of it
+# (image-to-image's usual strength, darkroom's default for edits without a mask).
+VARIATION_STRENGTH = 0.75
 
 
 @router.post("/images/generations", response_model=None, response_model_exclude_none=True)
 async def create_image(
     body: ImageGenerationRequest, state: StateDep, owner: OwnerDep
 ) -> ImagesResponse | StreamingResponse:
-    """Generate `n` images from a prompt (one job), answered once the job finished;
-    with `stream`, as Server-Sent Events while it runs (api.compat.openai_stream)."""
-    job = _job(state, job_fields(body))
-    if body.stream:
-        [job_id] = await submit_jobs(state, owner, [job], OPENAI_NAMES)
-        return stream_response(state, job_id, body, "image_generation")
-    [record] = await run_jobs(state, owner, [job], OPENAI_NAMES)
-    check_succeeded([record])
-    return await _answer(state.storage, record, body)
+    """Generate `n` images from a prompt (a job per 4), answered once the jobs finished;
+    with `stream`, as Server-Sent Events while they run (api.compat.openai_stream)."""
+    jobs = _jobs(state, job_fields(body, body.prompt))
+    return await _run(state, owner, jobs, body, "image_generation")
 
 
 @router.post("/images/edits", response_model=None, response_model_exclude_none=True)
@@ -79,14 +66,19 @@ async def edit_image(
     Without a mask: image-to-image. With one: inpainting, where the mask's fully
     transparent pixels are the ones repainted and every other pixel is kept.
     """
-    body, image, mask = await _edit_form(request)
-    fields = await run_in_threadpool(_edit_fields, body, image, mask)
-    if body.stream:
-        [job_id] = await submit_jobs(state, owner, [_job(state, fields)], OPENAI_NAMES)
-        return stream_response(state, job_id, body, "image_edit")
-    [record] = await run_jobs(state, owner, [_job(state, fields)], OPENAI_NAMES)
-    check_succeeded([record])
-    return await _answer(state.storage, record, body)
+    body, image, mask = await image_form(request, ImageEditRequest)
+    fields = await run_in_threadpool(input_fields, body, body.prompt, image, mask, body.strength)
+    return await _run(state, owner, _jobs(state, fields), body, "image_edit")
+
+
+@router.post("/images/variations", response_model=None, response_model_exclude_none=True)
+async def create_variation(request: Request, state: StateDep, owner: OwnerDep) -> ImagesResponse:
+    """Variations of an image (multipart: `image`, options), as DALL-E 2 makes them:
+    image-to-image with an empty prompt at VARIATION_STRENGTH. Never streamed."""
+    body, image, _ = await image_form(request, ImageVariationRequest)
+    fields = await run_in_threadpool(input_fields, body, "", image, None, VARIATION_STRENGTH)
+    jobs = _jobs(state, fields, allow_empty_prompt=True)
+    return await _run_to_the_end(state, owner, jobs, body.response_format)
 
 
 @router.get("/models")
@@ -111,10 +103,45 @@ def get_model(model_id: str, state: StateDep) -> ModelObject:
     return ModelObject(id=model_id, created=_registry_time(state))
 
 
-def _job(state: AppState, fields: dict[str, Any]) -> JobCreate:
-    if fields["model"] is not None:
-        _check_model(state, fields["model"])
-    return job_create(fields, OPENAI_NAMES)
+async def _run(
+    state: AppState,
+    owner: str,
+    jobs: list[JobCreate],
+    body: ImageGenerationRequest | ImageEditRequest,
+    kind: StreamKind,
+) -> ImagesResponse | StreamingResponse:
+    """Submit the call's jobs (all or none) and answer once all finished, or stream them."""
+    if body.stream:
+        job_ids = await submit_jobs(state, owner, jobs, OPENAI_NAMES)
+        images = [job.num_images for job in jobs]
+        return stream_response(state, list(zip(job_ids, images, strict=True)), body, kind)
+    output_format = body.output_format or "png"
+    return await _run_to_the_end(
+        state, owner, jobs, body.response_format, output_format, body.output_compression
+    )
+
+
+async def _run_to_the_end(
+    state: AppState,
+    owner: str,
+    jobs: list[JobCreate],
+    response_format: str | None,
+    output_format: OutputFormat = "png",
+    quality: int | None = None,
+) -> ImagesResponse:
+    """Submit the call's jobs (all or none), wait until all finished, answer their images."""
+    records = await run_jobs(state, owner, jobs, OPENAI_NAMES)
+    check_succeeded(records)
+    return await _answer(state.storage, records, response_format, output_format, quality)
+
+
+def _jobs(
+    state: AppState, fields: list[dict[str, Any]], allow_empty_prompt: bool = False
+) -> list[JobCreate]:
+    """The call's jobs; every one names the same model (or none)."""
+    if fields[0]["model"] is not None:
+        _check_model(state, fields[0]["model"])
+    return [job_create(job, OPENAI_NAMES, allow_empty_prompt) for job in fields]
 
 
 def _check_model(state: AppState, name: str) -> None:
@@ -131,40 +158,14 @@ def _registry_time(state: AppState) -> int:
         return 0
 
 
-async def _edit_form(request: Request) -> tuple[ImageEditRequest, bytes, bytes | None]:
-    """The edit's fields and files. Parsed here rather than by FastAPI: the SDKs name
-    the image `image` or `image[]`, and errors must keep OpenAI's shape."""
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise InvalidRequest("send the image edit as multipart/form-data", "image")
-    async with request.form() as form:
-        images = [*form.getlist("image"), *form.getlist("image[]")]
-        mask = form.get("mask")
-        if len(images) != 1 or not isinstance(images[0], UploadFile):
-            raise InvalidRequest("send exactly one image file (several are not supported)", "image")
-        if mask is not None and not isinstance(mask, UploadFile):
-            raise InvalidRequest("mask must be a PNG file", "mask")
-        fields = {k: v for k, v in form.multi_items() if k not in _FILE_PARTS}
-        try:
-            body = ImageEditRequest.model_validate(fields)
-        except ValidationError as exc:
-            raise RequestValidationError(exc.errors()) from None
-        return body, await images[0].read(), await mask.read() if mask is not None else None
-
-
-def _edit_fields(body: ImageEditRequest, image: bytes, mask: bytes | None) -> dict[str, Any]:
-    """The JobCreate fields of an edit (CPU work: run in a thread)."""
-    init_image = b64(image)
-    size = image_size(init_image, "image")  # checked here, so that errors name `image`
-    fields = {**job_fields(body), "init_image": init_image, "strength": body.strength}
-    if mask is not None:
-        fields["mask_image"] = openai_mask(mask, size)
-    return fields
-
-
 async def _answer(
-    storage: Storage, record: JobRecord, body: ImageGenerationRequest | ImageEditRequest
+    storage: Storage,
+    records: list[JobRecord],
+    response_format: str | None,
+    output_format: OutputFormat,
+    quality: int | None,
 ) -> ImagesResponse:
-    """The job's images as OpenAI answers them.
+    """The jobs' images, in order, as OpenAI answers them.
 
     `url` of a PNG is the stored image's own link. Other formats are made here
     from the stored PNG and exist nowhere else, so their `url` is a data: URL:
@@ -172,32 +173,28 @@ async def _answer(
     expires (a converted copy stored beside the PNG would be neither listed on
     the job nor served).
     """
-    output_format = body.output_format or "png"
-    as_b64 = body.response_format == "b64_json"
+    as_b64 = response_format == "b64_json"
+    images = [(record, image) for record in records for image in record.images]
     if not as_b64 and output_format == "png":
-        urls = [storage.url(image.key) for image in record.images]
-        return _response(record, [ImageData(url=url) for url in urls])
-    blobs = await run_in_threadpool(
-        _encoded, storage, [image.key for image in record.images], output_format, body
-    )
-    if as_b64:
-        return _response(record, [ImageData(b64_json=b64(blob)) for blob in blobs])
-    return _response(record, [ImageData(url=data_url(blob, output_format)) for blob in blobs])
+        data = [ImageData(url=storage.url(image.key)) for _, image in images]
+    else:
+        keys = [image.key for _, image in images]
+        blobs = await run_in_threadpool(_encoded, storage, keys, output_format, quality)
+        if as_b64:
+            data = [ImageData(b64_json=b64(blob)) for blob in blobs]
+        else:
+            data = [ImageData(url=data_url(blob, output_format)) for blob in blobs]
+    for (record, _), item in zip(images, data, strict=True):
+        item.revised_prompt = revised_prompt(record)
+    return ImagesResponse(created=_finished(records), data=data)
 
 
 def _encoded(
-    storage: Storage,
-    keys: list[str],
-    output_format: OutputFormat,
-    body: ImageGenerationRequest | ImageEditRequest,
+    storage: Storage, keys: list[str], output_format: OutputFormat, quality: int | None
 ) -> list[bytes]:
-    quality = body.output_compression
     return [convert(read_stored(storage, key), output_format, quality) for key in keys]
 
 
-def _response(record: JobRecord, data: list[ImageData]) -> ImagesResponse:
-    revised = revised_prompt(record)
-    for item in data:
-        item.revised_prompt = revised
-    finished = record.finished_at or record.created_at
-    return ImagesResponse(created=int(finished.timestamp()), data=data)
+def _finished(records: list[JobRecord]) -> int:
+    """`created`: when the call's last job finished."""
+    return int(max(record.finished_at or record.created_at for record in records).timestamp())

@@ -5,6 +5,8 @@ here are ignored, see docs/compat.md); anything else is refused with a 400, as
 OpenAI refuses an unrecognized argument. Five parameters of vLLM-Omni's and
 SGLang's servers (sent by the SDKs through `extra_body`) reach darkroom's
 own: negative_prompt, num_inference_steps, guidance_scale, seed, sampler.
+
+A call of `n` images is one job per MAX_IMAGES_PER_JOB of them (`split_images`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.compat.images import OutputFormat
-from api.compat.jobs import MAX_IMAGES_PER_JOB
+from api.compat.jobs import split_images
 from shared.errors import InvalidRequest
 from shared.jobs import JobRecord
 from shared.loras import LoraChoice
@@ -30,34 +32,24 @@ OPENAI_NAMES = {
     "init_image": "image",
     "mask_image": "mask",
 }
+# DALL-E 2's limit of `n`; above MAX_IMAGES_PER_JOB a call takes several jobs.
+MAX_IMAGES_PER_CALL = 10
 Quality = Literal["auto", "low", "medium", "high", "xhigh", "max", "standard", "hd"]
 _SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 
 
-class _ImageOptions(BaseModel):
-    """What generations and edits share."""
+class _CallOptions(BaseModel):
+    """What every image call takes: OpenAI's fields common to DALL-E 2's variations and
+    to generations and edits, and darkroom's own parameters."""
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str
     model: str | None = Field(None, description="A registry name; default: the primary model.")
-    n: int | None = Field(None, ge=1, le=MAX_IMAGES_PER_JOB, description="Images (one job).")
+    n: int | None = Field(None, ge=1, le=MAX_IMAGES_PER_CALL, description="Images (jobs of 4).")
     size: str | None = Field(None, description="`WIDTHxHEIGHT` or `auto` (the model's default).")
     response_format: Literal["url", "b64_json"] | None = None
-    output_format: OutputFormat | None = None
-    output_compression: int | None = Field(None, ge=0, le=100, description="JPEG/WebP quality.")
-    # Accepted and ignored (docs/compat.md says why).
-    quality: Quality | None = None
-    background: Literal["transparent", "opaque", "auto"] | None = Field(
-        None, description="`transparent` is refused: darkroom's images are opaque."
-    )
-    moderation: Literal["low", "auto"] | None = None
-    complexity: Literal["low", "medium", "high"] | None = None
+    # Accepted and ignored: the job's owner is the API key.
     user: str | None = None
-    safety_identifier: str | None = None
-    # Server-Sent Events: partial images (live previews), then the final images.
-    stream: bool | None = None
-    partial_images: int | None = Field(None, ge=0, le=3, description="With stream: 0-3.")
     # darkroom's own parameters, top level as vLLM-Omni and SGLang take them.
     negative_prompt: str | None = None
     num_inference_steps: int | None = None
@@ -79,6 +71,25 @@ class _ImageOptions(BaseModel):
             raise ValueError("size must be WIDTHxHEIGHT (e.g. 512x512) or auto")
         return value
 
+
+class _ImageOptions(_CallOptions):
+    """What generations and edits share besides."""
+
+    prompt: str
+    output_format: OutputFormat | None = None
+    output_compression: int | None = Field(None, ge=0, le=100, description="JPEG/WebP quality.")
+    # Accepted and ignored (docs/compat.md says why).
+    quality: Quality | None = None
+    background: Literal["transparent", "opaque", "auto"] | None = Field(
+        None, description="`transparent` is refused: darkroom's images are opaque."
+    )
+    moderation: Literal["low", "auto"] | None = None
+    complexity: Literal["low", "medium", "high"] | None = None
+    safety_identifier: str | None = None
+    # Server-Sent Events: partial images (live previews), then the final images.
+    stream: bool | None = None
+    partial_images: int | None = Field(None, ge=0, le=3, description="With stream: 0-3.")
+
     @field_validator("background")
     @classmethod
     def _opaque(cls, value: str | None) -> str | None:
@@ -98,6 +109,11 @@ class ImageEditRequest(_ImageOptions):
 
     strength: float | None = Field(None, description="How much of the image changes, (0, 1].")
     input_fidelity: Literal["high", "low"] | None = None
+
+
+class ImageVariationRequest(_CallOptions):
+    """The fields of POST /v1/images/variations besides its `image` file: DALL-E 2's,
+    which has no prompt and does not stream (`stream` is an unknown field there)."""
 
 
 class ImageData(BaseModel):
@@ -123,22 +139,25 @@ class ModelList(BaseModel):
     data: list[ModelObject]
 
 
-def job_fields(request: _ImageOptions) -> dict[str, Any]:
-    """The JobCreate fields of a generation (an edit adds its image, mask and strength)."""
+def job_fields(request: _CallOptions, prompt: str) -> list[dict[str, Any]]:
+    """The JobCreate fields of each job of a call (an edit or a variation adds its
+    image): `n` images in jobs of at most 4, whose seeds follow on."""
     width, height = parse_size(request.size)
-    return {
-        "prompt": request.prompt,
+    common = {
+        "prompt": prompt,
         "negative_prompt": request.negative_prompt,
         "model": request.model,
         "width": width,
         "height": height,
         "steps": request.num_inference_steps,
         "guidance_scale": request.guidance_scale,
-        "seed": request.seed,
-        "num_images": request.n or 1,
         "sampler": request.sampler,
         **({"loras": [c.model_dump() for c in request.loras]} if request.loras else {}),
     }
+    return [
+        {**common, "seed": seed, "num_images": count}
+        for seed, count in split_images(request.n or 1, request.seed)
+    ]
 
 
 def parse_size(size: str | None) -> tuple[int | None, int | None]:

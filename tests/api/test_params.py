@@ -130,6 +130,14 @@ def test_size_over_max_size_refused(fields: dict[str, int], field: str) -> None:
     assert refused(job(**fields), SD) == field
 
 
+def test_a_size_over_max_size_names_the_size_and_the_models_maximum() -> None:
+    with pytest.raises(InvalidRequest) as info:
+        resolve_params(job(width=2048, height=512), SD, None, model="sd")
+    assert str(info.value) == (
+        "size 2048x512 is over sd's maximum of 1024x768 (max_size): its width is 2048, at most 1024"
+    )
+
+
 @pytest.mark.parametrize(
     ("fields", "field"), [({"width": 500}, "width"), ({"height": 65}, "height")]
 )

@@ -198,6 +198,53 @@ def test_extra_body_seed_is_reproducible(client: openai.OpenAI, api_server: ApiP
         )
 
 
+def test_n_over_4_takes_a_job_per_4_images_with_seeds_following_on(
+    client: openai.OpenAI, api_server: ApiProcess
+) -> None:
+    """No seed given: one random seed for the whole call, so image i still has seed + i."""
+    prompt = marker("n=6")
+    result = client.images.generate(
+        model="tiny-sd", prompt=prompt, n=6, size="64x64", response_format="url"
+    )
+
+    urls = [item.url for item in result.data or []]
+    jobs = jobs_with(api_server.url, prompt)
+    assert [job["params"]["num_images"] for job in jobs] == [4, 2]
+    assert {job["status"] for job in jobs} == {"succeeded"}
+    first = jobs[0]["params"]["seed"]
+    assert jobs[1]["params"]["seed"] == first + 4
+    images = [image for job in jobs for image in job["images"]]
+    assert [image["seed"] for image in images] == list(range(first, first + 6))
+    # In the call's order: the first job's four, then the second's two.
+    assert [urlparse(url or "").path for url in urls] == [
+        urlparse(image["url"]).path for image in images
+    ]
+    last = max(datetime.fromisoformat(job["finished_at"]) for job in jobs)
+    assert result.created == int(last.timestamp())
+
+
+def test_a_seed_for_ten_images_is_each_jobs_first(
+    client: openai.OpenAI, api_server: ApiProcess
+) -> None:
+    prompt = marker("n=10")
+    result = client.images.generate(
+        model="tiny-sd",
+        prompt=prompt,
+        n=10,
+        size="64x64",
+        response_format="b64_json",
+        extra_body={"seed": 500, "num_inference_steps": 2},
+    )
+
+    assert [decode(item.b64_json).size for item in result.data or []] == [SIZE] * 10
+    jobs = jobs_with(api_server.url, prompt)
+    assert [(job["params"]["seed"], job["params"]["num_images"]) for job in jobs] == [
+        (500, 4),
+        (504, 4),
+        (508, 2),
+    ]
+
+
 # --- edits --------------------------------------------------------------------------------
 
 
@@ -268,6 +315,54 @@ def test_a_mask_of_another_size_is_a_bad_request(client: openai.OpenAI) -> None:
     assert caught.value.body["param"] == "mask"  # type: ignore[index]
 
 
+# --- variations ---------------------------------------------------------------------------
+
+
+def test_a_variation_is_image_to_image_of_the_image_with_an_empty_prompt(
+    client: openai.OpenAI, api_server: ApiProcess
+) -> None:
+    source_size = (72, 48)  # not the model's default: the answer keeps the input's
+    seed = uuid.uuid4().int % 1_000_000  # finds the call's job among the prompt-less ones
+    result = client.images.create_variation(
+        image=("source.png", pattern_png(source_size), "image/png"),
+        model="tiny-sd",
+        n=2,
+        response_format="b64_json",
+        extra_body={"seed": seed, "num_inference_steps": 2},
+    )
+
+    images = [decode(item.b64_json) for item in result.data or []]
+    assert [(image.format, image.size) for image in images] == [("PNG", source_size)] * 2
+    assert [item.revised_prompt for item in result.data or []] == [None, None]
+    [job] = [j for j in jobs_with(api_server.url, "") if j["params"]["seed"] == seed]
+    params = job["params"]
+    assert job["status"] == "succeeded"  # the worker generated from no prompt at all
+    assert (params["prompt"], params["mode"], params["strength"]) == ("", "img2img", 0.75)
+    assert (params["num_images"], params["width"], params["height"]) == (2, *source_size)
+
+
+@pytest.mark.parametrize(
+    ("options", "param", "code"),
+    [
+        ({"extra_body": {"stream": True}}, "stream", "unknown_parameter"),  # never streamed
+        ({"extra_body": {"prompt": "a cat"}}, "prompt", "unknown_parameter"),
+        ({"model": "tiny-flaky"}, "image", "invalid_request"),  # no supports_i2i
+        ({"n": 11}, "n", "validation_error"),
+    ],
+)
+def test_a_variation_refuses_what_dall_e_2_does_not_take(
+    client: openai.OpenAI, options: dict[str, Any], param: str, code: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.images.create_variation(
+            image=("source.png", pattern_png(), "image/png"), **{"model": "tiny-sd", **options}
+        )
+
+    error = caught.value.body
+    assert isinstance(error, dict)
+    assert (error["param"], error["code"]) == (param, code)
+
+
 # --- models and errors --------------------------------------------------------------------
 
 
@@ -296,7 +391,7 @@ def test_models_list_is_what_the_live_workers_serve(
     [
         ({"size": "512x512"}, "size"),  # over tiny-sd's max_size (256x256)
         ({"size": "huge"}, "size"),
-        ({"n": 5}, "n"),  # over the 4 images of a job
+        ({"n": 11}, "n"),  # over DALL-E 2's 10 images a call
         ({"extra_body": {"num_inference_steps": 11}}, "num_inference_steps"),
         ({"extra_body": {"negativ_prompt": "typo"}}, "negativ_prompt"),
         ({"output_format": "gif"}, "output_format"),
@@ -314,6 +409,18 @@ def test_a_bad_parameter_is_a_bad_request_naming_it(
     assert set(error) == {"message", "type", "param", "code"}
     assert (error["type"], error["param"]) == ("invalid_request_error", param)
     assert jobs_with(api_server.url, prompt) == []  # nothing was queued
+
+
+def test_a_size_over_the_models_maximum_says_the_maximum(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.images.generate(model="tiny-sd", prompt=marker("big"), size="512x512")
+
+    error = caught.value.body
+    assert isinstance(error, dict)
+    assert error["param"] == "size"
+    assert error["message"].startswith(
+        "size 512x512 is over tiny-sd's maximum of 256x256 (max_size)"
+    )
 
 
 def test_an_unknown_model_is_not_found(client: openai.OpenAI) -> None:

@@ -270,9 +270,71 @@ def test_a_failed_streamed_job_raises_in_the_sdk(api: ApiProcess) -> None:
             list(stream)
 
 
+def test_a_streamed_call_of_six_images_follows_both_its_jobs(
+    api: ApiProcess, alice: httpx.Client
+) -> None:
+    prompt = f"slow openai six {uuid.uuid4().hex[:8]}"
+    with sdk(api, KEY_A) as client:
+        received = list(_six_images_streamed(client, prompt, partial_images=1, steps=4))
+
+    completed = [e for e in received if e.type == "image_generation.completed"]
+    partials = [e for e in received if e.type == "image_generation.partial_image"]
+    assert sorted(e.index for e in completed) == list(range(6))  # type: ignore[attr-defined]
+    assert partials
+    # Every partial image is of an image of the call, at most one each.
+    indexes = [e.index for e in partials]  # type: ignore[attr-defined]
+    assert set(indexes) <= set(range(6))
+    assert len(indexes) == len(set(indexes))
+    jobs = _jobs_of(alice, prompt)
+    assert [job["params"]["num_images"] for job in jobs] == [4, 2]
+    assert {job["status"] for job in jobs} == {"succeeded"}
+
+
+def test_a_streamed_call_ends_on_a_canceled_job_and_cancels_the_rest(
+    api: ApiProcess, alice: httpx.Client
+) -> None:
+    prompt = f"slow openai cancel {uuid.uuid4().hex[:8]}"
+    with sdk(api, KEY_A) as client:
+        stream = _six_images_streamed(client, prompt, partial_images=3, steps=20)
+
+        def read_and_cancel_the_running_job() -> None:
+            for event in stream:
+                if event.type == "image_generation.partial_image":
+                    # The first job is running: its owner cancels it.
+                    first = _jobs_of(alice, prompt)[0]
+                    alice.post(f"/jobs/{first['id']}/cancel")
+
+        with pytest.raises(openai.APIError, match="canceled"):
+            read_and_cancel_the_running_job()
+
+    ended = [wait_until(lambda j=job: _finished(alice, j["id"])) for job in _jobs_of(alice, prompt)]
+    assert [job["status"] for job in ended] == ["canceled", "canceled"]
+
+
+def _six_images_streamed(
+    client: openai.OpenAI, prompt: str, partial_images: int, steps: int
+) -> Any:
+    """A streamed call of six images: two jobs (4 + 2) on the flaky model."""
+    return client.images.generate(
+        model=FLAKY,
+        prompt=prompt,
+        size="64x64",
+        n=6,
+        stream=True,
+        partial_images=partial_images,
+        extra_body={"num_inference_steps": steps},
+    )
+
+
+def _jobs_of(client: httpx.Client, prompt: str) -> list[dict[str, Any]]:
+    """The caller's jobs of that prompt, oldest first."""
+    listed = client.get("/jobs", params={"limit": 100}).json()["jobs"]
+    return [job for job in reversed(listed) if job["params"]["prompt"] == prompt]
+
+
 def test_refusals_come_before_the_stream_starts(api: ApiProcess) -> None:
     with sdk(api, KEY_A) as client, pytest.raises(openai.BadRequestError):
-        client.images.generate(model=FLAKY, prompt="x", size="64x64", stream=True, n=9)
+        client.images.generate(model=FLAKY, prompt="x", size="64x64", stream=True, n=11)
 
 
 # --- A1111: current_image ---------------------------------------------------------------

@@ -85,6 +85,12 @@ def test_translation_and_length_limit_can_be_turned_off(optimizer_for, fake_open
     assert "tokens" not in system
 
 
+def test_an_empty_prompt_is_not_sent_to_be_rewritten(optimizer_for, fake_openai) -> None:
+    # An OpenAI variation has no prompt: GPT must not invent one.
+    assert optimizer_for().optimize("", 77) is None
+    assert fake_openai.requests == []
+
+
 def test_a_failing_server_leaves_the_prompt_as_given(optimizer_for, fake_openai) -> None:
     fake_openai.fail_with = 500
     assert optimizer_for().optimize("a cat", 77) is None
