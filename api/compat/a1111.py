@@ -203,7 +203,8 @@ async def _generate(
         inputs = {**inputs, "loras": [choice.model_dump() for choice in tagged.loras]}
     prompted = body.model_copy(update={"prompt": tagged.prompt})
     jobs = [
-        job_create({**fields, **inputs}, A1111_NAMES)
+        # A1111 generates from an empty prompt (the unconditional image): so does darkroom.
+        job_create({**fields, **inputs}, A1111_NAMES, allow_empty_prompt=True)
         for fields in job_fields(prompted, model, sampler)
     ]
     records = await run_jobs(state, owner, jobs, A1111_NAMES)

@@ -10,14 +10,13 @@ request back, as A1111 does.
 from __future__ import annotations
 
 import json
-import secrets
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.compat.a1111_models import CHECKPOINT_FIELD, Checkpoint
-from api.compat.jobs import MAX_IMAGES_PER_JOB
-from shared.jobs import MAX_SEED, JobRecord
+from api.compat.jobs import split_images
+from shared.jobs import JobRecord
 from shared.loras import ResolvedLora
 
 # batch_size x n_iter above this is refused (422): a call is at most this many
@@ -124,7 +123,6 @@ def job_fields(
     """The JobCreate fields of each job of the call: batch_size x n_iter images, split
     into jobs of at most MAX_IMAGES_PER_JOB whose seeds follow on, so that the
     images' seeds are A1111's `seed, seed + 1, ...`."""
-    seed = request.seed if request.seed != -1 else secrets.randbelow(MAX_SEED + 1)
     common = {
         "prompt": request.prompt,
         # A1111's clients send "" for "none given": the model's own negative prompt.
@@ -136,14 +134,10 @@ def job_fields(
         "guidance_scale": request.cfg_scale,
         "sampler": sampler,
     }
-    total = request.image_count
+    seed = request.seed if request.seed != -1 else None
     return [
-        {
-            **common,
-            "seed": (seed + start) % (MAX_SEED + 1) if seed >= 0 else seed,
-            "num_images": min(MAX_IMAGES_PER_JOB, total - start),
-        }
-        for start in range(0, total, MAX_IMAGES_PER_JOB)
+        {**common, "seed": job_seed, "num_images": images}
+        for job_seed, images in split_images(request.image_count, seed)
     ]
 
 

@@ -244,3 +244,16 @@ def test_options_are_kept_per_key_and_bounded(two_keys_api: ApiProcess) -> None:
     too_many = a.set_options({f"option_{i}": i for i in range(101)})
     assert "at most 100 options" in too_many["detail"]
     assert "option_0" not in a.get_options()  # all or none
+
+
+def test_an_empty_prompt_generates_as_in_a1111(
+    webui: webuiapi.WebUIApi, api_server: ApiProcess
+) -> None:
+    result = webui.txt2img(prompt="", seed=77, **TINY)
+    [image] = result.images
+    assert image.size == (64, 64)
+    job = the_job(api_server, result)
+    assert (job["status"], job["params"]["prompt"], job["params"]["seed"]) == ("succeeded", "", 77)
+    # darkroom's own API still refuses one: there, an empty prompt is a mistake.
+    refused = httpx.post(f"{api_server.url}/jobs", json={"prompt": ""}, timeout=10)
+    assert refused.status_code == 422
