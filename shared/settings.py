@@ -195,6 +195,9 @@ class Settings(BaseSettings):
     # watches a job, at most every PREVIEW_INTERVAL_S; PREVIEWS=off makes none.
     previews: bool = True
     preview_interval_s: float = Field(0.5, ge=0.05, le=60)
+    # Each stored PNG carries its generation parameters (docs/compat.md, PNG metadata):
+    # A1111's `parameters` text chunk and darkroom's own; PNG_METADATA=off writes none.
+    png_metadata: bool = True
 
     log_level: str = "INFO"
     # json: one JSON object a line (time, level, logger, message, job_id, model,
