@@ -23,6 +23,8 @@ from typing import Any
 from shared.jobs import GenerationParams
 from shared.registry import ModelEntry
 
+# The PNG text chunk A1111 keeps an image's infotext in.
+PARAMETERS_CHUNK = "parameters"
 # A1111's short hash (its checkpoint titles, `Model hash`): the sha256's first digits.
 SHORT_HASH_DIGITS = 10
 # A1111's word for "no sampler named": here, the pipeline's own scheduler.

@@ -18,12 +18,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shared.infotext import checkpoint_sha256, infotext, sampler_label, short_hash
+from shared.infotext import (
+    PARAMETERS_CHUNK,
+    checkpoint_sha256,
+    infotext,
+    sampler_label,
+    short_hash,
+)
 from shared.jobs import JobRecord
 from shared.registry import ModelEntry
 from shared.settings import Settings
 
-PARAMETERS_CHUNK = "parameters"
 DARKROOM_CHUNK = "darkroom"
 
 
