@@ -346,7 +346,6 @@ def test_a1111_clients_log_in_with_http_basic_the_key_as_password(keyed_api: Api
 
 def test_the_start_up_inventory_answers_what_darkroom_has(webui: webuiapi.WebUIApi) -> None:
     for listing in (
-        webui.get_upscalers,
         webui.get_latent_upscale_modes,
         webui.get_sd_vae,
         webui.get_hypernetworks,
@@ -355,6 +354,8 @@ def test_the_start_up_inventory_answers_what_darkroom_has(webui: webuiapi.WebUIA
         webui.get_prompt_styles,
     ):
         assert listing() == [], listing.__name__
+    # The upscalers of Extras: those that need no weights.
+    assert [item["name"] for item in webui.get_upscalers()] == ["None", "Lanczos", "Nearest"]
     assert webui.get_embeddings() == {"loaded": {}, "skipped": {}}
     assert webui.get_cmd_flags()["api"] is True
     ram = webui.get_memory()["ram"]
@@ -457,3 +458,59 @@ def test_the_stored_image_of_the_job_carries_them_too(
     _, stored = download_png(job["images"][0]["url"])
     assert text_of(stored) == text_of(result.images[0])
     assert json.loads(text_of(stored)["darkroom"])["job_id"] == job["id"]
+
+
+# --- Extras: the weight-free upscalers, and what darkroom has no models for --------------
+
+
+def test_extras_upscale_an_image_and_keep_its_parameters(webui: webuiapi.WebUIApi) -> None:
+    [made] = webui.txt2img(prompt=marker("extras"), seed=21, **TINY, **ON_TINY_SD).images
+
+    result = webui.extra_single_image(image=made, upscaler_1="Lanczos", upscaling_resize=2)
+
+    assert result.image.size == (128, 128)
+    chunks = text_of(result.image)
+    assert chunks["parameters"] == text_of(made)["parameters"]  # still says how it was made
+    assert chunks["postprocessing"] == "Postprocess upscale by: 2.0, Postprocess upscaler: Lanczos"
+    assert "Lanczos" in result.info  # A1111's html_info
+
+
+def test_extras_batch_with_nearest(webui: webuiapi.WebUIApi) -> None:
+    source = pattern()
+    small = source.resize((32, 16))
+
+    result = webui.extra_batch_images(
+        images=[source, small], upscaler_1="Nearest", upscaling_resize=2
+    )
+
+    assert [image.size for image in result.images] == [(128, 128), (64, 32)]
+    doubled = source.resize((128, 128), Image.Resampling.NEAREST)
+    assert result.images[0].convert("RGB").tobytes() == doubled.tobytes()
+
+
+def test_extras_refuse_what_darkroom_cannot_do(webui: webuiapi.WebUIApi) -> None:
+    def refused(**options: Any) -> tuple[int, str]:
+        with pytest.raises(RuntimeError) as caught:
+            webui.extra_single_image(image=pattern(), **options)
+        status, text = caught.value.args
+        return status, text
+
+    status, text = refused(upscaler_1="Lanczos", upscaling_resize=100)  # 6400x6400
+    assert status == 422
+    assert "6400x6400" in text
+    assert "EXTRAS_MAX_PIXELS" in text
+    status, text = refused(upscaler_1="R-ESRGAN 4x+")
+    assert status == 422
+    assert "R-ESRGAN 4x+" in text
+    assert "Lanczos" in text  # what there is instead
+    status, text = refused(upscaler_1="Lanczos", gfpgan_visibility=0.5)
+    assert status == 422
+    assert "face restoration (GFPGAN) is not available in darkroom" in text
+
+
+def test_interrogation_is_refused_by_name(webui: webuiapi.WebUIApi) -> None:
+    with pytest.raises(RuntimeError) as caught:
+        webui.interrogate(pattern())
+    status, text = caught.value.args
+    assert status == 501
+    assert "interrogation (CLIP, DeepBooru) is not available" in text
