@@ -24,7 +24,13 @@ from kombu.exceptions import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.compat import A1111_PREFIX, OPENAI_PREFIX
-from api.compat.errors import JobCanceled, JobDidNotSucceed, UnknownModel, WaitTimedOut
+from api.compat.errors import (
+    EndpointUnavailable,
+    JobCanceled,
+    JobDidNotSucceed,
+    UnknownModel,
+    WaitTimedOut,
+)
 from shared import errors
 from shared.errors import DarkroomError
 
@@ -71,6 +77,7 @@ HTTP_STATUS: dict[type[DarkroomError], int] = {
     WaitTimedOut: 504,
     JobDidNotSucceed: 500,
     JobCanceled: 409,
+    EndpointUnavailable: 501,
 }
 # Where OpenAI's statuses differ: a bad parameter is its 400, an unknown model its 404.
 OPENAI_STATUS: dict[type[DarkroomError], int] = {

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from api.auth import UNAUTHORIZED, log_auth_mode, require_owner
-from api.compat import a1111, a1111_inventory, openai_images
+from api.compat import a1111, a1111_extras, a1111_inventory, a1111_pnginfo, openai_images
 from api.errors import install_error_handlers
 from api.housekeeping import prune_local_images, reap_forever
 from api.limits import BodySizeLimit
@@ -54,7 +54,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # With API keys configured, everything but the health checks needs one. The
     # OpenAPI schema and /docs stay open: they describe the API, they hold no data.
     # The OpenAI (/v1) and AUTOMATIC1111 (/sdapi/v1) dialects take the same keys.
-    for module in (jobs, models, loras, status, files, me, openai_images, a1111, a1111_inventory):
+    for module in (
+        *(jobs, models, loras, status, files, me),
+        *(openai_images, a1111, a1111_inventory, a1111_pnginfo, a1111_extras),
+    ):
         app.include_router(
             module.router, dependencies=[Depends(require_owner)], responses=UNAUTHORIZED
         )

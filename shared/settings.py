@@ -195,6 +195,9 @@ class Settings(BaseSettings):
     # watches a job, at most every PREVIEW_INTERVAL_S; PREVIEWS=off makes none.
     previews: bool = True
     preview_interval_s: float = Field(0.5, ge=0.05, le=60)
+    # Each stored PNG carries its generation parameters (docs/compat.md, PNG metadata):
+    # A1111's `parameters` text chunk and darkroom's own; PNG_METADATA=off writes none.
+    png_metadata: bool = True
 
     log_level: str = "INFO"
     # json: one JSON object a line (time, level, logger, message, job_id, model,
@@ -213,6 +216,9 @@ class Settings(BaseSettings):
     # the finished images, waiting for the job (without holding a thread) up to
     # this long; then an error that names the job id, which keeps running.
     compat_wait_s: float = Field(300.0, gt=0, le=3600)
+    # A1111's Extras (/sdapi/v1/extra-*) resize on the API's CPU: the most pixels an
+    # image may come out with (16 megapixels, 4096 x 4096).
+    extras_max_pixels: int = Field(16 * 1024 * 1024, ge=1, le=256 * 1024 * 1024)
     worker_metrics_port: int | None = Field(None, ge=1, le=65535)
 
     @field_validator("worker_device_memory", "worker_host_memory")

@@ -40,6 +40,7 @@ from worker.heartbeat import Heartbeat
 from worker.loader import LoadFailure
 from worker.metrics import set_gpu_memory, start_counting
 from worker.models import model_set
+from worker.png_metadata import PngMetadata
 from worker.prompts import PromptOptimizer
 from worker.runner import JobRunner
 from worker.spool import Spool, spool_dir
@@ -137,6 +138,7 @@ def start_worker(
         registry=registry,
         swap_after_s=settings.model_swap_after_s,
         claim_ttl_s=settings.worker_ttl_s,
+        png_metadata=PngMetadata.from_settings(settings, registry.models),
         on_start=lambda ids: heartbeat.update_soon(
             state="busy", current_job=ids[0], current_batch=ids if len(ids) > 1 else []
         ),

@@ -17,6 +17,7 @@ from PIL import Image
 from shared.errors import GenerationError
 from shared.jobs import GenerationParams
 from shared.loras import ResolvedLora
+from shared.png import encode_png
 from worker.hires import hires_upscaler
 from worker.inpaint import keep_unmasked, load_mask
 from worker.loader import LoadedModel
@@ -244,12 +245,6 @@ def _per_image(values: list[Any], counts: list[int]) -> list[Any]:
 def seeded_generators(seed: int, count: int) -> list[torch.Generator]:
     # CPU generators make a seed give the same image on any device.
     return [torch.Generator("cpu").manual_seed(seed + i) for i in range(count)]
-
-
-def encode_png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _supported(pipe: Any, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from shared.store import JobStore
 from worker import failover, inference
 from worker.devices import free_memory
 from worker.metrics import JOBS_FINISHED, RUN
+from worker.png_metadata import PngMetadata
 from worker.stopping import JobStopped
 from worker.storing import Storer, Upload
 
@@ -34,6 +35,8 @@ class Outcomes:
     store: JobStore
     storer: Storer
     model_name: str
+    # The parameters each stored PNG carries (None: PNG_METADATA off, none).
+    metadata: PngMetadata | None = None
 
     def succeed(
         self,
@@ -46,7 +49,7 @@ class Outcomes:
         """Store the images and record success: the status the job ends with, or
         RUNNING while its images wait for storage (recorded once they are stored)."""
         try:
-            uploads, stored = encode_images(record, images)
+            uploads, stored = encode_images(record, images, self.metadata)
         except Exception as exc:  # noqa: BLE001 -- a job's failure is data
             return self.fail(record, exc)
 
@@ -142,15 +145,16 @@ class Outcomes:
 
 
 def encode_images(
-    record: JobRecord, images: list[Image.Image]
+    record: JobRecord, images: list[Image.Image], metadata: PngMetadata | None = None
 ) -> tuple[list[Upload], list[StoredImage]]:
-    """A job's images as PNGs to store under jobs/<job id>/<index>.png, and as the
-    record will list them."""
+    """A job's images as PNGs to store under jobs/<job id>/<index>.png (carrying their
+    parameters, with `metadata`), and as the record will list them."""
     uploads, stored = [], []
     for index, image in enumerate(images):
         # Keyed by job and index: a re-run overwrites, never duplicates.
         key = f"jobs/{record.id}/{index}.png"
-        uploads.append(Upload(key, inference.encode_png(image), "image/png"))
+        text = metadata.chunks(record, index) if metadata is not None else None
+        uploads.append(Upload(key, inference.encode_png(image, text), "image/png"))
         width, height = image.size
         stored.append(
             StoredImage(key=key, width=width, height=height, seed=record.params.seed + index)

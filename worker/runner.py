@@ -47,6 +47,7 @@ from worker.metrics import BATCH_SIZE, INFERENCE, WORKER_BUSY, set_gpu_memory
 from worker.models import ModelSet
 from worker.outcomes import Outcomes, is_out_of_memory
 from worker.pipeline_call import StepCallback
+from worker.png_metadata import PngMetadata
 from worker.preview_watch import PreviewWatch
 from worker.prompts import PromptOptimizer, optimized_batch_params
 from worker.spool import Spool, spool_dir
@@ -118,6 +119,8 @@ class JobRunner:
     # holds its model for this worker before its heartbeat does (WORKER_TTL_S).
     swap_after_s: float = DEFAULT_SWAP_AFTER_S
     claim_ttl_s: float = DEFAULT_CLAIM_TTL_S
+    # The parameters written into each stored PNG (None: none, PNG_METADATA off).
+    png_metadata: PngMetadata | None = None
     claims: Claimer = field(init=False, repr=False)
     outcomes: Outcomes = field(init=False, repr=False)
     _previews: PreviewStore = field(init=False, repr=False)
@@ -135,7 +138,7 @@ class JobRunner:
                 Spool(spool_dir(None, self.worker_name), DEFAULT_STORAGE_SPOOL_BYTES),
                 canceled=functools.partial(cancels_requested, self.store.redis),
             )
-        self.outcomes = Outcomes(self.store, self.storer, self.model.name)
+        self.outcomes = Outcomes(self.store, self.storer, self.model.name, self.png_metadata)
         self._previews = PreviewStore(self.store.redis)
         if self.engine is None:
             self.engine = InlineEngine(ModelSet.holding(self.model))

@@ -3,7 +3,7 @@
 Open WebUI, SillyTavern and webuiapi ask for upscalers, VAEs, embeddings, styles
 and the like when they connect, and fall back when a list is empty; a 404 makes
 some of them give up. darkroom has none of these A1111 extras (its models,
-samplers and LoRA adapters are listed by their own endpoints), so the lists are
+samplers, LoRA adapters and upscalers have endpoints of their own), so the lists are
 empty, in A1111's shapes. `/memory` reports the API host's RAM: the GPUs are the
 workers' (GET /status). `/skip` stops the caller's current job and lets the rest
 of its call run on, as A1111 skips one image of a batch.
@@ -27,7 +27,6 @@ router = APIRouter(prefix=A1111_PREFIX, tags=["automatic1111"], include_in_schem
 
 # Endpoints whose answer is an empty list here (darkroom has none of these).
 _EMPTY_LISTS = (
-    "upscalers",
     "sd-vae",
     "sd-modules",
     "hypernetworks",

@@ -1,19 +1,19 @@
 """Registry models as AUTOMATIC1111 checkpoints, and each API key's chosen one.
 
 A1111 names a checkpoint by a title, `name [short hash]`, that its clients
-(webuiapi, Open WebUI, SillyTavern) echo back in `sd_model_checkpoint`.
-darkroom has no weight files to hash: the hash is of the registry entry (its
-name and weights id), so it is stable while the entry is, and unique per entry.
+(webuiapi, Open WebUI, SillyTavern) echo back in `sd_model_checkpoint`. The
+hash is of the registry entry (shared.infotext: the workers write the same into
+each image's parameters).
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 from api.compat.errors import UnknownModel
 from api.state import AppState
 from shared.constants import A1111_OPTIONS_KEY_PREFIX
+from shared.infotext import checkpoint_sha256, short_hash
 from shared.registry import ModelEntry
 
 CHECKPOINT_FIELD = "sd_model_checkpoint"
@@ -27,7 +27,7 @@ class Checkpoint:
 
     @property
     def short_hash(self) -> str:
-        return self.sha256[:10]  # A1111's short hash: the sha256's first 10 digits
+        return short_hash(self.sha256)
 
     @property
     def title(self) -> str:
@@ -35,8 +35,7 @@ class Checkpoint:
 
 
 def checkpoint(name: str, entry: ModelEntry) -> Checkpoint:
-    digest = hashlib.sha256(f"{name}\n{entry.id}".encode()).hexdigest()
-    return Checkpoint(name, entry, digest)
+    return Checkpoint(name, entry, checkpoint_sha256(name, entry))
 
 
 def checkpoints(state: AppState) -> list[Checkpoint]:

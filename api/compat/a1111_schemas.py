@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.compat.a1111_models import CHECKPOINT_FIELD, Checkpoint
 from api.compat.jobs import split_images
+from shared.infotext import infotext
 from shared.jobs import JobRecord
 from shared.loras import ResolvedLora
 
@@ -195,7 +196,9 @@ def info(
         "denoising_strength": first.strength or 0,
         "extra_generation_params": _lora_hashes(first.loras),
         "index_of_first_image": 0,
-        "infotexts": [_infotext(records[0], seed, checkpoint, sampler) for seed in seeds],
+        "infotexts": [
+            infotext(first, seed, sampler, checkpoint.name, checkpoint.short_hash) for seed in seeds
+        ],
         "styles": [],
         "job_timestamp": records[0].created_at.strftime("%Y%m%d%H%M%S"),
         "clip_skip": 1,
@@ -214,24 +217,3 @@ def _lora_hashes(loras: list[ResolvedLora]) -> dict[str, str]:
     if not loras:
         return {}
     return {"Lora hashes": ", ".join(f"{x.name}: {(x.sha256 or '')[:12]}" for x in loras)}
-
-
-def _infotext(record: JobRecord, seed: int, checkpoint: Checkpoint, sampler: str) -> str:
-    """One image's parameters in A1111's text form (what its PNG info holds)."""
-    params = record.params
-    lines = [params.prompt]
-    if params.negative_prompt:
-        lines.append(f"Negative prompt: {params.negative_prompt}")
-    settings = [
-        f"Steps: {params.steps}",
-        f"Sampler: {sampler}",
-        f"CFG scale: {params.guidance_scale:g}",
-        f"Seed: {seed}",
-        f"Size: {params.width}x{params.height}",
-        f"Model hash: {checkpoint.short_hash}",
-        f"Model: {checkpoint.name}",
-    ]
-    if params.strength is not None:
-        settings.append(f"Denoising strength: {params.strength:g}")
-    lines.append(", ".join(settings))
-    return "\n".join(lines)

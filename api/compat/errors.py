@@ -60,3 +60,17 @@ class JobCanceled(JobDidNotSucceed):
     """Someone canceled it (POST /jobs/{id}/cancel, its deadline, A1111's interrupt)."""
 
     type = "job_canceled"
+
+
+class FeatureUnavailable(InvalidRequest):
+    """An A1111 feature darkroom does not have (an upscaler model, face restoration),
+    asked for by name: refused rather than silently skipped."""
+
+    type = "not_available"
+
+
+class EndpointUnavailable(DarkroomError):
+    """An A1111 endpoint darkroom does not serve (CLIP interrogation): 501, saying so,
+    rather than a bare 404 a client takes for a wrong URL."""
+
+    type = "not_implemented"

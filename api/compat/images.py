@@ -107,6 +107,11 @@ def a1111_mask(value: str, invert: bool, size: tuple[int, int]) -> str:
     return _png_b64(mask)
 
 
+def open_image(value: str, field: str) -> Image.Image:
+    """A client's base64 image (or data: URL), decoded within api.images' limits."""
+    return Image.open(io.BytesIO(decode_image(value, field).data))
+
+
 def image_size(value: str, field: str) -> tuple[int, int]:
     """The size of a base64 input image (refusing what the core would refuse)."""
     decoded = decode_image(value, field)

@@ -4,6 +4,7 @@ more ordinary jobs of the caller, listed in GET /jobs."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,7 @@ from PIL import Image
 
 from darkroom.stack import free_port
 from shared.registry import Registry
+from tests.e2e.helpers import download_png
 from tests.support.polling import wait_until
 from tests.support.processes import ApiProcess, start_api
 
@@ -344,7 +346,6 @@ def test_a1111_clients_log_in_with_http_basic_the_key_as_password(keyed_api: Api
 
 def test_the_start_up_inventory_answers_what_darkroom_has(webui: webuiapi.WebUIApi) -> None:
     for listing in (
-        webui.get_upscalers,
         webui.get_sd_vae,
         webui.get_hypernetworks,
         webui.get_face_restorers,
@@ -357,6 +358,8 @@ def test_the_start_up_inventory_answers_what_darkroom_has(webui: webuiapi.WebUIA
         "Latent",
         "Latent (antialiased)",
     ]
+    # The upscalers of Extras: those that need no weights.
+    assert [item["name"] for item in webui.get_upscalers()] == ["None", "Lanczos", "Nearest"]
     assert webui.get_embeddings() == {"loaded": {}, "skipped": {}}
     assert webui.get_cmd_flags()["api"] is True
     ram = webui.get_memory()["ram"]
@@ -393,3 +396,125 @@ def test_skip_stops_the_current_job_and_the_call_runs_on(
     [other] = [job for job_id, job in jobs.items() if job_id != first]
     assert other["status"] == "succeeded"
     assert len(result.images) == 4  # the second job's, as A1111 skips one image
+
+
+# --- the parameters travel with the image ------------------------------------------------
+
+
+def text_of(image: Image.Image) -> dict[str, str]:
+    """An image's PNG text chunks, as any PNG reader finds them."""
+    return dict(getattr(image, "text", {}))
+
+
+def test_the_images_carry_their_parameters(
+    webui: webuiapi.WebUIApi, api_server: ApiProcess
+) -> None:
+    prompt = marker("png metadata")
+    result = webui.txt2img(
+        prompt=prompt, seed=300, batch_size=2, sampler_name="Euler a", **TINY, **ON_TINY_SD
+    )
+
+    for index, image in enumerate(result.images):
+        chunks = text_of(image)
+        # The text the call answered in info.infotexts, in A1111's form.
+        assert chunks["parameters"] == result.info["infotexts"][index]
+        parsed = webui.png_info(image).parameters  # A1111's own endpoint reads it back
+        assert parsed["Prompt"] == prompt
+        assert parsed["Negative prompt"] == "blurry"  # tiny-sd's own
+        assert (parsed["Seed"], parsed["Steps"]) == (str(300 + index), "2")
+        assert (parsed["Size-1"], parsed["Size-2"]) == ("64", "64")
+        assert parsed["Sampler"] == "Euler a"
+        assert (parsed["Model"], parsed["Model hash"]) == ("tiny-sd", result.info["sd_model_hash"])
+        darkroom = json.loads(chunks["darkroom"])
+        assert darkroom["job_id"] in result.info["job_ids"]
+        assert (darkroom["seed"], darkroom["model"], darkroom["prompt"]) == (
+            300 + index,
+            "tiny-sd",
+            prompt,
+        )
+
+
+def test_png_info_answers_as_a1111s(webui: webuiapi.WebUIApi) -> None:
+    result = webui.txt2img(prompt=marker("png info"), seed=9, **TINY, **ON_TINY_SD)
+    [image] = result.images
+
+    answer = webui.png_info(image)
+
+    assert answer.info == text_of(image)["parameters"]  # the text, as sent
+    assert answer.json["items"] == {"darkroom": text_of(image)["darkroom"]}
+    assert answer.parameters["Clip skip"] == "1"  # A1111's defaults fill in the rest
+    # An image with no parameters: an empty text, as A1111's.
+    plain = webui.png_info(pattern())
+    assert (plain.info, plain.json["items"], plain.parameters["Prompt"]) == ("", {}, "")
+    bad = httpx.post(f"{webui.baseurl}/png-info", json={"image": "not an image"}, timeout=10)
+    assert bad.status_code == 422
+    assert bad.json()["error"] == "InvalidRequest"
+
+
+def test_the_stored_image_of_the_job_carries_them_too(
+    webui: webuiapi.WebUIApi, api_server: ApiProcess
+) -> None:
+    prompt = marker("stored")
+    result = webui.txt2img(prompt=prompt, seed=11, **TINY, **ON_TINY_SD)
+    [job] = jobs_with(api_server.url, prompt)
+
+    # darkroom's own link (GET /jobs/{id}): the same stored PNG.
+    _, stored = download_png(job["images"][0]["url"])
+    assert text_of(stored) == text_of(result.images[0])
+    assert json.loads(text_of(stored)["darkroom"])["job_id"] == job["id"]
+
+
+# --- Extras: the weight-free upscalers, and what darkroom has no models for --------------
+
+
+def test_extras_upscale_an_image_and_keep_its_parameters(webui: webuiapi.WebUIApi) -> None:
+    [made] = webui.txt2img(prompt=marker("extras"), seed=21, **TINY, **ON_TINY_SD).images
+
+    result = webui.extra_single_image(image=made, upscaler_1="Lanczos", upscaling_resize=2)
+
+    assert result.image.size == (128, 128)
+    chunks = text_of(result.image)
+    assert chunks["parameters"] == text_of(made)["parameters"]  # still says how it was made
+    assert chunks["postprocessing"] == "Postprocess upscale by: 2.0, Postprocess upscaler: Lanczos"
+    assert "Lanczos" in result.info  # A1111's html_info
+
+
+def test_extras_batch_with_nearest(webui: webuiapi.WebUIApi) -> None:
+    source = pattern()
+    small = source.resize((32, 16))
+
+    result = webui.extra_batch_images(
+        images=[source, small], upscaler_1="Nearest", upscaling_resize=2
+    )
+
+    assert [image.size for image in result.images] == [(128, 128), (64, 32)]
+    doubled = source.resize((128, 128), Image.Resampling.NEAREST)
+    assert result.images[0].convert("RGB").tobytes() == doubled.tobytes()
+
+
+def test_extras_refuse_what_darkroom_cannot_do(webui: webuiapi.WebUIApi) -> None:
+    def refused(**options: Any) -> tuple[int, str]:
+        with pytest.raises(RuntimeError) as caught:
+            webui.extra_single_image(image=pattern(), **options)
+        status, text = caught.value.args
+        return status, text
+
+    status, text = refused(upscaler_1="Lanczos", upscaling_resize=100)  # 6400x6400
+    assert status == 422
+    assert "6400x6400" in text
+    assert "EXTRAS_MAX_PIXELS" in text
+    status, text = refused(upscaler_1="R-ESRGAN 4x+")
+    assert status == 422
+    assert "R-ESRGAN 4x+" in text
+    assert "Lanczos" in text  # what there is instead
+    status, text = refused(upscaler_1="Lanczos", gfpgan_visibility=0.5)
+    assert status == 422
+    assert "face restoration (GFPGAN) is not available in darkroom" in text
+
+
+def test_interrogation_is_refused_by_name(webui: webuiapi.WebUIApi) -> None:
+    with pytest.raises(RuntimeError) as caught:
+        webui.interrogate(pattern())
+    status, text = caught.value.args
+    assert status == 501
+    assert "interrogation (CLIP, DeepBooru) is not available" in text

@@ -48,7 +48,7 @@ def test_a_jobs_sampler_does_not_leak_into_the_next_job(client: TestClient) -> N
             client, submit(client, prompt="a lighthouse", model="tiny-sd", **body)["id"]
         )
         assert done["status"] == "succeeded", done.get("error")
-        return download_png(done["images"][0]["url"])[0]
+        return download_png(done["images"][0]["url"])[1].tobytes()  # its pixels
 
     plain = image_of(seed=11, steps=4)
     with_ddim = image_of(seed=11, steps=4, sampler="DDIM")
