@@ -7,7 +7,15 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from api.auth import UNAUTHORIZED, log_auth_mode, require_owner
-from api.compat import a1111, a1111_extras, a1111_inventory, a1111_pnginfo, openai_images
+from api.compat import (
+    a1111,
+    a1111_extras,
+    a1111_inventory,
+    a1111_pnginfo,
+    comfy_ws,
+    comfyui,
+    openai_images,
+)
 from api.errors import install_error_handlers
 from api.housekeeping import prune_local_images, reap_forever
 from api.limits import BodySizeLimit
@@ -61,6 +69,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(
             module.router, dependencies=[Depends(require_owner)], responses=UNAUTHORIZED
         )
+    # ComfyUI's routes answer at the root and under /api, as ComfyUI's own do; its
+    # socket checks the key itself (a dependency cannot answer a handshake).
+    for prefix in ("", "/api"):
+        app.include_router(comfyui.router, prefix=prefix, dependencies=[Depends(require_owner)])
+        app.include_router(comfy_ws.router, prefix=prefix)
     app.include_router(system.router)
     app.include_router(metrics_route.router)
     return app

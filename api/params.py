@@ -60,6 +60,7 @@ def resolve_params(
         ),
         seed=request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1),
         num_images=request.num_images,
+        source_seed=request.source_seed,
         strength=_strength(request, init_image, mask),
         mode="inpaint" if mask is not None else "img2img" if init_image is not None else "txt2img",
         sampler=sampler,

@@ -67,6 +67,13 @@ class JobCreate(BaseModel):
     steps: int | None = Field(None, ge=1, le=1000)
     guidance_scale: float | None = Field(None, ge=0, le=50)
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    source_seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**64 - 1,
+        description="A compatible API's own seed (ComfyUI's are 64-bit) that `seed` was "
+        "derived from: kept in the job's params.",
+    )
     num_images: int = Field(1, ge=1, le=4)
     init_image: str | None = Field(
         None, description="Base64 PNG/JPEG/WebP, or a data: URL (image-to-image)."
@@ -167,6 +174,8 @@ class GenerationParams(BaseModel):
     guidance_scale: float
     seed: int
     num_images: int
+    # The seed a compatible API was sent (ComfyUI's 64-bit one), when `seed` is derived.
+    source_seed: int | None = None
     strength: float | None = None
     mode: Literal["txt2img", "img2img", "inpaint"] = "txt2img"
     # The scheduler, by its AUTOMATIC1111 name; None: the pipeline's own.

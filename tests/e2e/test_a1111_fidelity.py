@@ -12,9 +12,9 @@ import httpx
 import pytest
 import webuiapi
 
-from darkroom.stack import free_port
 from tests.e2e.test_a1111_api import ON_TINY_SD, TINY, jobs_with, marker
-from tests.support.processes import ApiProcess, start_api
+from tests.support.e2e_fixtures import api_with_keys
+from tests.support.processes import ApiProcess
 
 KEY_A = "a1111-fidelity-key-a-0123456789"
 KEY_B = "a1111-fidelity-key-b-0123456789"
@@ -29,10 +29,8 @@ def webui(api_server: ApiProcess) -> webuiapi.WebUIApi:
 def two_keys_api(
     e2e_env: dict[str, str], workers: object, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ApiProcess]:
-    env = {**e2e_env, "API_KEYS": f"{KEY_A},{KEY_B}"}
-    server = start_api(env, tmp_path_factory.mktemp("a1111-two-keys") / "api.log", free_port())
-    yield server
-    server.stop()
+    with api_with_keys(e2e_env, tmp_path_factory, KEY_A, KEY_B) as server:
+        yield server
 
 
 def the_job(api: ApiProcess, result: webuiapi.WebUIApiResult) -> dict[str, object]:

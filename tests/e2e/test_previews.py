@@ -20,11 +20,11 @@ import redis
 import webuiapi
 from PIL import Image
 
-from darkroom.stack import free_port
 from shared.previews import preview_key
 from tests.e2e.helpers import TERMINAL, download_png
+from tests.support.e2e_fixtures import api_with_keys
 from tests.support.polling import wait_until
-from tests.support.processes import ApiProcess, start_api
+from tests.support.processes import ApiProcess
 
 KEY_A = "preview-test-key-a-0123456789abcdef"
 KEY_B = "preview-test-key-b-0123456789abcdef"
@@ -36,10 +36,8 @@ FLAKY = "tiny-flaky"
 def api(
     e2e_env: dict[str, str], workers: object, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ApiProcess]:
-    env = {**e2e_env, "API_KEYS": f"{KEY_A},{KEY_B}"}
-    server = start_api(env, tmp_path_factory.mktemp("previews") / "api.log", free_port())
-    yield server
-    server.stop()
+    with api_with_keys(e2e_env, tmp_path_factory, KEY_A, KEY_B) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

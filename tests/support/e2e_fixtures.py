@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import signal
 import subprocess
@@ -129,3 +130,16 @@ def api_server(
     server = start_api(e2e_env, tmp_path_factory.mktemp("api-logs") / "api.log", free_port())
     yield server
     server.stop()
+
+
+@contextlib.contextmanager
+def api_with_keys(
+    e2e_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory, *keys: str
+) -> Iterator[ApiProcess]:
+    """Another API over HTTP in front of the e2e workers, with these API keys on."""
+    env = {**e2e_env, "API_KEYS": ",".join(keys)}
+    server = start_api(env, tmp_path_factory.mktemp("keyed-api") / "api.log", free_port())
+    try:
+        yield server
+    finally:
+        server.stop()
