@@ -48,6 +48,8 @@ COMFY_NAMES = {
     "sampler": "sampler_name",
     "strength": "denoise",
 }
+# An upload's name: what a file system takes.
+MAX_NAME_CHARS = 255
 # Which node a refusal of the core names: the sampler's, but the size's is the latent's.
 _LATENT_FIELDS = {"width", "height"}
 
@@ -380,6 +382,8 @@ async def _upload_form(form: Any) -> tuple[bytes, dict[str, str]]:
     if not isinstance(image, UploadFile):
         raise InvalidRequest("send the image as a multipart file part named image", "image")
     data = await image.read()
+    if len(image.filename or "") > MAX_NAME_CHARS:
+        raise InvalidRequest(f"the file name is over {MAX_NAME_CHARS} characters", "image")
     fields = {
         "filename": PurePosixPath(image.filename or "image.png").name,
         "subfolder": str(form.get("subfolder") or ""),
