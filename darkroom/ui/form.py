@@ -22,6 +22,11 @@ USUAL_MAX_GUIDANCE = 20.0
 DEFAULT_STRENGTH = 0.75
 # What a job gets when it asks for none (where the key may use it).
 DEFAULT_PRIORITY = "normal"
+# The sampler select's entry for "send none": the pipeline's own scheduler, for a
+# model whose registry entry names no default_sampler.
+MODEL_DEFAULT_SAMPLER = "model default"
+# The schedule select's "send none": the sampler's own sigma schedule (A1111's label).
+AUTOMATIC_SCHEDULE = "Automatic"
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,12 @@ class ModelLimits:
     servable: bool = True
     loadable: bool = False
     resident: bool = False
+    # Samplers and sigma schedules by their A1111 names; an older API lists none
+    # (and the page then offers no choice: the model's own is used).
+    samplers: tuple[str, ...] = ()
+    schedulers: tuple[str, ...] = ()
+    default_sampler: str | None = None
+    supports_inpainting: bool = False
 
     @classmethod
     def from_api(cls, name: str, info: dict[str, Any]) -> ModelLimits:
@@ -69,6 +80,10 @@ class ModelLimits:
             servable=bool(info.get("servable", True)),
             loadable=bool(info.get("loadable", info.get("workers", 0))),
             resident=bool(info.get("resident", info.get("workers", 0))),
+            samplers=tuple(str(name) for name in info.get("samplers") or ()),
+            schedulers=tuple(str(label) for label in info.get("schedulers") or ()),
+            default_sampler=info.get("default_sampler") or None,
+            supports_inpainting=bool(info.get("supports_inpainting", False)),
         )
 
     @property
@@ -89,6 +104,25 @@ class ModelLimits:
         else:
             parts.append("no live worker may load it: jobs for it are refused")
         return "; ".join(parts)
+
+
+def sampler_options(model: ModelLimits) -> list[str]:
+    """The sampler select's entries, the one it starts at first: the model's default
+    sampler, else MODEL_DEFAULT_SAMPLER (none sent). Empty: the API lists none."""
+    if not model.samplers:
+        return []
+    rest = [name for name in model.samplers if name != model.default_sampler]
+    # A registry default may be an alias or an older name ("DPM++ 2M SDE Karras"
+    # spelled otherwise) that the list does not hold as such: it leads all the same.
+    return [model.default_sampler or MODEL_DEFAULT_SAMPLER, *rest]
+
+
+def schedule_options(model: ModelLimits) -> list[str]:
+    """The schedule select's entries, AUTOMATIC_SCHEDULE (none sent) first. Empty: the
+    API lists none."""
+    if not model.schedulers:
+        return []
+    return [AUTOMATIC_SCHEDULE, *(s for s in model.schedulers if s != AUTOMATIC_SCHEDULE)]
 
 
 def models_from_api(answer: dict[str, Any]) -> dict[str, ModelLimits]:
@@ -121,6 +155,9 @@ class FormValues:
     priority: str = DEFAULT_PRIORITY
     init_image: bytes | None = None
     strength: float | None = None
+    # A1111 names; None: the model's own (nothing sent).
+    sampler: str | None = None
+    scheduler: str | None = None
     # LoRA adapters picked, with their scales.
     loras: tuple[tuple[str, float], ...] = ()
 
@@ -147,7 +184,7 @@ def request_body(model: ModelLimits, values: FormValues) -> dict[str, Any]:
         "num_images": values.num_images,
         "priority": values.priority,
     }
-    for field in ("width", "height", "steps", "guidance_scale", "seed"):
+    for field in ("width", "height", "steps", "guidance_scale", "seed", "sampler", "scheduler"):
         value = getattr(values, field)
         if value is not None:
             body[field] = value
@@ -183,4 +220,8 @@ def rerun_body(job: dict[str, Any]) -> dict[str, Any] | None:
         body["negative_prompt"] = params["negative_prompt"]
     if params.get("loras"):
         body["loras"] = [{"name": x["name"], "scale": x["scale"]} for x in params["loras"]]
+    # The resolved sampler and schedule (its A1111 id, which POST /jobs takes too).
+    for field in ("sampler", "scheduler"):
+        if params.get(field) is not None:
+            body[field] = params[field]
     return body

@@ -10,14 +10,18 @@ import streamlit as st
 from darkroom.client import ApiError, DarkroomClient
 from darkroom.ui import gallery, session
 from darkroom.ui.form import (
+    AUTOMATIC_SCHEDULE,
     DEFAULT_STRENGTH,
     MAX_IMAGES,
     MAX_SEED,
     MIN_SIZE,
+    MODEL_DEFAULT_SAMPLER,
     FormValues,
     ModelLimits,
     default_priority_index,
     request_body,
+    sampler_options,
+    schedule_options,
 )
 from darkroom.ui.messages import describe_api_error, escape_markdown, short_prompt
 from darkroom.ui.progress import is_terminal, queued_text, running_text
@@ -68,6 +72,7 @@ def _form(model: ModelLimits, priorities: tuple[str, ...]) -> FormValues | None:
                 "Negative prompt", value=model.negative_prompt, key="negative_prompt", height=68
             )
         sizes = _size_fields(model)
+        scheduler = _scheduler_fields(model)
         sampling = _sampling_fields(priorities)
         init_image, strength = _image_to_image_fields(model)
         pressed = st.form_submit_button("Generate", type="primary", key="generate")
@@ -79,6 +84,7 @@ def _form(model: ModelLimits, priorities: tuple[str, ...]) -> FormValues | None:
         init_image=init_image,
         strength=strength,
         **sizes,
+        **scheduler,
         **sampling,
     )
 
@@ -101,6 +107,32 @@ def _size_fields(model: ModelLimits) -> dict[str, Any]:
             "Guidance", 0.0, model.max_guidance, model.guidance_scale, step=0.5, key="guidance"
         ),
     }
+
+
+def _scheduler_fields(model: ModelLimits) -> dict[str, Any]:
+    """The sampler and its sigma schedule, as GET /models lists them for the model
+    (nothing to pick from an API that lists none)."""
+    samplers, schedules = sampler_options(model), schedule_options(model)
+    sampler_column, schedule_column = st.columns(2)
+    picked: dict[str, Any] = {"sampler": None, "scheduler": None}
+    if samplers:
+        sampler = sampler_column.selectbox(
+            "Sampler",
+            samplers,
+            key="sampler",
+            help="AUTOMATIC1111's names. Model default: the model's own scheduler.",
+        )
+        picked["sampler"] = None if sampler == MODEL_DEFAULT_SAMPLER else sampler
+    if schedules:
+        schedule = schedule_column.selectbox(
+            "Schedule type",
+            schedules,
+            key="scheduler",
+            help="The sigma schedule. Automatic: the sampler's own. Not every sampler "
+            "takes every schedule: the API says which when it refuses one.",
+        )
+        picked["scheduler"] = None if schedule == AUTOMATIC_SCHEDULE else schedule
+    return picked
 
 
 def _sampling_fields(priorities: tuple[str, ...]) -> dict[str, Any]:

@@ -52,30 +52,27 @@ def test_the_page_offers_servable_models_and_says_where_each_is() -> None:
     assert form.offered({"b": limits(servable=False)}) == ["b"]
 
 
+# A text-to-image job's params, as GET /jobs answers them.
+TXT2IMG_PARAMS = {
+    "prompt": "p",
+    "negative_prompt": None,
+    "width": 64,
+    "height": 64,
+    "steps": 2,
+    "guidance_scale": 7.5,
+    "seed": 9,
+    "num_images": 2,
+    "mode": "txt2img",
+}
+
+
 def test_rerun_body_repeats_a_text_to_image_job_only() -> None:
-    params = {
-        "prompt": "p",
-        "negative_prompt": None,
-        "width": 64,
-        "height": 64,
-        "steps": 2,
-        "guidance_scale": 7.5,
-        "seed": 9,
-        "num_images": 2,
-        "mode": "txt2img",
-    }
+    params = TXT2IMG_PARAMS
     job = {"model": "tiny-sd", "priority": "high", "params": params}
-    assert form.rerun_body(job) == {
-        "model": "tiny-sd",
-        "priority": "high",
-        "prompt": "p",
-        "width": 64,
-        "height": 64,
-        "steps": 2,
-        "guidance_scale": 7.5,
-        "seed": 9,
-        "num_images": 2,
-    }
+    # Every parameter again, but the mode (the API's to say) and the negative prompt
+    # of a model that uses none (it would refuse one).
+    repeated = {k: v for k, v in params.items() if k not in ("mode", "negative_prompt")}
+    assert form.rerun_body(job) == {"model": "tiny-sd", "priority": "high", **repeated}
     assert form.rerun_body({**job, "params": {**params, "mode": "img2img"}}) is None
 
 
@@ -108,3 +105,37 @@ def test_the_priority_select_starts_at_normal_where_offered() -> None:
     assert form.default_priority_index(("high", "normal", "low")) == 1
     assert form.default_priority_index(("normal", "low")) == 0
     assert form.default_priority_index(("low",)) == 0
+
+
+def test_the_sampler_and_schedule_selects_come_from_get_models() -> None:
+    # An older API lists neither: nothing to pick, nothing sent.
+    assert (SD_LIMITS.samplers, SD_LIMITS.default_sampler) == ((), None)
+    assert form.sampler_options(SD_LIMITS) == form.schedule_options(SD_LIMITS) == []
+    listed = {
+        **SD_INFO,
+        "samplers": ["Euler", "Euler a", "DDIM"],
+        "schedulers": ["Automatic", "Karras", "SGM Uniform"],
+        "default_sampler": None,
+    }
+    model = form.ModelLimits.from_api("sd", listed)
+    assert form.sampler_options(model) == ["model default", "Euler", "Euler a", "DDIM"]
+    assert form.schedule_options(model) == ["Automatic", "Karras", "SGM Uniform"]
+    # The registry's default sampler leads (and is not listed twice).
+    with_default = form.ModelLimits.from_api("sd", {**listed, "default_sampler": "Euler a"})
+    assert form.sampler_options(with_default) == ["Euler a", "Euler", "DDIM"]
+
+    picked = form.FormValues(prompt="p", sampler="DDIM", scheduler="SGM Uniform")
+    body = form.request_body(model, picked)
+    assert (body["sampler"], body["scheduler"]) == ("DDIM", "SGM Uniform")
+    assert "sampler" not in form.request_body(model, form.FormValues(prompt="p"))
+    assert "scheduler" not in form.request_body(model, form.FormValues(prompt="p"))
+
+
+def test_rerun_body_keeps_the_sampler_and_schedule() -> None:
+    params = {**TXT2IMG_PARAMS, "sampler": "DPM++ 2M", "scheduler": "exponential"}
+    body = form.rerun_body({"model": "tiny-sd", "params": params})
+    assert body is not None
+    assert (body["sampler"], body["scheduler"]) == ("DPM++ 2M", "exponential")
+    plain = form.rerun_body({"model": "tiny-sd", "params": {**params, "sampler": None}})
+    assert plain is not None
+    assert "sampler" not in plain

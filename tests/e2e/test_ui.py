@@ -24,7 +24,7 @@ from streamlit.testing.v1 import AppTest
 from api.main import create_app
 from darkroom.client import DarkroomClient
 from darkroom.stack import free_port
-from darkroom.ui import messages
+from darkroom.ui import form, messages
 from shared.settings import Settings
 from tests.e2e.helpers import submit
 from tests.support.polling import wait_until
@@ -221,6 +221,31 @@ def test_image_to_image_sends_the_upload_and_strength(
     assert job["status"] == "succeeded", job["error"]
     assert (job["params"]["mode"], job["params"]["strength"]) == ("img2img", 0.5)
     assert "image-to-image, strength 0.5" in page_text(at)
+
+
+def test_the_sampler_and_schedule_picked_are_what_the_job_runs_with(
+    open_page: OpenPage, api: DarkroomClient
+) -> None:
+    at = open_page()
+    sampler, schedule = at.selectbox(key="sampler"), at.selectbox(key="scheduler")
+    # tiny-sd's registry entry names no default sampler: none is sent unless picked.
+    assert (sampler.value, schedule.value) == ("model default", "Automatic")
+    assert {"Euler a", "DPM++ 2M", "DDIM"} <= set(sampler.options)  # GET /models' list
+    assert {"Karras", "Exponential", "SGM Uniform"} <= set(schedule.options)
+    sampler.select("DPM++ 2M")
+    schedule.select("Exponential")
+    job_id = generate(at, "a lighthouse, exponential sigmas")
+    rerun_until(at, finished, "the finished job")
+
+    job = api.get(job_id)
+    assert job["status"] == "succeeded", job["error"]
+    assert (job["params"]["sampler"], job["params"]["scheduler"]) == ("DPM++ 2M", "exponential")
+    # History's "Run again" body keeps them, and the API takes it as it is.
+    again = api.get(api.submit(form.rerun_body(job) or {})["id"])
+    assert (again["params"]["sampler"], again["params"]["scheduler"]) == (
+        "DPM++ 2M",
+        "exponential",
+    )
 
 
 def test_a_running_job_shows_its_queue_position_then_progress_and_cancels(
