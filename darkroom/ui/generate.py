@@ -8,10 +8,9 @@ from typing import Any
 import streamlit as st
 
 from darkroom.client import ApiError, DarkroomClient
-from darkroom.ui import gallery, session
+from darkroom.ui import gallery, image_input, session
 from darkroom.ui.form import (
     AUTOMATIC_SCHEDULE,
-    DEFAULT_STRENGTH,
     MAX_IMAGES,
     MAX_SEED,
     MIN_SIZE,
@@ -23,6 +22,7 @@ from darkroom.ui.form import (
     sampler_options,
     schedule_options,
 )
+from darkroom.ui.image_input import InitImage
 from darkroom.ui.messages import describe_api_error, escape_markdown, short_prompt
 from darkroom.ui.progress import is_terminal, queued_text, running_text
 from darkroom.ui.sidebar import Connected
@@ -42,7 +42,8 @@ def render(connected: Connected) -> None:
     session.show_notice(PLACE)
     form_column, result_column = st.columns([5, 6], gap="large")
     with form_column:
-        values = _form(connected.model, connected.priorities)
+        init_image = image_input.render(connected.model)
+        values = _form(connected.model, connected.priorities, init_image)
     with result_column:
         if values is not None:
             _submit(connected, dataclasses.replace(values, loras=connected.loras))
@@ -56,8 +57,10 @@ def render(connected: Connected) -> None:
             st.caption("Images show here once a job finishes.")
 
 
-def _form(model: ModelLimits, priorities: tuple[str, ...]) -> FormValues | None:
-    """The form; its values once Generate is pressed, else None.
+def _form(
+    model: ModelLimits, priorities: tuple[str, ...], init_image: InitImage | None
+) -> FormValues | None:
+    """The form; its values (with the init image's) once Generate is pressed, else None.
 
     A form sends everything at once on Generate: a prompt typed and not yet
     "entered" is never lost, and no keystroke reruns the page.
@@ -74,15 +77,14 @@ def _form(model: ModelLimits, priorities: tuple[str, ...]) -> FormValues | None:
         sizes = _size_fields(model)
         scheduler = _scheduler_fields(model)
         sampling = _sampling_fields(priorities)
-        init_image, strength = _image_to_image_fields(model)
         pressed = st.form_submit_button("Generate", type="primary", key="generate")
     if not pressed:
         return None
     return FormValues(
         prompt=prompt,
         negative_prompt=negative_prompt,
-        init_image=init_image,
-        strength=strength,
+        init_image=init_image.data if init_image else None,
+        strength=init_image.strength if init_image else None,
         **sizes,
         **scheduler,
         **sampling,
@@ -154,27 +156,6 @@ def _sampling_fields(priorities: tuple[str, ...]) -> dict[str, Any]:
             "Priority", priorities, index=default_priority_index(priorities), key="priority"
         ),
     }
-
-
-def _image_to_image_fields(model: ModelLimits) -> tuple[bytes | None, float | None]:
-    if not model.supports_i2i:
-        return None, None
-    with st.expander("Image to image"):
-        upload = st.file_uploader(
-            "Init image", type=["png", "jpg", "jpeg", "webp"], key="init_image"
-        )
-        strength = st.slider(
-            "Strength",
-            0.05,
-            1.0,
-            DEFAULT_STRENGTH,
-            step=0.05,
-            key="strength",
-            help="How far from the init image: 0 keeps it, 1 ignores it.",
-        )
-    if upload is None:
-        return None, None
-    return upload.getvalue(), strength
 
 
 def _submit(connected: Connected, values: FormValues) -> None:
