@@ -27,6 +27,24 @@ DEFAULT_PRIORITY = "normal"
 MODEL_DEFAULT_SAMPLER = "model default"
 # The schedule select's "send none": the sampler's own sigma schedule (A1111's label).
 AUTOMATIC_SCHEDULE = "Automatic"
+# The hires fix as POST /jobs takes it (README, `hires`); GET /models does not list
+# the upscalers. Latent ones upscale the latents, which only SD and SDXL keep
+# unpacked: the API refuses them for other types.
+LATENT_UPSCALERS = (
+    "Latent",
+    "Latent (antialiased)",
+    "Latent (bicubic)",
+    "Latent (bicubic antialiased)",
+    "Latent (nearest)",
+    "Latent (nearest-exact)",
+)
+LATENT_TYPES = frozenset({"sd", "sdxl"})
+# A1111's third, "None", is a Lanczos resize as well: one name for it is enough.
+IMAGE_UPSCALERS = ("Lanczos", "Nearest")
+DEFAULT_HIRES_SCALE = 2.0
+MAX_HIRES_SCALE = 4.0
+# A1111's "Denoising strength" default for the second pass, as the API's.
+DEFAULT_HIRES_STRENGTH = 0.7
 
 
 @dataclass(frozen=True)
@@ -141,6 +159,32 @@ def default_model(answer: dict[str, Any]) -> str:
 
 
 @dataclass(frozen=True)
+class HiresValues:
+    """The hires fix's fields: upscale by `scale`, then a second pass at `strength`."""
+
+    scale: float
+    strength: float
+    upscaler: str
+    steps: int | None = None  # None: as many as the first pass
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "scale": self.scale,
+            "strength": self.strength,
+            "upscaler": self.upscaler,
+        }
+        if self.steps is not None:
+            body["steps"] = self.steps
+        return body
+
+
+def upscalers_for(model: ModelLimits) -> list[str]:
+    """The hires upscalers the model takes, its default first."""
+    latent = list(LATENT_UPSCALERS) if model.type in LATENT_TYPES else []
+    return [*latent, *IMAGE_UPSCALERS]
+
+
+@dataclass(frozen=True)
 class FormValues:
     """What a person filled in; None leaves a field to the model's default."""
 
@@ -158,6 +202,9 @@ class FormValues:
     # A1111 names; None: the model's own (nothing sent).
     sampler: str | None = None
     scheduler: str | None = None
+    # None: no hires fix.
+    hires: HiresValues | None = None
+    tiling: bool = False
     # LoRA adapters picked, with their scales.
     loras: tuple[tuple[str, float], ...] = ()
 
@@ -175,8 +222,10 @@ def default_priority_index(priorities: tuple[str, ...]) -> int:
 def request_body(model: ModelLimits, values: FormValues) -> dict[str, Any]:
     """The POST /jobs body for the form's values on `model`.
 
-    A model that uses no negative prompt refuses one, and strength means
-    something only with an init image: those are left out rather than refused.
+    A model that uses no negative prompt refuses one, strength means something
+    only with an init image, and the hires fix only without one (on a model that
+    does image-to-image, which its second pass is): those are left out rather
+    than refused.
     """
     body: dict[str, Any] = {
         "prompt": values.prompt,
@@ -193,6 +242,10 @@ def request_body(model: ModelLimits, values: FormValues) -> dict[str, Any]:
     if model.supports_i2i and values.init_image is not None:
         body["init_image"] = base64.b64encode(values.init_image).decode()
         body["strength"] = values.strength if values.strength is not None else DEFAULT_STRENGTH
+    elif model.supports_i2i and values.hires is not None:
+        body["hires"] = values.hires.body()
+    if values.tiling:
+        body["tiling"] = True
     if values.loras:
         body["loras"] = [{"name": name, "scale": scale} for name, scale in values.loras]
     return body
@@ -224,4 +277,11 @@ def rerun_body(job: dict[str, Any]) -> dict[str, Any] | None:
     for field in ("sampler", "scheduler"):
         if params.get(field) is not None:
             body[field] = params[field]
+    hires = params.get("hires")
+    if hires:
+        # The resolved plan: the final size itself, not the scale that gave it.
+        fields = ("width", "height", "steps", "strength", "upscaler")
+        body["hires"] = {field: hires[field] for field in fields}
+    if params.get("tiling"):
+        body["tiling"] = True
     return body

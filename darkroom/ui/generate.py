@@ -11,16 +11,21 @@ from darkroom.client import ApiError, DarkroomClient
 from darkroom.ui import gallery, image_input, session
 from darkroom.ui.form import (
     AUTOMATIC_SCHEDULE,
+    DEFAULT_HIRES_SCALE,
+    DEFAULT_HIRES_STRENGTH,
+    MAX_HIRES_SCALE,
     MAX_IMAGES,
     MAX_SEED,
     MIN_SIZE,
     MODEL_DEFAULT_SAMPLER,
     FormValues,
+    HiresValues,
     ModelLimits,
     default_priority_index,
     request_body,
     sampler_options,
     schedule_options,
+    upscalers_for,
 )
 from darkroom.ui.image_input import InitImage
 from darkroom.ui.messages import describe_api_error, escape_markdown, short_prompt
@@ -77,6 +82,7 @@ def _form(
         sizes = _size_fields(model)
         scheduler = _scheduler_fields(model)
         sampling = _sampling_fields(priorities)
+        switches = _hires_and_tiling_fields(model, hires_applies=init_image is None)
         pressed = st.form_submit_button("Generate", type="primary", key="generate")
     if not pressed:
         return None
@@ -88,6 +94,7 @@ def _form(
         **sizes,
         **scheduler,
         **sampling,
+        **switches,
     )
 
 
@@ -156,6 +163,60 @@ def _sampling_fields(priorities: tuple[str, ...]) -> dict[str, Any]:
             "Priority", priorities, index=default_priority_index(priorities), key="priority"
         ),
     }
+
+
+def _hires_and_tiling_fields(model: ModelLimits, hires_applies: bool) -> dict[str, Any]:
+    """A1111's switches, folded away: most jobs use neither. The hires fix is a
+    text-to-image job's, on a model whose image-to-image runs its second pass."""
+    hires_applies = hires_applies and model.supports_i2i
+    with st.expander("Hires fix and tiling" if hires_applies else "Tiling"):
+        hires = _hires_fields(model) if hires_applies else None
+        tiling = st.checkbox(
+            "Tiling",
+            key="tiling",
+            help="Seamless: the image wraps around at its edges, for textures.",
+        )
+    return {"hires": hires, "tiling": tiling}
+
+
+def _hires_fields(model: ModelLimits) -> HiresValues | None:
+    """Its fields show whether or not it is on: a form reruns nothing on a tick."""
+    on = st.checkbox(
+        "Hires fix",
+        key="hires",
+        help="Generate at the size above, upscale, then a second image-to-image pass "
+        "adds the detail: sizes the model was not trained at, without doubled heads.",
+    )
+    scale_column, steps_column = st.columns(2)
+    strength_column, upscaler_column = st.columns(2)
+    scale = scale_column.number_input(
+        "Upscale by", 1.0, MAX_HIRES_SCALE, DEFAULT_HIRES_SCALE, step=0.25, key="hires_scale"
+    )
+    steps = steps_column.number_input(
+        "Hires steps",
+        1,
+        model.max_steps,
+        value=None,
+        placeholder="as the first pass",
+        key="hires_steps",
+    )
+    strength = strength_column.slider(
+        "Hires strength",
+        0.05,
+        1.0,
+        DEFAULT_HIRES_STRENGTH,
+        step=0.05,
+        key="hires_strength",
+        help="How much the second pass changes the upscaled image.",
+    )
+    upscaler = upscaler_column.selectbox(
+        "Upscaler",
+        upscalers_for(model),
+        key="hires_upscaler",
+        help="Latent: the latents, then the second pass redraws the detail (SD and SDXL "
+        "only). Lanczos, Nearest: the decoded image.",
+    )
+    return HiresValues(scale, strength, upscaler, steps) if on else None
 
 
 def _submit(connected: Connected, values: FormValues) -> None:

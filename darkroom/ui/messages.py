@@ -72,8 +72,17 @@ def params_line(job: dict[str, Any]) -> str:
         f"guidance {params['guidance_scale']:g}",
         f"seed {params['seed']}",
     ]
+    if params.get("sampler"):
+        parts.append(params["sampler"])
+    if params.get("scheduler"):
+        parts.append(f"{params['scheduler']} schedule")
     if params.get("mode") == "img2img":
         parts.append(f"image-to-image, strength {params['strength']:g}")
+    hires = params.get("hires")
+    if hires:
+        parts.append(f"hires fix to {hires['width']}x{hires['height']} ({hires['upscaler']})")
+    if params.get("tiling"):
+        parts.append("tiling")
     if job.get("model_used") and job["model_used"] != job["model"]:
         parts.append(f"fallback from {job['model']}")
     return " · ".join(parts)

@@ -39,6 +39,9 @@ MODEL_FIELDS = (
     # Each model type has its own samplers (flux and sd3: Euler only).
     "sampler",
     "scheduler",
+    # The hires fix's upscalers (latent ones for SD and SDXL) and steps (max_steps).
+    "hires_upscaler",
+    "hires_steps",
 )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from darkroom.client import ApiError, ApiUnreachable
 from darkroom.ui import form, messages, progress
+from shared import hires as api_hires
 
 SD_INFO = {
     "description": "d",
@@ -139,3 +140,61 @@ def test_rerun_body_keeps_the_sampler_and_schedule() -> None:
     plain = form.rerun_body({"model": "tiny-sd", "params": {**params, "sampler": None}})
     assert plain is not None
     assert "sampler" not in plain
+
+
+def test_the_hires_fix_is_sent_for_text_to_image_only_and_tiling_when_on() -> None:
+    hires = form.HiresValues(scale=2.0, strength=0.7, upscaler="Latent")
+    body = form.request_body(SD_LIMITS, form.FormValues(prompt="p", hires=hires, tiling=True))
+    assert body["hires"] == {"scale": 2.0, "strength": 0.7, "upscaler": "Latent"}
+    assert body["tiling"] is True
+    with_steps = form.HiresValues(scale=1.5, strength=0.5, upscaler="Lanczos", steps=4)
+    sent = form.request_body(SD_LIMITS, form.FormValues(prompt="p", hires=with_steps))["hires"]
+    assert sent == {"scale": 1.5, "strength": 0.5, "upscaler": "Lanczos", "steps": 4}
+    # With an init image, or on a model without image-to-image (its second pass): none.
+    image_job = form.FormValues(prompt="p", hires=hires, init_image=b"\x89PNG")
+    assert "hires" not in form.request_body(SD_LIMITS, image_job)
+    text_only = form.ModelLimits.from_api("t", {**SD_INFO, "supports_i2i": False})
+    assert "hires" not in form.request_body(text_only, form.FormValues(prompt="p", hires=hires))
+    assert "tiling" not in form.request_body(SD_LIMITS, form.FormValues(prompt="p"))
+
+
+def test_latent_upscalers_are_offered_for_sd_and_sdxl_only() -> None:
+    def upscalers(model_type: str) -> list[str]:
+        return form.upscalers_for(form.ModelLimits.from_api("m", {**SD_INFO, "type": model_type}))
+
+    latent_then_image = [*api_hires.LATENT_UPSCALERS, "Lanczos", "Nearest"]
+    assert upscalers("sd") == upscalers("sdxl") == latent_then_image
+    assert upscalers("flux") == upscalers("sd3") == ["Lanczos", "Nearest"]
+    # The page's copy of the API's names (it reaches the API over HTTP only).
+    assert tuple(api_hires.LATENT_UPSCALERS) == form.LATENT_UPSCALERS
+    assert form.LATENT_TYPES == api_hires.LATENT_TYPES
+    assert set(form.IMAGE_UPSCALERS) <= set(api_hires.IMAGE_UPSCALERS)
+    assert (form.DEFAULT_HIRES_SCALE, form.DEFAULT_HIRES_STRENGTH, form.MAX_HIRES_SCALE) == (
+        api_hires.DEFAULT_SCALE,
+        api_hires.DEFAULT_STRENGTH,
+        api_hires.MAX_SCALE,
+    )
+
+
+def test_rerun_body_keeps_the_hires_fix_and_tiling() -> None:
+    plan = {"width": 128, "height": 96, "steps": 3, "strength": 0.6, "upscaler": "Nearest"}
+    params = {**TXT2IMG_PARAMS, "hires": plan, "tiling": True}
+    body = form.rerun_body({"model": "tiny-sd", "params": params})
+    assert body is not None
+    assert (body["hires"], body["tiling"]) == (plan, True)
+    plain = form.rerun_body({"model": "tiny-sd", "params": {**TXT2IMG_PARAMS, "hires": None}})
+    assert plain is not None
+    assert "hires" not in plain
+    assert "tiling" not in plain
+
+
+def test_progress_and_parameters_count_the_hires_pass() -> None:
+    plan = {"width": 128, "height": 128, "steps": 10, "strength": 0.5, "upscaler": "Latent"}
+    params = {"steps": 20, "mode": "txt2img", "hires": plan}
+    assert progress.total_steps(params) == 25  # 20, then int(10 x 0.5)
+    assert progress.total_steps({"steps": 20, "mode": "inpaint", "strength": 0.75}) == 15
+    extras = {"sampler": "DPM++ 2M", "scheduler": "karras", "hires": plan, "tiling": True}
+    job = {"model": "tiny-sd", "params": {**TXT2IMG_PARAMS, **extras}}
+    assert messages.params_line(job).endswith(
+        " · DPM++ 2M · karras schedule · hires fix to 128x128 (Latent) · tiling"
+    )

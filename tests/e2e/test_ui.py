@@ -248,6 +248,49 @@ def test_the_sampler_and_schedule_picked_are_what_the_job_runs_with(
     )
 
 
+def test_the_hires_fix_and_tiling_switches_make_the_job_so(
+    open_page: OpenPage, api: DarkroomClient
+) -> None:
+    at = open_page()
+    assert at.selectbox(key="hires_upscaler").value == "Latent"  # tiny-sd is an SD model
+    at.checkbox(key="hires").check()
+    at.checkbox(key="tiling").check()
+    job_id = generate(at, "a seamless brick wall", seed=5)
+    rerun_until(at, finished, "the finished job")
+
+    job = api.get(job_id)
+    assert job["status"] == "succeeded", job["error"]
+    params = job["params"]
+    # Scale 2 (the default) from tiny-sd's 64x64: the images come out at 128x128.
+    assert (params["width"], params["height"]) == (64, 64)
+    assert params["hires"] == {
+        "width": 128,
+        "height": 128,
+        "steps": params["steps"],
+        "strength": 0.7,
+        "upscaler": "Latent",
+    }
+    assert params["tiling"] is True
+    assert [(i["width"], i["height"]) for i in job["images"]] == [(128, 128)]
+    # History's "Run again" body keeps both, and the API takes it as it is.
+    again = api.get(api.submit(form.rerun_body(job) or {})["id"])
+    assert (again["params"]["hires"], again["params"]["tiling"]) == (params["hires"], True)
+
+
+def test_the_hires_fix_is_offered_for_text_to_image_on_models_that_take_it(
+    open_page: OpenPage,
+) -> None:
+    at = open_page()
+    assert at.checkbox(key="hires")
+    at.file_uploader(key="init_image").upload("start.png", png(), "image/png").run()
+    assert not [c for c in at.checkbox if c.key == "hires"]  # an image-to-image job
+    assert at.checkbox(key="tiling")  # which may tile all the same
+
+    at.selectbox(key="model").select(FLAKY).run()  # text-to-image only: no second pass
+    assert not [c for c in at.checkbox if c.key == "hires"]
+    assert at.checkbox(key="tiling")
+
+
 def test_a_running_job_shows_its_queue_position_then_progress_and_cancels(
     open_page: OpenPage, api: DarkroomClient
 ) -> None:
