@@ -112,7 +112,10 @@ class ModelLimits:
         """One line of what the model allows, under its description in the sidebar."""
         max_w, max_h = self.max_size
         parts = [f"up to {max_w}x{max_h}", f"at most {self.max_steps} steps"]
-        parts.append("image-to-image" if self.supports_i2i else "text-to-image only")
+        if self.supports_inpainting:
+            parts.append("image-to-image and inpainting")
+        else:
+            parts.append("image-to-image" if self.supports_i2i else "text-to-image only")
         if self.resident:
             parts.append("loaded on a worker now")
         elif self.loadable:
@@ -199,6 +202,8 @@ class FormValues:
     priority: str = DEFAULT_PRIORITY
     init_image: bytes | None = None
     strength: float | None = None
+    # PNG at the init image's size, white where to repaint: inpainting.
+    mask_image: bytes | None = None
     # A1111 names; None: the model's own (nothing sent).
     sampler: str | None = None
     scheduler: str | None = None
@@ -222,10 +227,10 @@ def default_priority_index(priorities: tuple[str, ...]) -> int:
 def request_body(model: ModelLimits, values: FormValues) -> dict[str, Any]:
     """The POST /jobs body for the form's values on `model`.
 
-    A model that uses no negative prompt refuses one, strength means something
-    only with an init image, and the hires fix only without one (on a model that
-    does image-to-image, which its second pass is): those are left out rather
-    than refused.
+    A model that uses no negative prompt refuses one, strength and a mask mean
+    something only with an init image (a mask, on a model that inpaints), and the
+    hires fix only without one (on a model that does image-to-image, which its
+    second pass is): those are left out rather than refused.
     """
     body: dict[str, Any] = {
         "prompt": values.prompt,
@@ -242,6 +247,8 @@ def request_body(model: ModelLimits, values: FormValues) -> dict[str, Any]:
     if model.supports_i2i and values.init_image is not None:
         body["init_image"] = base64.b64encode(values.init_image).decode()
         body["strength"] = values.strength if values.strength is not None else DEFAULT_STRENGTH
+        if model.supports_inpainting and values.mask_image is not None:
+            body["mask_image"] = base64.b64encode(values.mask_image).decode()
     elif model.supports_i2i and values.hires is not None:
         body["hires"] = values.hires.body()
     if values.tiling:
@@ -254,10 +261,10 @@ def request_body(model: ModelLimits, values: FormValues) -> dict[str, Any]:
 def rerun_body(job: dict[str, Any]) -> dict[str, Any] | None:
     """The body that runs `job` again with the same parameters and seed (the same image).
 
-    None for image-to-image jobs: the API does not keep their input image.
+    None for image-to-image and inpainting jobs: the API keeps no input image.
     """
     params = job["params"]
-    if params.get("mode") == "img2img":
+    if params.get("mode", "txt2img") != "txt2img":
         return None
     body: dict[str, Any] = {
         "model": job["model"],

@@ -91,6 +91,7 @@ def _form(
         negative_prompt=negative_prompt,
         init_image=init_image.data if init_image else None,
         strength=init_image.strength if init_image else None,
+        mask_image=init_image.mask if init_image else None,
         **sizes,
         **scheduler,
         **sampling,

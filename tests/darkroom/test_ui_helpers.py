@@ -1,9 +1,15 @@
-"""The web page's plain helpers (no Streamlit, no server): request bodies, progress, errors."""
+"""The web page's plain helpers (no Streamlit, no server): request bodies, masks, progress,
+errors."""
 
 from __future__ import annotations
 
+import io
+
+import numpy as np
+from PIL import Image
+
 from darkroom.client import ApiError, ApiUnreachable
-from darkroom.ui import form, messages, progress
+from darkroom.ui import form, mask, messages, progress
 from shared import hires as api_hires
 
 SD_INFO = {
@@ -198,3 +204,46 @@ def test_progress_and_parameters_count_the_hires_pass() -> None:
     assert messages.params_line(job).endswith(
         " · DPM++ 2M · karras schedule · hires fix to 128x128 (Latent) · tiling"
     )
+
+
+def test_strokes_on_the_canvas_become_a_mask_at_the_images_own_size() -> None:
+    # A 400x300 canvas over a 64x48 image, a stroke across its top-left quarter
+    # with a soft edge (alpha 40), the rest transparent.
+    strokes = np.zeros((300, 400, 4), np.uint8)
+    strokes[0:150, 0:200] = (255, 0, 255, 128)
+    strokes[150, 0:200, 3] = 40
+    png = mask.mask_from_strokes(strokes, (64, 48))
+    assert png is not None
+    image = Image.open(io.BytesIO(png))
+    assert (image.format, image.mode, image.size) == ("PNG", "L", (64, 48))
+    pixels = np.asarray(image)
+    assert set(np.unique(pixels)) == {0, 255}  # white repaints, black keeps: nothing between
+    assert (pixels[:24, :32] == 255).all()
+    assert (pixels[25:, :] == 0).all()
+    assert (pixels[:, 33:] == 0).all()
+    # Nothing painted (or nothing returned yet): no mask, image-to-image.
+    assert mask.mask_from_strokes(np.zeros((300, 400, 4), np.uint8), (64, 48)) is None
+    assert mask.mask_from_strokes(None, (64, 48)) is None
+
+
+def test_the_canvas_keeps_the_images_aspect_ratio_at_a_paintable_size() -> None:
+    assert mask.canvas_size((64, 64)) == (mask.CANVAS_PX, mask.CANVAS_PX)
+    assert mask.canvas_size((2048, 1024)) == (mask.CANVAS_PX, mask.CANVAS_PX // 2)
+    assert mask.canvas_size((48, 64), longer_side=100) == (75, 100)
+
+
+def test_a_mask_is_sent_with_its_image_on_models_that_inpaint() -> None:
+    inpainting = form.ModelLimits.from_api("sd", {**SD_INFO, "supports_inpainting": True})
+    values = form.FormValues(prompt="p", init_image=b"\x89PNG", strength=0.6, mask_image=b"\x89M")
+    body = form.request_body(inpainting, values)
+    assert (body["init_image"], body["mask_image"], body["strength"]) == ("iVBORw==", "iU0=", 0.6)
+    # A model that does image-to-image but does not inpaint: the image alone.
+    assert "mask_image" not in form.request_body(SD_LIMITS, values)
+    # No image: no mask either.
+    no_image = form.FormValues(prompt="p", mask_image=b"\x89M")
+    assert "mask_image" not in form.request_body(inpainting, no_image)
+
+
+def test_rerun_body_refuses_an_inpainting_job_as_it_does_image_to_image() -> None:
+    job = {"model": "tiny-sd", "params": {**TXT2IMG_PARAMS, "mode": "inpaint", "strength": 1.0}}
+    assert form.rerun_body(job) is None

@@ -221,6 +221,12 @@ def test_image_to_image_sends_the_upload_and_strength(
     assert job["status"] == "succeeded", job["error"]
     assert (job["params"]["mode"], job["params"]["strength"]) == ("img2img", 0.5)
     assert "image-to-image, strength 0.5" in page_text(at)
+    # tiny-sd inpaints: the upload shows on a canvas to paint a mask on (AppTest has
+    # no browser to paint with: tests/e2e/test_ui_browser.py does), and with nothing
+    # painted the job is image-to-image.
+    canvases = [e for e in at.get("bidi_component") if (e.key or "").startswith("mask_canvas:")]
+    assert len(canvases) == 1
+    assert "Nothing painted: image-to-image of the whole image." in page_text(at)
 
 
 def test_the_sampler_and_schedule_picked_are_what_the_job_runs_with(
