@@ -22,6 +22,29 @@ USUAL_MAX_GUIDANCE = 20.0
 DEFAULT_STRENGTH = 0.75
 # What a job gets when it asks for none (where the key may use it).
 DEFAULT_PRIORITY = "normal"
+# The sampler select's entry for "send none": the pipeline's own scheduler, for a
+# model whose registry entry names no default_sampler.
+MODEL_DEFAULT_SAMPLER = "model default"
+# The schedule select's "send none": the sampler's own sigma schedule (A1111's label).
+AUTOMATIC_SCHEDULE = "Automatic"
+# The hires fix as POST /jobs takes it (README, `hires`); GET /models does not list
+# the upscalers. Latent ones upscale the latents, which only SD and SDXL keep
+# unpacked: the API refuses them for other types.
+LATENT_UPSCALERS = (
+    "Latent",
+    "Latent (antialiased)",
+    "Latent (bicubic)",
+    "Latent (bicubic antialiased)",
+    "Latent (nearest)",
+    "Latent (nearest-exact)",
+)
+LATENT_TYPES = frozenset({"sd", "sdxl"})
+# A1111's third, "None", is a Lanczos resize as well: one name for it is enough.
+IMAGE_UPSCALERS = ("Lanczos", "Nearest")
+DEFAULT_HIRES_SCALE = 2.0
+MAX_HIRES_SCALE = 4.0
+# A1111's "Denoising strength" default for the second pass, as the API's.
+DEFAULT_HIRES_STRENGTH = 0.7
 
 
 @dataclass(frozen=True)
@@ -47,6 +70,12 @@ class ModelLimits:
     servable: bool = True
     loadable: bool = False
     resident: bool = False
+    # Samplers and sigma schedules by their A1111 names; an older API lists none
+    # (and the page then offers no choice: the model's own is used).
+    samplers: tuple[str, ...] = ()
+    schedulers: tuple[str, ...] = ()
+    default_sampler: str | None = None
+    supports_inpainting: bool = False
 
     @classmethod
     def from_api(cls, name: str, info: dict[str, Any]) -> ModelLimits:
@@ -69,6 +98,10 @@ class ModelLimits:
             servable=bool(info.get("servable", True)),
             loadable=bool(info.get("loadable", info.get("workers", 0))),
             resident=bool(info.get("resident", info.get("workers", 0))),
+            samplers=tuple(str(name) for name in info.get("samplers") or ()),
+            schedulers=tuple(str(label) for label in info.get("schedulers") or ()),
+            default_sampler=info.get("default_sampler") or None,
+            supports_inpainting=bool(info.get("supports_inpainting", False)),
         )
 
     @property
@@ -79,7 +112,10 @@ class ModelLimits:
         """One line of what the model allows, under its description in the sidebar."""
         max_w, max_h = self.max_size
         parts = [f"up to {max_w}x{max_h}", f"at most {self.max_steps} steps"]
-        parts.append("image-to-image" if self.supports_i2i else "text-to-image only")
+        if self.supports_inpainting:
+            parts.append("image-to-image and inpainting")
+        else:
+            parts.append("image-to-image" if self.supports_i2i else "text-to-image only")
         if self.resident:
             parts.append("loaded on a worker now")
         elif self.loadable:
@@ -89,6 +125,25 @@ class ModelLimits:
         else:
             parts.append("no live worker may load it: jobs for it are refused")
         return "; ".join(parts)
+
+
+def sampler_options(model: ModelLimits) -> list[str]:
+    """The sampler select's entries, the one it starts at first: the model's default
+    sampler, else MODEL_DEFAULT_SAMPLER (none sent). Empty: the API lists none."""
+    if not model.samplers:
+        return []
+    rest = [name for name in model.samplers if name != model.default_sampler]
+    # A registry default may be an alias or an older name ("DPM++ 2M SDE Karras"
+    # spelled otherwise) that the list does not hold as such: it leads all the same.
+    return [model.default_sampler or MODEL_DEFAULT_SAMPLER, *rest]
+
+
+def schedule_options(model: ModelLimits) -> list[str]:
+    """The schedule select's entries, AUTOMATIC_SCHEDULE (none sent) first. Empty: the
+    API lists none."""
+    if not model.schedulers:
+        return []
+    return [AUTOMATIC_SCHEDULE, *(s for s in model.schedulers if s != AUTOMATIC_SCHEDULE)]
 
 
 def models_from_api(answer: dict[str, Any]) -> dict[str, ModelLimits]:
@@ -107,6 +162,32 @@ def default_model(answer: dict[str, Any]) -> str:
 
 
 @dataclass(frozen=True)
+class HiresValues:
+    """The hires fix's fields: upscale by `scale`, then a second pass at `strength`."""
+
+    scale: float
+    strength: float
+    upscaler: str
+    steps: int | None = None  # None: as many as the first pass
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "scale": self.scale,
+            "strength": self.strength,
+            "upscaler": self.upscaler,
+        }
+        if self.steps is not None:
+            body["steps"] = self.steps
+        return body
+
+
+def upscalers_for(model: ModelLimits) -> list[str]:
+    """The hires upscalers the model takes, its default first."""
+    latent = list(LATENT_UPSCALERS) if model.type in LATENT_TYPES else []
+    return [*latent, *IMAGE_UPSCALERS]
+
+
+@dataclass(frozen=True)
 class FormValues:
     """What a person filled in; None leaves a field to the model's default."""
 
@@ -121,6 +202,14 @@ class FormValues:
     priority: str = DEFAULT_PRIORITY
     init_image: bytes | None = None
     strength: float | None = None
+    # PNG at the init image's size, white where to repaint: inpainting.
+    mask_image: bytes | None = None
+    # A1111 names; None: the model's own (nothing sent).
+    sampler: str | None = None
+    scheduler: str | None = None
+    # None: no hires fix.
+    hires: HiresValues | None = None
+    tiling: bool = False
     # LoRA adapters picked, with their scales.
     loras: tuple[tuple[str, float], ...] = ()
 
@@ -138,8 +227,10 @@ def default_priority_index(priorities: tuple[str, ...]) -> int:
 def request_body(model: ModelLimits, values: FormValues) -> dict[str, Any]:
     """The POST /jobs body for the form's values on `model`.
 
-    A model that uses no negative prompt refuses one, and strength means
-    something only with an init image: those are left out rather than refused.
+    A model that uses no negative prompt refuses one, strength and a mask mean
+    something only with an init image (a mask, on a model that inpaints), and the
+    hires fix only without one (on a model that does image-to-image, which its
+    second pass is): those are left out rather than refused.
     """
     body: dict[str, Any] = {
         "prompt": values.prompt,
@@ -147,7 +238,7 @@ def request_body(model: ModelLimits, values: FormValues) -> dict[str, Any]:
         "num_images": values.num_images,
         "priority": values.priority,
     }
-    for field in ("width", "height", "steps", "guidance_scale", "seed"):
+    for field in ("width", "height", "steps", "guidance_scale", "seed", "sampler", "scheduler"):
         value = getattr(values, field)
         if value is not None:
             body[field] = value
@@ -156,6 +247,12 @@ def request_body(model: ModelLimits, values: FormValues) -> dict[str, Any]:
     if model.supports_i2i and values.init_image is not None:
         body["init_image"] = base64.b64encode(values.init_image).decode()
         body["strength"] = values.strength if values.strength is not None else DEFAULT_STRENGTH
+        if model.supports_inpainting and values.mask_image is not None:
+            body["mask_image"] = base64.b64encode(values.mask_image).decode()
+    elif model.supports_i2i and values.hires is not None:
+        body["hires"] = values.hires.body()
+    if values.tiling:
+        body["tiling"] = True
     if values.loras:
         body["loras"] = [{"name": name, "scale": scale} for name, scale in values.loras]
     return body
@@ -164,10 +261,10 @@ def request_body(model: ModelLimits, values: FormValues) -> dict[str, Any]:
 def rerun_body(job: dict[str, Any]) -> dict[str, Any] | None:
     """The body that runs `job` again with the same parameters and seed (the same image).
 
-    None for image-to-image jobs: the API does not keep their input image.
+    None for image-to-image and inpainting jobs: the API keeps no input image.
     """
     params = job["params"]
-    if params.get("mode") == "img2img":
+    if params.get("mode", "txt2img") != "txt2img":
         return None
     body: dict[str, Any] = {
         "model": job["model"],
@@ -183,4 +280,15 @@ def rerun_body(job: dict[str, Any]) -> dict[str, Any] | None:
         body["negative_prompt"] = params["negative_prompt"]
     if params.get("loras"):
         body["loras"] = [{"name": x["name"], "scale": x["scale"]} for x in params["loras"]]
+    # The resolved sampler and schedule (its A1111 id, which POST /jobs takes too).
+    for field in ("sampler", "scheduler"):
+        if params.get(field) is not None:
+            body[field] = params[field]
+    hires = params.get("hires")
+    if hires:
+        # The resolved plan: the final size itself, not the scale that gave it.
+        fields = ("width", "height", "steps", "strength", "upscaler")
+        body["hires"] = {field: hires[field] for field in fields}
+    if params.get("tiling"):
+        body["tiling"] = True
     return body

@@ -8,17 +8,8 @@ from typing import Any
 import streamlit as st
 
 from darkroom.client import ApiError, DarkroomClient
-from darkroom.ui import gallery, session
-from darkroom.ui.form import (
-    DEFAULT_STRENGTH,
-    MAX_IMAGES,
-    MAX_SEED,
-    MIN_SIZE,
-    FormValues,
-    ModelLimits,
-    default_priority_index,
-    request_body,
-)
+from darkroom.ui import gallery, generate_form, image_input, session
+from darkroom.ui.form import FormValues, request_body
 from darkroom.ui.messages import describe_api_error, escape_markdown, short_prompt
 from darkroom.ui.progress import is_terminal, queued_text, running_text
 from darkroom.ui.sidebar import Connected
@@ -38,7 +29,8 @@ def render(connected: Connected) -> None:
     session.show_notice(PLACE)
     form_column, result_column = st.columns([5, 6], gap="large")
     with form_column:
-        values = _form(connected.model, connected.priorities)
+        init_image = image_input.render(connected.model)
+        values = generate_form.render(connected.model, connected.priorities, init_image)
     with result_column:
         if values is not None:
             _submit(connected, dataclasses.replace(values, loras=connected.loras))
@@ -50,99 +42,6 @@ def render(connected: Connected) -> None:
             follow(connected.api, job_id)
         else:
             st.caption("Images show here once a job finishes.")
-
-
-def _form(model: ModelLimits, priorities: tuple[str, ...]) -> FormValues | None:
-    """The form; its values once Generate is pressed, else None.
-
-    A form sends everything at once on Generate: a prompt typed and not yet
-    "entered" is never lost, and no keystroke reruns the page.
-    """
-    with st.form("generate_form", border=False):
-        prompt = st.text_area(
-            "Prompt", key="prompt", placeholder="a lighthouse at dusk, oil painting"
-        )
-        negative_prompt = None
-        if model.use_negative_prompt:
-            negative_prompt = st.text_area(
-                "Negative prompt", value=model.negative_prompt, key="negative_prompt", height=68
-            )
-        sizes = _size_fields(model)
-        sampling = _sampling_fields(priorities)
-        init_image, strength = _image_to_image_fields(model)
-        pressed = st.form_submit_button("Generate", type="primary", key="generate")
-    if not pressed:
-        return None
-    return FormValues(
-        prompt=prompt,
-        negative_prompt=negative_prompt,
-        init_image=init_image,
-        strength=strength,
-        **sizes,
-        **sampling,
-    )
-
-
-def _size_fields(model: ModelLimits) -> dict[str, Any]:
-    (default_w, default_h), (max_w, max_h) = model.default_size, model.max_size
-    width_column, height_column = st.columns(2)
-    steps_column, guidance_column = st.columns(2)
-    return {
-        "width": width_column.number_input(
-            "Width", MIN_SIZE, max_w, default_w, step=8, key="width"
-        ),
-        "height": height_column.number_input(
-            "Height", MIN_SIZE, max_h, default_h, step=8, key="height"
-        ),
-        "steps": steps_column.number_input(
-            "Steps", 1, model.max_steps, model.default_steps, key="steps"
-        ),
-        "guidance_scale": guidance_column.slider(
-            "Guidance", 0.0, model.max_guidance, model.guidance_scale, step=0.5, key="guidance"
-        ),
-    }
-
-
-def _sampling_fields(priorities: tuple[str, ...]) -> dict[str, Any]:
-    seed_column, images_column, priority_column = st.columns(3)
-    return {
-        "seed": seed_column.number_input(
-            "Seed",
-            0,
-            MAX_SEED,
-            value=None,
-            placeholder="random",
-            key="seed",
-            help="Empty: a random seed (shown with the result). The same seed and "
-            "parameters make the same image.",
-        ),
-        "num_images": images_column.number_input("Images", 1, MAX_IMAGES, 1, key="num_images"),
-        # Only what the caller's key may use (GET /me): the API refuses the others.
-        "priority": priority_column.selectbox(
-            "Priority", priorities, index=default_priority_index(priorities), key="priority"
-        ),
-    }
-
-
-def _image_to_image_fields(model: ModelLimits) -> tuple[bytes | None, float | None]:
-    if not model.supports_i2i:
-        return None, None
-    with st.expander("Image to image"):
-        upload = st.file_uploader(
-            "Init image", type=["png", "jpg", "jpeg", "webp"], key="init_image"
-        )
-        strength = st.slider(
-            "Strength",
-            0.05,
-            1.0,
-            DEFAULT_STRENGTH,
-            step=0.05,
-            key="strength",
-            help="How far from the init image: 0 keeps it, 1 ignores it.",
-        )
-    if upload is None:
-        return None, None
-    return upload.getvalue(), strength
 
 
 def _submit(connected: Connected, values: FormValues) -> None:

@@ -65,7 +65,10 @@ def _opened(api: DarkroomClient, job_id: str) -> None:
         st.info(status_text(job))
     body = rerun_body(job)
     if body is None:
-        st.caption("An image-to-image job: its input image is not kept, so it cannot run again.")
+        st.caption(
+            "An image-to-image or inpainting job: its input image is not kept, "
+            "so it cannot run again."
+        )
         return
     st.button(
         "Run again",

@@ -20,6 +20,8 @@ STATUS_ICONS = {
     "failed": "❌",
     "canceled": "⏹️",
 }
+# The modes (params.mode) that start from an input image, in words.
+IMAGE_INPUT_WORDS = {"img2img": "image-to-image", "inpaint": "inpainting"}
 # Characters Markdown would read as formatting: a prompt is shown as typed.
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
 
@@ -72,8 +74,17 @@ def params_line(job: dict[str, Any]) -> str:
         f"guidance {params['guidance_scale']:g}",
         f"seed {params['seed']}",
     ]
-    if params.get("mode") == "img2img":
-        parts.append(f"image-to-image, strength {params['strength']:g}")
+    if params.get("sampler"):
+        parts.append(params["sampler"])
+    if params.get("scheduler"):
+        parts.append(f"{params['scheduler']} schedule")
+    if params.get("mode") in IMAGE_INPUT_WORDS:
+        parts.append(f"{IMAGE_INPUT_WORDS[params['mode']]}, strength {params['strength']:g}")
+    hires = params.get("hires")
+    if hires:
+        parts.append(f"hires fix to {hires['width']}x{hires['height']} ({hires['upscaler']})")
+    if params.get("tiling"):
+        parts.append("tiling")
     if job.get("model_used") and job["model_used"] != job["model"]:
         parts.append(f"fallback from {job['model']}")
     return " · ".join(parts)

@@ -9,6 +9,8 @@ from typing import Any
 
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
 FINISHED_TEXT = {"succeeded": "Done", "failed": "Failed", "canceled": "Canceled"}
+# The modes (params.mode) that start from an init image, at its strength.
+IMAGE_INPUT_MODES = frozenset({"img2img", "inpaint"})
 
 
 def is_terminal(job: dict[str, Any]) -> bool:
@@ -16,12 +18,20 @@ def is_terminal(job: dict[str, Any]) -> bool:
 
 
 def total_steps(params: dict[str, Any]) -> int:
-    """Denoising steps the worker runs: image-to-image skips the first (1 - strength)."""
+    """Denoising steps the worker runs: image-to-image (and inpainting) skips the first
+    (1 - strength); the hires fix adds its second pass, which the job's progress counts."""
     steps = int(params["steps"])
-    if params.get("mode") == "img2img" and params.get("strength") is not None:
-        # diffusers' img2img: int(steps * strength) steps, at least one.
-        return max(1, min(steps, int(steps * float(params["strength"]))))
+    if params.get("mode") in IMAGE_INPUT_MODES and params.get("strength") is not None:
+        steps = _strength_steps(steps, float(params["strength"]))
+    hires = params.get("hires")
+    if hires:
+        steps += _strength_steps(int(hires["steps"]), float(hires["strength"]))
     return steps
+
+
+def _strength_steps(steps: int, strength: float) -> int:
+    # diffusers' img2img: int(steps * strength) steps, at least one.
+    return max(1, min(steps, int(steps * strength)))
 
 
 def steps_done(progress: float, total: int) -> int:

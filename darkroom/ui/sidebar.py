@@ -28,7 +28,21 @@ from darkroom.ui.messages import describe_api_error, is_transient
 RECONNECT_EVERY_S = 3.0
 # Widgets whose defaults come from the model: forgotten when the model changes,
 # so the new model's defaults (and limits) apply.
-MODEL_FIELDS = ("width", "height", "steps", "guidance", "negative_prompt", "strength", "loras")
+MODEL_FIELDS = (
+    "width",
+    "height",
+    "steps",
+    "guidance",
+    "negative_prompt",
+    "strength",
+    "loras",
+    # Each model type has its own samplers (flux and sd3: Euler only).
+    "sampler",
+    "scheduler",
+    # The hires fix's upscalers (latent ones for SD and SDXL) and steps (max_steps).
+    "hires_upscaler",
+    "hires_steps",
+)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from streamlit.testing.v1 import AppTest
 from api.main import create_app
 from darkroom.client import DarkroomClient
 from darkroom.stack import free_port
-from darkroom.ui import messages
+from darkroom.ui import form, messages
 from shared.settings import Settings
 from tests.e2e.helpers import submit
 from tests.support.polling import wait_until
@@ -221,6 +221,80 @@ def test_image_to_image_sends_the_upload_and_strength(
     assert job["status"] == "succeeded", job["error"]
     assert (job["params"]["mode"], job["params"]["strength"]) == ("img2img", 0.5)
     assert "image-to-image, strength 0.5" in page_text(at)
+    # tiny-sd inpaints: the upload shows on a canvas to paint a mask on (AppTest has
+    # no browser to paint with: tests/e2e/test_ui_browser.py does), and with nothing
+    # painted the job is image-to-image.
+    canvases = [e for e in at.get("bidi_component") if (e.key or "").startswith("mask_canvas:")]
+    assert len(canvases) == 1
+    assert "Nothing painted: image-to-image of the whole image." in page_text(at)
+
+
+def test_the_sampler_and_schedule_picked_are_what_the_job_runs_with(
+    open_page: OpenPage, api: DarkroomClient
+) -> None:
+    at = open_page()
+    sampler, schedule = at.selectbox(key="sampler"), at.selectbox(key="scheduler")
+    # tiny-sd's registry entry names no default sampler: none is sent unless picked.
+    assert (sampler.value, schedule.value) == ("model default", "Automatic")
+    assert {"Euler a", "DPM++ 2M", "DDIM"} <= set(sampler.options)  # GET /models' list
+    assert {"Karras", "Exponential", "SGM Uniform"} <= set(schedule.options)
+    sampler.select("DPM++ 2M")
+    schedule.select("Exponential")
+    job_id = generate(at, "a lighthouse, exponential sigmas")
+    rerun_until(at, finished, "the finished job")
+
+    job = api.get(job_id)
+    assert job["status"] == "succeeded", job["error"]
+    assert (job["params"]["sampler"], job["params"]["scheduler"]) == ("DPM++ 2M", "exponential")
+    # History's "Run again" body keeps them, and the API takes it as it is.
+    again = api.get(api.submit(form.rerun_body(job) or {})["id"])
+    assert (again["params"]["sampler"], again["params"]["scheduler"]) == (
+        "DPM++ 2M",
+        "exponential",
+    )
+
+
+def test_the_hires_fix_and_tiling_switches_make_the_job_so(
+    open_page: OpenPage, api: DarkroomClient
+) -> None:
+    at = open_page()
+    assert at.selectbox(key="hires_upscaler").value == "Latent"  # tiny-sd is an SD model
+    at.checkbox(key="hires").check()
+    at.checkbox(key="tiling").check()
+    job_id = generate(at, "a seamless brick wall", seed=5)
+    rerun_until(at, finished, "the finished job")
+
+    job = api.get(job_id)
+    assert job["status"] == "succeeded", job["error"]
+    params = job["params"]
+    # Scale 2 (the default) from tiny-sd's 64x64: the images come out at 128x128.
+    assert (params["width"], params["height"]) == (64, 64)
+    assert params["hires"] == {
+        "width": 128,
+        "height": 128,
+        "steps": params["steps"],
+        "strength": 0.7,
+        "upscaler": "Latent",
+    }
+    assert params["tiling"] is True
+    assert [(i["width"], i["height"]) for i in job["images"]] == [(128, 128)]
+    # History's "Run again" body keeps both, and the API takes it as it is.
+    again = api.get(api.submit(form.rerun_body(job) or {})["id"])
+    assert (again["params"]["hires"], again["params"]["tiling"]) == (params["hires"], True)
+
+
+def test_the_hires_fix_is_offered_for_text_to_image_on_models_that_take_it(
+    open_page: OpenPage,
+) -> None:
+    at = open_page()
+    assert at.checkbox(key="hires")
+    at.file_uploader(key="init_image").upload("start.png", png(), "image/png").run()
+    assert not [c for c in at.checkbox if c.key == "hires"]  # an image-to-image job
+    assert at.checkbox(key="tiling")  # which may tile all the same
+
+    at.selectbox(key="model").select(FLAKY).run()  # text-to-image only: no second pass
+    assert not [c for c in at.checkbox if c.key == "hires"]
+    assert at.checkbox(key="tiling")
 
 
 def test_a_running_job_shows_its_queue_position_then_progress_and_cancels(

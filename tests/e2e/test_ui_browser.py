@@ -8,12 +8,18 @@ the screenshot the README shows (docs/ui.png).
 
 from __future__ import annotations
 
+import io
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
+from darkroom.ui import mask
 from tests.support import browser as chromium_browser
 from tests.support.page import running_page
 from tests.support.processes import REPO_ROOT, ApiProcess
@@ -23,6 +29,12 @@ WAIT_S = 90.0
 IMAGES = 4
 # History's thumbnails are on the page too, in a tab not shown.
 VISIBLE_TAB_IMAGES = "[role='tabpanel'] [data-testid='stImage'] img"
+TERMINAL = ("succeeded", "failed", "canceled")
+# The image to inpaint, and the stroke across its canvas: from the centre, this many
+# screen pixels left and right, in this many mouse moves.
+SOURCE_PX = 64
+STROKE_HALF = 120
+STROKE_MOVES = 12
 
 
 @pytest.fixture(scope="session")
@@ -70,6 +82,103 @@ def test_a_prompt_typed_in_the_browser_becomes_an_image(
         assert len(downloads) == IMAGES
         SCREENSHOT.parent.mkdir(exist_ok=True)
         assert browser.save_screenshot(str(SCREENSHOT))
+
+
+def test_a_mask_painted_on_the_upload_repaints_only_there(
+    browser_binaries: tuple[str, str], ui_url: str, api_server: ApiProcess, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    # Noise: any pixel the job repainted differs from its input.
+    rng = np.random.default_rng(11)
+    source = rng.integers(0, 255, (SOURCE_PX, SOURCE_PX, 3), dtype=np.uint8)
+    source_path = tmp_path / "source.png"
+    Image.fromarray(source, "RGB").save(source_path)
+    prompt = f"a red fox, inpainted {uuid.uuid4().hex[:8]}"
+
+    with chromium_browser.chromium(browser_binaries) as browser:
+        wait = WebDriverWait(browser, WAIT_S, poll_frequency=0.2)
+        browser.get(ui_url)
+        wait.until(
+            ec.element_to_be_clickable((By.XPATH, "//summary[.//p[starts-with(., 'Image to')]]"))
+        ).click()
+        browser.find_element(By.CSS_SELECTOR, "input[type='file']").send_keys(str(source_path))
+        canvas = wait.until(lambda page: _mask_canvas(page))
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
+        # All of it shows in the form's column: none of the image is scrolled out of view.
+        scroller = "const s = arguments[0].closest('.dc-scroll');"
+        assert browser.execute_script(f"{scroller} return s.scrollWidth <= s.clientWidth", canvas)
+
+        # One horizontal stroke through the middle, drawn as a person drags the mouse.
+        side = canvas.size["width"]
+        scale = side / SOURCE_PX  # canvas pixels per image pixel
+        stroke = ActionChains(browser).move_to_element_with_offset(canvas, -STROKE_HALF, 0)
+        stroke.click_and_hold()
+        for _ in range(STROKE_MOVES):
+            stroke.move_by_offset(2 * STROKE_HALF // STROKE_MOVES, 0)
+        stroke.release().perform()
+        # The page has the strokes once it says so (each stroke reruns it).
+        wait.until(lambda page: "Inpainting: only the painted area" in page.page_source)
+
+        prompt_box = browser.find_element(By.CSS_SELECTOR, "textarea[aria-label='Prompt']")
+        prompt_box.send_keys(prompt)
+        browser.find_element(By.XPATH, "//button[.//p[normalize-space()='Generate']]").click()
+        job = wait.until(lambda _: _finished_job(api_server.url, prompt))
+
+    assert job["status"] == "succeeded", job["error"]
+    assert job["params"]["mode"] == "inpaint"
+    out = np.asarray(_download(job["images"][0]["url"]).convert("RGB"))
+    assert out.shape == source.shape
+    changed = (out != source).any(axis=2)
+    # The stroke, in image pixels, widened by the brush's half width and one more
+    # pixel for the nearest-neighbour downscale of the mask.
+    reach = (mask.DEFAULT_BRUSH_PX / 2) / scale + 1
+    centre = SOURCE_PX / 2
+    rows = np.arange(SOURCE_PX)[:, None]
+    cols = np.arange(SOURCE_PX)[None, :]
+    near_stroke = (np.abs(rows + 0.5 - centre) <= reach) & (
+        np.abs(cols + 0.5 - centre) <= STROKE_HALF / scale + reach
+    )
+    # Every pixel away from the stroke is the input's, exactly; under it, repainted.
+    assert not changed[~near_stroke].any(), np.argwhere(changed & ~near_stroke)[:10]
+    assert changed[int(centre), int(centre - STROKE_HALF / scale / 2)], "the stroke repainted"
+    assert changed.sum() >= SOURCE_PX  # a band, not a speck
+
+
+def _mask_canvas(page: Any) -> Any:
+    """The canvas that takes the strokes (Fabric.js's upper canvas), once shown.
+
+    streamlit-drawable-canvas is a components-v2 component with isolated styles:
+    it renders in the page itself (no iframe), inside a shadow root."""
+    from selenium.common.exceptions import NoSuchElementException
+    from selenium.webdriver.common.by import By
+
+    for host in page.find_elements(By.CSS_SELECTOR, "[data-testid='stBidiComponentIsolated']"):
+        try:
+            canvas = host.shadow_root.find_element(By.CSS_SELECTOR, "canvas.upper-canvas")
+        except NoSuchElementException:
+            continue
+        if canvas.size["width"] > 0:
+            return canvas
+    return None
+
+
+def _finished_job(api_url: str, prompt: str) -> dict[str, Any] | None:
+    """The job with `prompt` (GET /jobs, as any client asks), once it is terminal."""
+    jobs = httpx.get(f"{api_url}/jobs", params={"limit": 20}, timeout=10).json()["jobs"]
+    for job in jobs:
+        if job["params"]["prompt"] == prompt and job["status"] in TERMINAL:
+            return dict(job)
+    return None
+
+
+def _download(url: str) -> Image.Image:
+    response = httpx.get(url, timeout=10)
+    response.raise_for_status()
+    return Image.open(io.BytesIO(response.content))
 
 
 def _loaded_images(page: Any) -> list[Any]:
