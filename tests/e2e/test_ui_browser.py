@@ -136,16 +136,21 @@ def test_a_mask_painted_on_the_upload_repaints_only_there(
     # The stroke, in image pixels, widened by the brush's half width and one more
     # pixel for the nearest-neighbour downscale of the mask.
     reach = (mask.DEFAULT_BRUSH_PX / 2) / scale + 1
-    centre = SOURCE_PX / 2
+    assert changed.sum() >= SOURCE_PX, "a band repainted, not a speck"
+    # Where the stroke landed: the row most repainted, the middle of the repainted
+    # columns (the page may shift by a few pixels while it reruns under the drag).
+    row = int(np.argmax(changed.sum(axis=1)))
+    middle = float(np.argwhere(changed.any(axis=0)).mean()) + 0.5
     rows = np.arange(SOURCE_PX)[:, None]
     cols = np.arange(SOURCE_PX)[None, :]
-    near_stroke = (np.abs(rows + 0.5 - centre) <= reach) & (
-        np.abs(cols + 0.5 - centre) <= STROKE_HALF / scale + reach
+    near_stroke = (np.abs(rows - row) <= reach + 0.5) & (
+        np.abs(cols + 0.5 - middle) <= STROKE_HALF / scale + reach
     )
-    # Every pixel away from the stroke is the input's, exactly; under it, repainted.
+    # Every pixel away from the one horizontal stroke is the input's, exactly.
     assert not changed[~near_stroke].any(), np.argwhere(changed & ~near_stroke)[:10]
-    assert changed[int(centre), int(centre - STROKE_HALF / scale / 2)], "the stroke repainted"
-    assert changed.sum() >= SOURCE_PX  # a band, not a speck
+    # ... and the stroke is the one drawn: as long as the drag, near the image's middle.
+    assert changed[row].sum() >= 2 * STROKE_HALF / scale - 2 * reach
+    assert abs(row + 0.5 - SOURCE_PX / 2) <= SOURCE_PX / 4
 
 
 def _mask_canvas(page: Any) -> Any:
