@@ -20,7 +20,6 @@ from darkroom import commands
 from darkroom.stack import free_port, redis_server_binary
 from shared.registry import Registry, load_registry
 from shared.settings import Settings
-from worker.tiny import ensure_tiny_sd
 
 # The end-to-end fixtures (workers, the webhook worker, the API on them) are
 # global, so tests/e2e and tests/security share one set of processes per session.
@@ -72,6 +71,10 @@ def _wait_for_redis(url: str, timeout_s: float = 10) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Imported here, not at collection: worker.tiny imports torch (seconds), which
+    # the tests that need no model should not wait for.
+    from worker.tiny import ensure_tiny_sd
+
     return ensure_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd")
 
 

@@ -67,8 +67,11 @@ class FakeOpenAI:
                     fake._in_flight += 1
                     fake.max_in_flight = max(fake.max_in_flight, fake._in_flight)
                     fake._overlap.notify_all()
+                    # Latched on the most ever in flight: the first request released
+                    # lowers the count before the others wake, and they must not
+                    # then wait out the whole timeout.
                     fake._overlap.wait_for(
-                        lambda: fake._in_flight >= fake.hold_until_in_flight,
+                        lambda: fake.max_in_flight >= fake.hold_until_in_flight,
                         timeout=fake.hold_timeout_s,
                     )
                 try:
