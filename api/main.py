@@ -25,6 +25,7 @@ from api.routes import metrics as metrics_route
 from api.state import AppState
 from shared.logs import configure_logging
 from shared.settings import Settings, get_settings
+from shared.version import darkroom_version
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -48,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="darkroom",
         description="Diffusion image generation as an async job queue.",
-        version="0.1.0",
+        version=darkroom_version(),
         lifespan=lifespan,
     )
     config = settings or get_settings()

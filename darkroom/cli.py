@@ -8,6 +8,7 @@ import sys
 
 from darkroom.client_commands import add_client_commands
 from darkroom.options import add_allow_api_url_option, add_api_options
+from shared.version import darkroom_version
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="darkroom", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"darkroom {darkroom_version()}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     up = commands.add_parser("up", help="run API, worker(s) and Redis locally, show a first image")

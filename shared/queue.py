@@ -106,7 +106,7 @@ def job_message(job_id: str, queue: str, priority: str = "normal") -> BrokerMess
     Task protocol 2 in kombu's Redis envelope: the body (args, kwargs, embed) as
     base64 JSON, Celery's headers, and properties with the delivery info and the
     priority, which picks the list (kombu keeps one per priority step).
-    tests/shared/test_broker_message.py holds it to what Celery itself sends.
+    tests/shared/test_queue.py holds it to what Celery itself sends.
     """
     task_id = str(uuid.uuid4())
     args = [job_id]

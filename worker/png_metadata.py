@@ -11,8 +11,6 @@ their prompts).
 
 from __future__ import annotations
 
-import functools
-import importlib.metadata
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from shared.infotext import (
 from shared.jobs import JobRecord
 from shared.registry import ModelEntry
 from shared.settings import Settings
+from shared.version import darkroom_version
 
 DARKROOM_CHUNK = "darkroom"
 
@@ -77,12 +76,3 @@ def _document(record: JobRecord, seed: int, model: str) -> dict[str, Any]:
         "loras": [{"name": lora.name, "scale": lora.scale} for lora in params.loras],
         "version": darkroom_version(),
     }
-
-
-@functools.cache
-def darkroom_version() -> str | None:
-    """The installed darkroom's version (None when run from a tree not installed)."""
-    try:
-        return importlib.metadata.version("darkroom")
-    except importlib.metadata.PackageNotFoundError:
-        return None
