@@ -32,6 +32,17 @@ API_DB = 14
 E2E_DB = 13
 
 
+# Directories whose every test starts processes: marked e2e (pyproject.toml's markers).
+E2E_DIRECTORIES = {"e2e", "security"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests = Path(__file__).parent
+    for item in items:
+        if item.path.relative_to(tests).parts[0] in E2E_DIRECTORIES:
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture(scope="session")
 def redis_base_url() -> Iterator[str]:
     """The test Redis: REDIS_TEST_URL, the local server on 6379, or one started here."""

@@ -28,6 +28,9 @@ from schemathesis.python import asgi
 from api.main import create_app
 from shared.settings import Settings
 
+# Schemathesis generates hundreds of requests.
+pytestmark = pytest.mark.slow
+
 KEY = "fuzz-key-0123456789abcdef"
 # Small and repeatable by default (a few seconds); set DARKROOM_FUZZ_EXAMPLES to
 # explore further, with fresh random inputs on each run.

@@ -23,6 +23,9 @@ from packaging.utils import canonicalize_name
 
 from tests.deploy.manifests import API_IMAGE, DOCKERFILES, ROOT, WORKER_IMAGE
 
+# Imports each image's code in a fresh interpreter.
+pytestmark = pytest.mark.slow
+
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 PROJECT = PYPROJECT["project"]
 # The worker's heavy dependencies: what the slim image exists to leave out.

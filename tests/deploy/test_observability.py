@@ -37,6 +37,9 @@ from tests.deploy.manifests import (
 from tests.deploy.promql import grouping_labels, metric_names, selectors
 from tests.support.system import require_program
 
+# A real Prometheus scrapes the metrics.
+pytestmark = pytest.mark.slow
+
 OBSERVABILITY = ROOT / "deploy" / "observability"
 RULES_FILE = OBSERVABILITY / "darkroom-alerts.yml"
 RULES_TESTS = OBSERVABILITY / "darkroom-alerts.test.yml"

@@ -34,6 +34,9 @@ from tests.deploy.manifests import (
     option_value,
 )
 
+# Real workers and the webhook worker start for their checks.
+pytestmark = pytest.mark.slow
+
 # A database of the test Redis no other test flushes; only our own keys are touched.
 DB = 11
 POD_NAME = "darkroom-worker-sdxl-7c9f8d6b5-x2x4q"

@@ -11,6 +11,9 @@ import redis
 from tests.support.sentinel import SentinelCluster
 from tests.support.system import require_sentinel_redis
 
+# A real Sentinel cluster fails over.
+pytestmark = pytest.mark.slow
+
 # Six consecutive ports: three servers, three sentinels.
 BASE_PORT = 26400
 

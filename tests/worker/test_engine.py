@@ -21,6 +21,9 @@ from worker.loader import load_first_available
 from worker.outcomes import is_out_of_memory
 from worker.stopping import JobStopped
 
+# The engine process loads the model.
+pytestmark = pytest.mark.slow
+
 Engine = ProcessEngine | InlineEngine
 
 

@@ -14,6 +14,9 @@ from shared.store import JobStore
 from tests.shared.test_store import make_record
 from worker import failover
 
+# Redis is stopped and started again.
+pytestmark = pytest.mark.slow
+
 
 class FlakyStore(JobStore):
     """A JobStore on fakeredis whose next transitions fail as a failover makes them fail:

@@ -23,6 +23,9 @@ from worker.webhook_delivery import Deliverer, pop_due_retries
 from worker.webhook_http import post
 from worker.webhook_leases import KeyLeases
 
+# Real receivers, retries and deadlines in real time.
+pytestmark = pytest.mark.slow
+
 OLD = "whsec_" + base64.b64encode(b"old-secret-old-secret-old-secret").decode()
 NEW = "whsec_" + base64.b64encode(b"new-secret-new-secret-new-secret").decode()
 
