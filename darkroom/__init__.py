@@ -3,7 +3,3 @@ stack, the small HTTP client and the worker pool supervisor.
 
 The top floor: it may import `api`, `worker` and `shared`; none of them imports it.
 """
-
-from shared.version import darkroom_version
-
-__version__ = darkroom_version()
