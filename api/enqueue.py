@@ -20,12 +20,12 @@ from typing import Any
 from api import ratelimit
 from shared import lua
 from shared.constants import CANCEL_KEY_PREFIX, IDEMPOTENCY_TTL_S
-from shared.durability import AsyncMasterCheck, ReplicaAck
 from shared.errors import NotReplicated
 from shared.jobs import JobRecord
 from shared.keypolicy import DEFAULT_POLICY, KeyPolicy
 from shared.multiplexed import LuaScript, MultiplexedRedis
 from shared.queue import token_message
+from shared.replica_acks import AsyncMasterCheck, ReplicaAck
 from shared.settings import Settings
 from shared.store import STORE_JOB_LUA, store_job_call
 

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from api.auth import UNAUTHORIZED, log_auth_mode, require_owner
+from api.body_limit import BodySizeLimit
 from api.compat import (
     a1111,
     a1111_extras,
@@ -18,7 +19,6 @@ from api.compat import (
 )
 from api.errors import install_error_handlers
 from api.housekeeping import prune_local_images, reap_forever
-from api.limits import BodySizeLimit
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.routes import files, jobs, loras, me, models, status, system
 from api.routes import metrics as metrics_route

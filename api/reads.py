@@ -14,11 +14,11 @@ import time
 import redis
 from starlette.concurrency import run_in_threadpool
 
-from api.control import expire_if_past_deadline
+from api.cancellation import expire_if_past_deadline
 from api.state import AppState
 from shared.errors import JobNotFound
 from shared.jobs import Job, JobRecord, JobStatus
-from shared.public import POSITION_SCRIPT, add_view_reads, build_public, public_from_reads
+from shared.public import POSITION_SCRIPT, job_view, queue_view_reads, view_from_reads
 from shared.snapshot import READ_SCRIPT, JobSnapshot, decode_snapshot, read_call
 from shared.webhooks import webhook_info
 
@@ -43,10 +43,10 @@ async def fetch_record(state: AppState, job_id: str) -> JobRecord | None:
     return snapshot.record if snapshot is not None else None
 
 
-def public_job(state: AppState, snapshot: JobSnapshot) -> Job:
+def snapshot_view(state: AppState, snapshot: JobSnapshot) -> Job:
     """The public view of a snapshot: nothing more to read."""
     record = snapshot.record
-    return build_public(
+    return job_view(
         record,
         snapshot.queue_position,
         webhook_info(record, snapshot.webhook_log),
@@ -56,7 +56,7 @@ def public_job(state: AppState, snapshot: JobSnapshot) -> Job:
     )
 
 
-async def public_jobs(state: AppState, records: list[JobRecord]) -> list[Job]:
+async def job_views(state: AppState, records: list[JobRecord]) -> list[Job]:
     """The jobs as clients see them: every route that answers with stored jobs goes
     through here. Their extra reads (webhook logs, queue positions) take one round
     trip together, and none when no job has any."""
@@ -64,7 +64,7 @@ async def public_jobs(state: AppState, records: list[JobRecord]) -> list[Job]:
     for attempt in (1, 2):
         async with state.aredis.pipeline(transaction=False) as pipe:
             for record in records:
-                add_view_reads(pipe, record, half_life)
+                queue_view_reads(pipe, record, half_life)
             try:
                 answers = iter(await pipe.execute())
                 break
@@ -74,7 +74,7 @@ async def public_jobs(state: AppState, records: list[JobRecord]) -> list[Job]:
                 # Redis restarted and forgot the script: load it, read again.
                 await state.aredis.script_load(POSITION_SCRIPT.source)
     storage, base_url = state.storage, state.settings.public_base_url
-    return [public_from_reads(record, answers, storage, base_url) for record in records]
+    return [view_from_reads(record, answers, storage, base_url) for record in records]
 
 
 async def wait_until_terminal(state: AppState, job_id: str, timeout_s: float) -> JobRecord:

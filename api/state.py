@@ -22,15 +22,15 @@ from shared.connections import (
     multiplexed_client,
     redis_client,
 )
-from shared.durability import AsyncMasterCheck, ReplicaAck
-from shared.events import WebhookEmitter
 from shared.multiplexed import MultiplexedRedis
 from shared.queue import make_celery
 from shared.registry import Registry, registry_for
+from shared.replica_acks import AsyncMasterCheck, ReplicaAck
 from shared.scheduler import Scheduler
 from shared.settings import Settings
 from shared.storage import Storage, storage_from_settings
 from shared.store import JobStore
+from shared.webhook_events import WebhookEmitter
 
 
 @dataclass

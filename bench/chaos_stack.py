@@ -21,7 +21,7 @@ import redis
 
 from bench.chaos_cluster import broker_messages
 from bench.stack import MODEL, BenchError, Child, Stack
-from darkroom import commands
+from darkroom import process_commands
 from darkroom.stack import free_port
 from shared.workers import WorkerInfo, read_worker
 from tests.support.sentinel import SentinelCluster  # why bench imports tests: chaos_cluster.py
@@ -108,7 +108,7 @@ class ChaosStack:
         self._api_starts += 1
         self.api = self.stack.spawn(
             f"chaos-api-{self._api_starts}",
-            commands.uvicorn("api.main:app", self.api_port),
+            process_commands.uvicorn("api.main:app", self.api_port),
             extra_env=self.env,
         )
         deadline = time.monotonic() + timeout_s
@@ -143,7 +143,7 @@ class ChaosStack:
         name = f"chaos{len(self.started_workers) + 1}@bench"
         child = self.stack.spawn(
             name,
-            commands.celery_worker(name, self.stack.worker_loglevel),
+            process_commands.celery_worker(name, self.stack.worker_loglevel),
             extra_env={**self.env, "WORKER_MODEL": MODEL},
         )
         self.workers.append(child)

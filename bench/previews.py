@@ -48,7 +48,7 @@ from shared.jobs import GenerationParams
 from shared.registry import load_registry
 from worker import inference
 from worker.loader import load_model
-from worker.pipeline_call import Request
+from worker.call_types import Request
 from worker.previews import CallPreviews, PreviewEncoder, preview_decoder
 
 torch.set_num_threads(1)

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from darkroom import commands
+from darkroom import process_commands
 from darkroom.stack import free_port, redis_server_binary
 from shared.constants import WORKER_KEY_PREFIX
 
@@ -160,7 +160,7 @@ class Stack:
         port = free_port()
         data = self.workdir / "redis"
         data.mkdir(exist_ok=True)
-        child = self.spawn("redis", commands.redis_server(binary, port, data))
+        child = self.spawn("redis", process_commands.redis_server(binary, port, data))
         self.children.append(child)
         url = f"redis://127.0.0.1:{port}/0"
         deadline = time.monotonic() + 10
@@ -184,7 +184,7 @@ class Stack:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = {"PUBLIC_BASE_URL": url, **(extra_env or {})}
-        child = self.spawn(name, commands.uvicorn(app, port), extra_env=env)
+        child = self.spawn(name, process_commands.uvicorn(app, port), extra_env=env)
         self.children.append(child)
         deadline = time.monotonic() + 60
         while True:
@@ -208,7 +208,7 @@ class Stack:
         name = f"bench{self._worker_count}@bench"
         child = self.spawn(
             name,
-            commands.celery_worker(name, self.worker_loglevel),
+            process_commands.celery_worker(name, self.worker_loglevel),
             extra_env={"TORCH_THREADS": str(torch_threads), **(extra_env or {})},
         )
         self.workers.append(child)

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from darkroom.client_commands import add_client_commands
+from darkroom.api_commands import add_api_commands
 from darkroom.options import add_allow_api_url_option, add_api_options
 from shared.version import darkroom_version
 
@@ -95,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     hooks.set_defaults(run=_webhooks)
 
-    add_client_commands(commands)
+    add_api_commands(commands)
 
     models = commands.add_parser("models", help="show the effective model registry")
     models.add_argument("--json", action="store_true")
@@ -147,18 +147,20 @@ def _worker(args: argparse.Namespace) -> int:
             list(resolve_gpus(args.gpus)) if args.gpus else [None] * args.workers
         )
         return run_pool(gpus, args.name, args.loglevel)
-    from darkroom import commands
+    from darkroom import process_commands
     from shared.workers import unique_name
 
     # The same command line the pool and `darkroom up` start, in this process
     # (same pid); the celery command exits with the worker's own exit code.
-    argv = commands.celery_worker(args.name or unique_name(), args.loglevel, standalone=False)
+    argv = process_commands.celery_worker(
+        args.name or unique_name(), args.loglevel, standalone=False
+    )
     os.execv(argv[0], argv)
     return 1  # not reached
 
 
 def _ui(args: argparse.Namespace) -> int:
-    from darkroom.commands import streamlit_ui, streamlit_ui_env
+    from darkroom.process_commands import streamlit_ui, streamlit_ui_env
 
     # The page reads the API's address and key from its environment (not argv,
     # which `ps` shows to every user of the machine).

@@ -15,8 +15,8 @@ import subprocess
 import time
 from types import FrameType
 
-from darkroom import commands
-from darkroom.commands import threads_per_worker
+from darkroom import process_commands
+from darkroom.process_commands import threads_per_worker
 from shared.workers import unique_name
 from worker import metrics_server
 
@@ -76,7 +76,7 @@ def run_pool(gpus: list[str | None], name: str | None, loglevel: str) -> int:
     children = []
     for index, gpu in enumerate(gpus):
         label = f"gpu{gpu}" if gpu is not None else f"cpu{index}"
-        argv = commands.celery_worker(child_name(label, name), loglevel, standalone=False)
+        argv = process_commands.celery_worker(child_name(label, name), loglevel, standalone=False)
         children.append(subprocess.Popen(argv, env=child_env(dict(os.environ), gpu, threads)))
         log.info("started worker %s (pid %d)", label, children[-1].pid)
 

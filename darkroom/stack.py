@@ -23,9 +23,9 @@ from typing import Any
 
 import httpx
 
-from darkroom import commands, webhook_secret
+from darkroom import process_commands, webhook_secret
 from darkroom.client import DarkroomClient
-from darkroom.commands import threads_per_worker
+from darkroom.process_commands import threads_per_worker
 from shared.apikeys import split_api_keys
 from shared.workers import unique_name
 
@@ -117,10 +117,10 @@ class LocalStack:
         self._webhook_settings()
         self.env["PUBLIC_BASE_URL"] = f"http://127.0.0.1:{self.port}"
         self.env["PYTHONUNBUFFERED"] = "1"
-        self._spawn("api", commands.uvicorn("api.main:app", self.port))
+        self._spawn("api", process_commands.uvicorn("api.main:app", self.port))
         if self.ui_port:
             self._start_ui(self.ui_port)
-        self._spawn("webhooks", commands.webhook_worker("webhooks@%h", loglevel="WARNING"))
+        self._spawn("webhooks", process_commands.webhook_worker("webhooks@%h", loglevel="WARNING"))
         threads = threads_per_worker(max(1, self.workers))  # --workers 0: API and page only
         for index in range(self.workers):
             env = {"TORCH_THREADS": str(threads)}
@@ -128,7 +128,7 @@ class LocalStack:
                 env["WORKER_MODEL"] = self.model
             self._spawn(
                 f"worker{index + 1}",
-                commands.celery_worker(unique_name(f"worker{index + 1}"), standalone=False),
+                process_commands.celery_worker(unique_name(f"worker{index + 1}"), standalone=False),
                 extra_env=env,
             )
         self._wait_ready(timeout_s=180)
@@ -159,10 +159,10 @@ class LocalStack:
             self.ui_port = None
             return
         # The page calls this stack's API with its key, which stays on the server.
-        env = commands.streamlit_ui_env(
+        env = process_commands.streamlit_ui_env(
             f"http://127.0.0.1:{self.port}", self._api_key(), self.allowed_api_urls
         )
-        self._spawn("ui", commands.streamlit_ui(port), extra_env=env, drop=SERVER_SECRETS)
+        self._spawn("ui", process_commands.streamlit_ui(port), extra_env=env, drop=SERVER_SECRETS)
         log.info("starting the web page at http://127.0.0.1:%d (--no-ui leaves it out)", port)
 
     def _start_redis(self) -> str:
@@ -174,7 +174,7 @@ class LocalStack:
             )
         port = free_port()
         workdir = tempfile.mkdtemp(prefix="darkroom-redis-")
-        self._spawn("redis", commands.redis_server(binary, port, workdir))
+        self._spawn("redis", process_commands.redis_server(binary, port, workdir))
         log.info("started an embedded Redis (%s) on port %d", binary, port)
         return f"redis://127.0.0.1:{port}/0"
 

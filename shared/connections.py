@@ -20,8 +20,8 @@ from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.connection import parse_url
 from redis.sentinel import MasterNotFoundError, Sentinel
 
-from shared.durability import AsyncMasterCheck, MasterAddress, MasterCheck
 from shared.multiplexed import MultiplexedRedis
+from shared.replica_acks import AsyncMasterCheck, MasterAddress, MasterCheck
 from shared.settings import Settings
 
 # Short timeouts: an API request should answer 503 quickly when Redis is down,

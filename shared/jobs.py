@@ -260,7 +260,7 @@ class JobRecord(BaseModel):
     adapters: str = ""
     # Its event counter (status changes, progress writes, previews) and each status
     # change with the count it was made at: an event stream's ids, and the status
-    # changes a reconnecting stream missed (api.events).
+    # changes a reconnecting stream missed (api.event_stream).
     events: int = 1
     history: list[tuple[int, JobStatus]] = [(1, JobStatus.QUEUED)]
 

@@ -35,13 +35,13 @@ POSITION_SCRIPT = lua.script("position")
 
 
 class _Pipeline(Protocol):
-    """What add_view_reads needs of a pipeline: redis' sync and asyncio ones both fit."""
+    """What queue_view_reads needs of a pipeline: redis' sync and asyncio ones both fit."""
 
     def lrange(self, name: str, start: int, end: int) -> Any: ...
     def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any: ...
 
 
-def add_view_reads(pipe: _Pipeline, record: JobRecord, half_life_s: float) -> None:
+def queue_view_reads(pipe: _Pipeline, record: JobRecord, half_life_s: float) -> None:
     """Queue on `pipe` what the public view needs beyond the record: the webhook
     log of a job with a webhook, the position and ETA of a queued one (else nothing).
     Redis must know POSITION_SCRIPT (lua.preload) before the pipeline runs."""
@@ -51,20 +51,20 @@ def add_view_reads(pipe: _Pipeline, record: JobRecord, half_life_s: float) -> No
         pipe.evalsha(POSITION_SCRIPT.sha, 0, record.id, repr(half_life_s))
 
 
-def public_from_reads(
+def view_from_reads(
     record: JobRecord, answers: Iterator[Any], storage: Storage, base_url: str
 ) -> Job:
-    """The public view, taking add_view_reads' answers for `record` from `answers`."""
+    """The public view, taking queue_view_reads' answers for `record` from `answers`."""
     log = next(answers) if record.webhook is not None else []
     position = eta = None
     if record.status is JobStatus.QUEUED:
         rank, seconds = next(answers)
         position = int(rank) if rank is not None else None
         eta = round(float(seconds), 1) if seconds is not None else None
-    return build_public(record, position, webhook_info(record, log), storage, base_url, eta)
+    return job_view(record, position, webhook_info(record, log), storage, base_url, eta)
 
 
-def read_public(
+def read_views(
     client: redis.Redis,
     records: list[JobRecord],
     storage: Storage,
@@ -74,12 +74,12 @@ def read_public(
     """Public views of `records`, their extra reads in one round trip (none if none).
 
     Synchronous, for the worker side (webhook payloads); the API reads with async
-    Redis through the same add_view_reads and public_from_reads.
+    Redis through the same queue_view_reads and view_from_reads.
     """
     for attempt in (1, 2):
         pipe = client.pipeline(transaction=False)
         for record in records:
-            add_view_reads(pipe, record, half_life_s)
+            queue_view_reads(pipe, record, half_life_s)
         try:
             answers = iter(pipe.execute())
             break
@@ -87,10 +87,10 @@ def read_public(
             if attempt == 2:
                 raise
             lua.preload(client, POSITION_SCRIPT)  # Redis restarted: it forgot the script
-    return [public_from_reads(record, answers, storage, base_url) for record in records]
+    return [view_from_reads(record, answers, storage, base_url) for record in records]
 
 
-def build_public(
+def job_view(
     record: JobRecord,
     queue_position: int | None,
     webhook: WebhookInfo | None,

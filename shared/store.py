@@ -23,11 +23,11 @@ from shared.constants import (
     RUNNING_KEY,
     WAITING_KEY_PREFIX,
 )
-from shared.durability import ReplicaAck
 from shared.errors import InvalidTransition, JobNotFound
 from shared.jobs import JobRecord, JobStatus, utcnow
 from shared.keypolicy import DEFAULT_POLICY, KeyPolicy
 from shared.queue import token_message
+from shared.replica_acks import ReplicaAck
 
 
 def job_key(job_id: str) -> str:
@@ -262,7 +262,7 @@ class JobStore:
         return decode_record(raw) if raw else None
 
     def set_progress(self, job_id: str, progress: float) -> None:
-        """Write a running job's progress, counted among its events (api.events)."""
+        """Write a running job's progress, counted among its events (api.event_stream)."""
         self._set_progress(keys=[job_key(job_id)], args=[to_json(progress)])
 
     def report_progress(self, record: JobRecord, progress: float) -> None:

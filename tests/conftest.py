@@ -16,7 +16,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from darkroom import commands
+from darkroom import process_commands
 from darkroom.stack import free_port, redis_server_binary
 from shared.registry import Registry, load_registry
 from shared.settings import Settings
@@ -58,7 +58,7 @@ def redis_base_url() -> Iterator[str]:
         pytest.exit("no Redis on 127.0.0.1:6379 and no redis-server to start", 2)
     port = free_port()
     proc = subprocess.Popen(
-        commands.redis_server(binary, port, tempfile.mkdtemp()),
+        process_commands.redis_server(binary, port, tempfile.mkdtemp()),
         stdout=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}"

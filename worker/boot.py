@@ -21,17 +21,17 @@ from shared.constants import (
     PRIVATE_QUEUE_PREFIX,
     model_queue,
 )
-from shared.durability import ReplicaAck
-from shared.events import WebhookEmitter
 from shared.jobs import utcnow
 from shared.logs import set_process_context
 from shared.queue import make_celery
 from shared.reaper import reap_lost_jobs, reap_predecessor_jobs
 from shared.registry import ModelEntry, registry_for
+from shared.replica_acks import ReplicaAck
 from shared.scheduler import Scheduler, announce_resident, announce_serving
 from shared.settings import Settings
 from shared.storage import Storage, storage_from_settings
 from shared.store import JobStore
+from shared.webhook_events import WebhookEmitter
 from shared.workers import ModelFailure, WorkerInfo
 from worker.batching import BatchPolicy
 from worker.engine import InlineEngine, ProcessEngine

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.settings import Settings
 from worker import engine_process
+from worker.call_types import Request, StepCallback
 from worker.engine_process import Control, Work
 from worker.metrics import (
     MODEL_SWAPS,
@@ -33,7 +34,6 @@ from worker.metrics import (
     observe_model_load,
     set_models_resident,
 )
-from worker.pipeline_call import Request, StepCallback
 from worker.stopping import JobStopped
 
 if TYPE_CHECKING:  # torch and diffusers: the engine process's, not needed to launch it

@@ -18,10 +18,10 @@ from shared.errors import GenerationError
 from shared.jobs import GenerationParams
 from shared.loras import ResolvedLora
 from shared.png import encode_png
+from worker.call_types import LatentsHook, Request, StepCallback
 from worker.hires import hires_upscaler
 from worker.inpaint import keep_unmasked, load_mask
 from worker.loader import LoadedModel
-from worker.pipeline_call import LatentsHook, Request, StepCallback
 from worker.samplers import sampler_in_use
 from worker.tiling import tiling_in_use
 

@@ -15,8 +15,8 @@ from typing import Any, Protocol
 import redis
 
 from shared.previews import PreviewStore, watched_jobs
+from worker.call_types import StepCallback
 from worker.metrics import PREVIEW_SECONDS, PREVIEWS
-from worker.pipeline_call import StepCallback
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ import torch
 from PIL import Image
 
 from shared.previews import MAX_PREVIEW_SIDE
+from worker.call_types import Request
 from worker.loader import LoadedModel
-from worker.pipeline_call import Request
 
 log = logging.getLogger(__name__)
 

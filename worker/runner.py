@@ -38,6 +38,7 @@ from shared.storage import Storage
 from shared.store import JobStore
 from worker import backpressure, failover, inference
 from worker.batching import BatchPolicy, CompanionFinder, may_lead
+from worker.call_types import StepCallback
 from worker.claims import Claimer
 from worker.devices import free_memory
 from worker.engine import Call, InlineEngine, ProcessEngine
@@ -46,7 +47,6 @@ from worker.loader import LoadedModel
 from worker.metrics import BATCH_SIZE, INFERENCE, WORKER_BUSY, set_gpu_memory
 from worker.models import ModelSet
 from worker.outcomes import Outcomes, is_out_of_memory
-from worker.pipeline_call import StepCallback
 from worker.png_metadata import PngMetadata
 from worker.preview_watch import PreviewWatch
 from worker.prompts import PromptOptimizer, optimized_batch_params

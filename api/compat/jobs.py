@@ -18,8 +18,8 @@ import redis
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from api.cancellation import cancel_job
 from api.compat.errors import JobCanceled, JobFailed, WaitTimedOut
-from api.control import cancel_job
 from api.reads import wait_until_terminal
 from api.state import AppState
 from api.submission import submit_job

@@ -9,19 +9,16 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import OwnerDep, caller
-from api.control import (
-    cancel_job,
-    parse_duration,
-    parse_prefer_wait,
-)
+from api.cancellation import cancel_job
 from api.deps import JobDep, StateDep, owned_snapshot, state_of
-from api.events import job_events
-from api.reads import public_job, public_jobs, wait_until_terminal
+from api.event_stream import job_events
+from api.job_headers import parse_duration, parse_prefer_wait
+from api.reads import job_views, snapshot_view, wait_until_terminal
 from api.submission import submit
 from shared.errors import InvalidRequest, PreviewNotReady
 from shared.jobs import MAX_DEADLINE_S, Job, JobCreate, JobList, JobStatus
 from shared.previews import latest_preview, mark_watched
-from shared.public import build_public
+from shared.public import job_view
 from shared.webhooks import webhook_info
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -76,12 +73,12 @@ async def create_job(
         # position came with the create.
         base_url = state.settings.public_base_url
         view = webhook_info(record, [])
-        job = build_public(record, submission.queue_position, view, state.storage, base_url)
+        job = job_view(record, submission.queue_position, view, state.storage, base_url)
         return job_response(job, status.HTTP_202_ACCEPTED, headers)
     if wait_s:
         record = await wait_until_terminal(state, record.id, wait_s)
     finished = wait_s and record.status.is_terminal()
-    [job] = await public_jobs(state, [record])
+    [job] = await job_views(state, [record])
     code = status.HTTP_201_CREATED if finished else status.HTTP_202_ACCEPTED
     return job_response(job, code, headers)
 
@@ -101,7 +98,7 @@ async def get_job(request: Request) -> Response:
     state = state_of(request)
     job_id = request.path_params["job_id"]
     snapshot = await owned_snapshot(state, job_id, caller(request))
-    return job_response(public_job(state, snapshot))
+    return job_response(snapshot_view(state, snapshot))
 
 
 @router.get("", response_model=JobList)
@@ -120,7 +117,7 @@ async def list_jobs(
         state.store.list, limit, cursor, status_filter, owner
     )
     return JobList(
-        jobs=await public_jobs(state, records),
+        jobs=await job_views(state, records),
         next_cursor=str(next_cursor) if next_cursor is not None else None,
     )
 
@@ -132,7 +129,7 @@ async def cancel(job: JobDep, state: StateDep, response: Response) -> Job:
     record = await run_in_threadpool(cancel_job, state, job)
     if not record.status.is_terminal():
         response.status_code = status.HTTP_202_ACCEPTED
-    [public] = await public_jobs(state, [record])
+    [public] = await job_views(state, [record])
     return public
 
 

@@ -8,7 +8,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from api.control import parse_duration, parse_prefer_wait
+from api.job_headers import parse_duration, parse_prefer_wait
 from shared.constants import broker_lists, model_queue
 from shared.errors import InvalidRequest
 

@@ -17,10 +17,10 @@ from api.main import create_app
 from shared.cancel import cancel_requested
 from shared.connections import multiplexed_client
 from shared.constants import model_queue
-from shared.durability import ReplicaAck
 from shared.errors import NotReplicated
 from shared.jobs import JobStatus
 from shared.multiplexed import LuaScript
+from shared.replica_acks import ReplicaAck
 from shared.settings import Settings
 from shared.store import JobStore
 from tests.api.test_jobs_api import queue_length

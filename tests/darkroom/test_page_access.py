@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from darkroom.commands import streamlit_ui_env
+from darkroom.process_commands import streamlit_ui_env
 from darkroom.ui.access import ALLOWED_API_URLS_ENV, PageAccess
 
 API = "http://127.0.0.1:8000"

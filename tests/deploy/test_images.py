@@ -242,7 +242,7 @@ def test_the_api_image_code_imports_nothing_of_the_worker() -> None:
         from api.main import create_app
         create_app()
         import worker.webhook_app, worker.webhook_delivery
-        from darkroom import cli, client, commands, submit
+        from darkroom import cli, client, process_commands, submit
         cli.main(["models", "--json"])
         """,
     )
@@ -255,7 +255,7 @@ def test_the_worker_image_code_imports_nothing_of_the_api() -> None:
         ("worker",),
         """
         import worker.celery_app, worker.runner, worker.loader, worker.inference
-        from darkroom import cli, commands, pool
+        from darkroom import cli, process_commands, pool
         """,
     )
 

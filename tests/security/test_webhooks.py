@@ -28,17 +28,17 @@ from fastapi.testclient import TestClient
 from kombu.transport.redis import Channel as KombuRedisChannel
 
 from api.main import create_app
-from darkroom import commands
+from darkroom import process_commands
 from darkroom.stack import free_port, redis_server_binary
 from shared.apikeys import hash_key, owner_id
 from shared.constants import WEBHOOK_QUEUE, WEBHOOK_TASK, broker_lists
-from shared.events import WebhookEmitter
 from shared.guarded_http import Deadline, GuardedBackend
 from shared.jobs import GenerationParams, JobRecord, JobStatus, WebhookAttempt, utcnow
 from shared.queue import make_celery
 from shared.settings import Settings
 from shared.storage import storage_from_settings
 from shared.store import JobStore
+from shared.webhook_events import WebhookEmitter
 from shared.webhooks import UnsafeAddress, is_public, log_key, resolve_allowed
 from tests.support.polling import wait_until
 from tests.support.processes import REPO_ROOT
@@ -157,7 +157,7 @@ def start_webhook_worker(env: dict[str, str], log_path: Path, *args: str) -> Web
     """`celery -A worker.webhook_app worker` as `darkroom webhooks` runs it, once ready."""
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [*commands.webhook_worker("probes@test"), *args],
+            [*process_commands.webhook_worker("probes@test"), *args],
             env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **env},
             cwd=REPO_ROOT,
             stdout=log,
@@ -285,7 +285,7 @@ class RestartableRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        argv = commands.redis_server(self.binary, self.port, self.data_dir)
+        argv = process_commands.redis_server(self.binary, self.port, self.data_dir)
         # Later options win: an append-only file, written through, so the queue
         # and kombu's unacknowledged messages survive the restart.
         self.proc = subprocess.Popen([*argv, "--appendonly", "yes", "--appendfsync", "always"])

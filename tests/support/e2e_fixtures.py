@@ -16,7 +16,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from darkroom import commands
+from darkroom import process_commands
 from darkroom.stack import free_port
 from shared.settings import Settings
 from tests.conftest import E2E_DB, S3_BUCKET
@@ -76,7 +76,7 @@ def webhook_worker(
     log_path = tmp_path_factory.mktemp("webhook-logs") / "webhooks.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            commands.webhook_worker("webhooks@test"),
+            process_commands.webhook_worker("webhooks@test"),
             env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **e2e_env},
             cwd=REPO_ROOT,
             stdout=log,

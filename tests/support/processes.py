@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from darkroom import commands
+from darkroom import process_commands
 from shared.workers import live_workers, worker_key
 from tests.support.polling import wait_until
 
@@ -94,7 +94,7 @@ def start_worker(
     log_path = log_dir / f"{name.replace('@', '_')}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            commands.celery_worker(name),
+            process_commands.celery_worker(name),
             env=worker_env(env),
             cwd=REPO_ROOT,
             stdout=log,
@@ -135,7 +135,7 @@ def start_api(env: dict[str, str], log_path: Path, port: int) -> ApiProcess:
     url = f"http://127.0.0.1:{port}"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            commands.uvicorn("api.main:app", port),
+            process_commands.uvicorn("api.main:app", port),
             env=worker_env({"PUBLIC_BASE_URL": url, **env}),
             cwd=REPO_ROOT,
             stdout=log,

@@ -19,10 +19,10 @@ from shared.registry import Registry
 from shared.settings import Settings
 from tests.worker.test_inference import params
 from worker import inference
+from worker.call_types import Request
 from worker.engine import InlineEngine
 from worker.loader import LoadedModel, load_model
 from worker.models import ModelSet
-from worker.pipeline_call import Request
 from worker.previews import (
     LATENT_RGB,
     CallPreviews,

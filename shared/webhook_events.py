@@ -12,7 +12,7 @@ from celery import Celery
 
 from shared.constants import WEBHOOK_PROGRESS_INTERVAL_S, WEBHOOK_QUEUE, WEBHOOK_TASK
 from shared.jobs import JobRecord, utcnow
-from shared.public import read_public
+from shared.public import read_views
 from shared.settings import Settings
 from shared.storage import Storage
 from shared.store import JobStore
@@ -58,7 +58,7 @@ class WebhookEmitter:
         return True
 
     def _delivery(self, store: JobStore, record: JobRecord, event: str) -> dict[str, Any]:
-        [job] = read_public(
+        [job] = read_views(
             store.redis,
             [record],
             self.storage,

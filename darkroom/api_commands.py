@@ -31,7 +31,7 @@ EXIT_INTERRUPTED = 130
 Handler = Callable[[argparse.Namespace, DarkroomClient, Console], int]
 
 
-def add_client_commands(commands: Any) -> None:
+def add_api_commands(commands: Any) -> None:
     """Add the client subcommands to `darkroom`'s subparsers."""
     submit = _command(commands, "submit", "submit a job (--wait shows its progress)", _submit)
     submit.add_argument("prompt")

@@ -16,7 +16,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 
-from api.reads import fetch_record, public_jobs
+from api.reads import fetch_record, job_views
 from api.state import AppState
 from shared.jobs import Job, JobRecord, JobStatus
 from shared.previews import Preview, Watching, preview_after, preview_seq
@@ -74,7 +74,7 @@ class _Stream:
         current = (record.status.value, record.progress)
         if current == self.last:
             return []
-        [job] = await public_jobs(self.state, [record])
+        [job] = await job_views(self.state, [record])
         frames = []
         if self.last is None and self.resumed_after is not None:
             frames = _missed(record, job, self.resumed_after)
