@@ -6,7 +6,6 @@ import os
 import subprocess
 import tempfile
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from darkroom import process_commands
 from darkroom.stack import free_port, redis_server_binary
 from shared.registry import Registry, load_registry
 from shared.settings import Settings
+from tests.support.polling import wait_until
 
 # The end-to-end fixtures (workers, the webhook worker, the API on them) are
 # global, so tests/e2e and tests/security share one set of processes per session.
@@ -69,15 +69,12 @@ def redis_base_url() -> Iterator[str]:
 
 
 def _wait_for_redis(url: str, timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            redis.Redis.from_url(url).ping()
-            return
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    wait_until(
+        redis.Redis.from_url(url).ping,
+        timeout_s,
+        what=f"redis at {url} answering",
+        ignoring=(redis.ConnectionError,),
+    )
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from darkroom.stack import free_port, redis_server_binary
 from shared.settings import Settings
+from tests.support.polling import wait_until
 
 BODY = {"prompt": "a lighthouse", "model": "tiny-sd"}
 
@@ -33,15 +33,12 @@ class OwnRedis:
         self.process = subprocess.Popen(
             [*command, "--dir", str(self.directory)], stdout=subprocess.DEVNULL
         )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis.from_url(self.url, socket_connect_timeout=0.5).ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_until(
+            redis.Redis.from_url(self.url, socket_connect_timeout=0.5).ping,
+            10,
+            what="redis-server answering",
+            ignoring=(redis.ConnectionError,),
+        )
 
     def stop(self) -> None:
         if self.process is not None:

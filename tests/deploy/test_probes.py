@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from tests.deploy.manifests import (
     load_compose,
     option_value,
 )
+from tests.support.polling import wait_until
 
 # Real workers and the webhook worker start for their checks.
 pytestmark = pytest.mark.slow
@@ -163,14 +163,12 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def wait_for(
     check: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path, timeout_s: float
 ) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def passed() -> bool:
         if proc.poll() is not None:
             pytest.fail(f"process exited early:\n{log.read_text(errors='replace')[-3000:]}")
-        if check():
-            return
-        time.sleep(0.5)
-    pytest.fail(f"check never passed:\n{log.read_text(errors='replace')[-3000:]}")
+        return check()
+
+    wait_until(passed, timeout_s, 0.5, what=lambda: log.read_text(errors="replace")[-3000:])
 
 
 def test_real_worker_becomes_ready_for_both_checks(

@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import io
-import time
 from typing import Any
 
 import httpx
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from tests.support.polling import wait_until
+
 TERMINAL = {"succeeded", "failed", "canceled"}
 
 
 def wait_for(client: TestClient, job_id: str, timeout_s: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = client.get(f"/jobs/{job_id}").json()
-        if job["status"] in TERMINAL:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} not finished after {timeout_s}s: {job}")
+    def finished() -> dict[str, Any] | None:
+        job: dict[str, Any] = client.get(f"/jobs/{job_id}").json()
+        return job if job["status"] in TERMINAL else None
+
+    return wait_until(
+        finished, timeout_s, what=lambda: f"job {job_id} ({client.get(f'/jobs/{job_id}').json()})"
+    )
 
 
 def submit(client: TestClient, **body: Any) -> dict[str, Any]:

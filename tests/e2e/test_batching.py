@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -120,15 +119,17 @@ def test_the_worker_record_lists_the_batch_it_is_running(
         submit(client, prompt=f"e2e slow batch {i}", model="tiny-batch", steps=10)["id"]
         for i in range(3)
     ]
-    deadline = time.monotonic() + 30
-    while True:
-        [record] = [
-            w for w in client.get("/status").json()["workers"] if w["name"] == batch_worker.name
-        ]
-        if record["current_batch"]:
-            break
-        assert time.monotonic() < deadline, "the batch never showed up on the worker record"
-        time.sleep(0.05)
+
+    def worker_record() -> dict[str, Any]:
+        workers = client.get("/status").json()["workers"]
+        [record] = [w for w in workers if w["name"] == batch_worker.name]
+        return record  # type: ignore[no-any-return]
+
+    record = wait_until(
+        lambda: (found := worker_record())["current_batch"] and found,
+        30,
+        what="the batch on the worker record",
+    )
     # All three, unless the first job's window closed before the others arrived.
     assert set(record["current_batch"]) <= set(ids)
     assert len(record["current_batch"]) >= 2

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from shared.settings import Settings
 from shared.workers import worker_key
 from tests.e2e.helpers import submit, wait_for
 from tests.support.pipelines import steps_key
+from tests.support.polling import wait_until
 from tests.support.processes import (
     ChildProcess,
     WorkerProcess,
@@ -105,13 +105,11 @@ def workers(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Worke
 
 
 def _wait_running(client: TestClient, job_id: str) -> dict:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    def running() -> dict | None:
         job = client.get(f"/jobs/{job_id}").json()
-        if job["status"] == "running" and job["progress"] > 0:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} never ran")
+        return job if job["status"] == "running" and job["progress"] > 0 else None
+
+    return wait_until(running, 30, what=f"job {job_id} running")
 
 
 def test_sigkilled_worker_job_runs_again_elsewhere(client: TestClient, workers) -> None:  # type: ignore[no-untyped-def]

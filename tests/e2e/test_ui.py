@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import re
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -93,16 +92,13 @@ def page_text(at: AppTest) -> str:
 
 def rerun_until(at: AppTest, condition: Callable[[AppTest], Any], what: str) -> Any:
     """Rerun the page (a poll tick) until `condition` holds; its value. Bounded by WAIT_S."""
-    deadline = time.monotonic() + WAIT_S
-    while True:
+
+    def shown() -> Any:
         at.run()
         assert not at.exception, at.exception
-        value = condition(at)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"page never showed {what}; it shows:\n{page_text(at)}")
-        time.sleep(POLL_S)
+        return condition(at)
+
+    return wait_until(shown, WAIT_S, POLL_S, what=lambda: f"{what}; it shows:\n{page_text(at)}")
 
 
 def generate(at: AppTest, prompt: str, model: str | None = None, **fields: Any) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 from datetime import datetime
 
 import pytest
@@ -13,6 +12,7 @@ from standardwebhooks import Webhook
 
 from tests.e2e.helpers import submit, wait_for
 from tests.support.e2e_fixtures import WEBHOOK_SECRET
+from tests.support.polling import wait_until
 from tests.support.receiver import Receiver, Script
 
 pytestmark = pytest.mark.usefixtures("webhook_worker")
@@ -24,13 +24,13 @@ def _verified(call) -> dict:  # type: ignore[no-untyped-def]
 
 
 def _job_when(client: TestClient, job_id: str, predicate, timeout_s: float = 60) -> dict:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def matching() -> dict | None:
         job = client.get(f"/jobs/{job_id}").json()
-        if predicate(job):
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} never matched: {job}")
+        return job if predicate(job) else None
+
+    return wait_until(
+        matching, timeout_s, what=lambda: f"job {job_id} ({client.get(f'/jobs/{job_id}').json()})"
+    )
 
 
 def _a_later_retried_delivery(client: TestClient, receiver: Receiver, path: str) -> None:

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from shared.settings import Settings
 from shared.workers import live_workers
 from tests.e2e.helpers import submit, wait_for
 from tests.support.metrics import read_metrics
+from tests.support.polling import wait_until
 from tests.support.processes import REPO_ROOT
 
 POOL_DB = 9
@@ -96,11 +96,12 @@ def start_pool(
             stderr=subprocess.STDOUT,
         )
     client = redis.Redis.from_url(env["REDIS_URL"])
-    deadline = time.monotonic() + 90
-    while len([w for w in live_workers(client) if w.state == "ready"]) < workers:
+
+    def started() -> bool:
         assert proc.poll() is None, log_path.read_text()
-        assert time.monotonic() < deadline, "pool did not start"
-        time.sleep(0.2)
+        return len([w for w in live_workers(client) if w.state == "ready"]) >= workers
+
+    wait_until(started, 90, 0.2, what="the pool's workers ready")
     return proc
 
 

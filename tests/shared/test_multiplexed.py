@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import time
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,6 +13,7 @@ import redis
 
 from darkroom.stack import free_port, redis_server_binary
 from shared.multiplexed import LuaScript, MultiplexedRedis
+from tests.support.polling import wait_until
 
 DB = 12  # a database of the test Redis no other test uses
 T = TypeVar("T")
@@ -172,15 +172,12 @@ def guarded_redis(tmp_path: Path) -> Iterator[int]:
         [*command, "--requirepass", "secret", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL
     )
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis(port=port, password="secret").ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_until(
+            redis.Redis(port=port, password="secret").ping,
+            10,
+            what="the password-protected redis-server answering",
+            ignoring=(redis.ConnectionError,),
+        )
         yield port
     finally:
         process.terminate()

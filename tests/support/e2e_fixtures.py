@@ -7,7 +7,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from darkroom import process_commands
 from darkroom.stack import free_port
 from shared.settings import Settings
 from tests.conftest import E2E_DB, S3_BUCKET
+from tests.support.polling import wait_until
 from tests.support.processes import REPO_ROOT, ApiProcess, WorkerProcess, start_api, start_worker
 from tests.support.receiver import Receiver
 
@@ -82,11 +82,13 @@ def webhook_worker(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    deadline = time.monotonic() + 60
-    while b"ready." not in log_path.read_bytes():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"webhook worker did not start:\n{log_path.read_text()}")
-        time.sleep(0.1)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"webhook worker exited:\n{log_path.read_text()}")
+        return b"ready." in log_path.read_bytes()
+
+    wait_until(ready, 60, 0.1, what=lambda: f"webhook worker ready:\n{log_path.read_text()}")
     yield proc
     proc.terminate()
     proc.wait(timeout=20)

@@ -13,14 +13,27 @@ def wait_until(
     condition: Callable[[], T],
     timeout_s: float = 60,
     interval_s: float = 0.05,
-    what: str = "condition",
+    what: str | Callable[[], str] = "condition",
+    ignoring: tuple[type[BaseException], ...] = (),
 ) -> T:
-    """The condition's first truthy value; AssertionError after `timeout_s`."""
+    """The condition's first truthy value; AssertionError after `timeout_s`.
+
+    `what` says what was awaited (a callable: computed when the wait fails, to show
+    the state it ended in). An exception of `ignoring` raised by the condition
+    counts as "not yet" (a server still starting refuses connections); the last
+    one is chained to the timeout's error. Any other exception ends the wait: a
+    condition that sees a process exit early raises at once.
+    """
     deadline = time.monotonic() + timeout_s
+    last: BaseException | None = None
     while True:
-        value = condition()
+        try:
+            value = condition()
+        except ignoring as exc:
+            last, value = exc, None  # type: ignore[assignment]
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met in time")
+            described = what() if callable(what) else what
+            raise AssertionError(f"{described}: not met in {timeout_s:g} s") from last
         time.sleep(interval_s)

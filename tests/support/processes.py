@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import httpx
 import redis
 
 from darkroom import process_commands
-from shared.workers import live_workers, worker_key
+from shared.workers import WorkerInfo, live_workers, worker_key
 from tests.support.polling import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -75,16 +74,20 @@ def start_darkroom_worker(
     log_path = log_dir / f"darkroom-worker-{index}.log"
     proc = spawn_darkroom_worker(env, log_path, *args)
     client = redis.Redis.from_url(redis_url)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+
+    def ready() -> list[WorkerInfo]:
         if proc.poll() is not None:
             raise RuntimeError(f"darkroom worker exited early:\n{log_path.read_text()}")
-        mine = [w for w in live_workers(client) if w.pid == proc.pid and w.state == "ready"]
-        if mine:
-            return WorkerProcess(mine[0].name, proc, log_path)
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"darkroom worker not ready in time:\n{log_path.read_text()}")
+        return [w for w in live_workers(client) if w.pid == proc.pid and w.state == "ready"]
+
+    try:
+        [mine, *_] = wait_until(
+            ready, 120, 0.2, what=lambda: f"darkroom worker ready:\n{log_path.read_text()}"
+        )
+    except AssertionError:
+        proc.kill()
+        raise
+    return WorkerProcess(mine.name, proc, log_path)
 
 
 def start_worker(
@@ -102,16 +105,21 @@ def start_worker(
         )
     worker = WorkerProcess(name, proc, log_path)
     client = redis.Redis.from_url(redis_url)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+
+    def in_state() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"worker {name} exited early:\n{worker.log_tail()}")
         raw = client.get(worker_key(name))
-        if raw is not None and json.loads(raw)["state"] == wait_state:
-            return worker
-        time.sleep(0.2)
-    worker.stop(signal.SIGKILL)
-    raise RuntimeError(f"worker {name} not {wait_state} in time:\n{worker.log_tail()}")
+        return raw is not None and json.loads(raw)["state"] == wait_state
+
+    try:
+        wait_until(
+            in_state, 120, 0.2, what=lambda: f"worker {name} {wait_state}:\n{worker.log_tail()}"
+        )
+    except AssertionError:
+        worker.stop(signal.SIGKILL)
+        raise
+    return worker
 
 
 @dataclass
@@ -141,18 +149,24 @@ def start_api(env: dict[str, str], log_path: Path, port: int) -> ApiProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def healthy() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"the API exited early:\n{log_path.read_text()}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return ApiProcess(url, proc, log_path)
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"the API did not answer in time:\n{log_path.read_text()}")
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+
+    try:
+        wait_until(
+            healthy,
+            60,
+            0.1,
+            what=lambda: f"the API answering:\n{log_path.read_text()}",
+            ignoring=(httpx.TransportError,),
+        )
+    except AssertionError:
+        proc.kill()
+        raise
+    return ApiProcess(url, proc, log_path)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +12,7 @@ import httpx
 import yaml
 
 from darkroom.stack import free_port
+from tests.support.polling import wait_until
 from tests.support.system import require_program
 
 
@@ -75,14 +75,16 @@ def query(url: str, promql: str) -> list[dict[str, Any]]:
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"prometheus exited:\n{log_path.read_text()}")
-        try:
-            if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
+        return httpx.get(f"{url}/-/ready", timeout=1).status_code == 200
+
+    wait_until(
+        ready,
+        60,
+        0.1,
+        what=lambda: f"prometheus ready:\n{log_path.read_text()}",
+        ignoring=(httpx.TransportError,),
+    )
     raise RuntimeError(f"prometheus not ready in time:\n{log_path.read_text()}")

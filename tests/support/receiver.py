@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.support.polling import wait_until
+
 
 @dataclass
 class Received:
@@ -48,13 +50,13 @@ class Receiver:
             return [r for r in self.received if r.path == path]
 
     def wait_for(self, path: str, count: int, timeout_s: float = 60) -> list[Received]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        def answered() -> list[Received] | None:
             got = self.at(path)
-            if len(got) >= count and all(r.answered_at for r in got[:count]):
-                return got
-            time.sleep(0.02)
-        raise AssertionError(f"{path}: {len(self.at(path))} of {count} calls after {timeout_s}s")
+            return got if len(got) >= count and all(r.answered_at for r in got[:count]) else None
+
+        return wait_until(
+            answered, timeout_s, 0.02, what=lambda: f"{path}: {len(self.at(path))} of {count} calls"
+        )
 
     def start(self) -> Receiver:
         self.thread.start()

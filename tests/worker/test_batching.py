@@ -25,6 +25,7 @@ from shared.storage import LocalStorage
 from shared.store import JobStore
 from tests.conftest import API_DB
 from tests.support.pipelines import pipeline_calls, steps_key
+from tests.support.polling import wait_until
 from tests.support.runners import make_runner as runner_for
 from tests.support.runners import run_one_call
 from worker.batching import BatchKey, BatchPolicy, may_join, may_lead
@@ -285,15 +286,10 @@ def test_canceling_one_job_mid_batch_stops_only_that_job(
     seen_when_canceled: dict[str, JobStatus] = {}
 
     def cancel_b() -> None:
-        deadline = time.monotonic() + 60
         # Once a step of the batched call finished, all three jobs are in it.
-        while not api_redis.llen(steps_key("slow cancel a")):
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_until(lambda: api_redis.llen(steps_key("slow cancel a")), 60, 0.02, "a step")
         request_cancel(api_redis, "slow-b", ttl_s=60)
-        while store.get("slow-b").status is not JobStatus.CANCELED:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_until(lambda: store.get("slow-b").status is JobStatus.CANCELED, 60, 0.02, "b canceled")
         seen_when_canceled.update({j: store.get(j).status for j in ("slow-a", "slow-c")})
 
     canceller = threading.Thread(target=cancel_b)

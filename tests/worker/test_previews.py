@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from PIL import Image
 from shared.jobs import GenerationParams
 from shared.registry import Registry
 from shared.settings import Settings
+from tests.support.polling import wait_until
 from tests.worker.test_inference import params
 from worker import inference
 from worker.call_types import Request
@@ -248,9 +248,8 @@ def test_the_inline_engine_makes_previews_of_watched_calls(tiny: LoadedModel) ->
         call = engine.submit([Request(sd_params(steps=3))], watch_from_the_first_step)
         call.on_preview = lambda step, steps, images, seconds: got.append(len(images[0]))
         call.result()
-        deadline = time.monotonic() + 30  # the last preview may still be encoding
-        while not got and time.monotonic() < deadline:
-            time.sleep(0.01)
+        # The last preview may still be encoding.
+        wait_until(lambda: got, 30, 0.01, what="a preview of the watched call")
         watched_previews = len(got)
         quiet = engine.submit([Request(sd_params(steps=3))])
         quiet.on_preview = lambda *_: got.append(-1)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from celery import Celery
 
 from shared.constants import GENERATE_TASK
 from shared.workers import WorkerInfo, read_worker, worker_key
+from tests.support.polling import wait_until
 from worker.heartbeat import Heartbeat
 from worker.tasks import WorkerRuntime, register
 
@@ -69,13 +69,18 @@ def heartbeat(api_redis: redis.Redis) -> Iterator[Heartbeat]:
 
 def written_record(client: redis.Redis, **expected: object) -> WorkerInfo:
     """The worker record once it shows `expected` (its thread writes it soon after)."""
-    deadline = time.monotonic() + 10
-    while True:
+
+    def showing() -> WorkerInfo | None:
         record = read_worker(client, WORKER)
-        if record is not None and all(getattr(record, k) == v for k, v in expected.items()):
-            return record
-        assert time.monotonic() < deadline, f"worker record never showed {expected}: {record}"
-        time.sleep(0.01)
+        matches = record is not None and all(getattr(record, k) == v for k, v in expected.items())
+        return record if matches else None
+
+    return wait_until(
+        showing,
+        10,
+        0.01,
+        what=lambda: f"worker record showing {expected} ({read_worker(client, WORKER)})",
+    )
 
 
 @pytest.fixture

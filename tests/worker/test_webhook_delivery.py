@@ -87,11 +87,7 @@ def test_redirects_are_not_followed(deliverer: Deliverer, receiver: Receiver) ->
 
 
 def _when_due(client: redis.Redis, timeout_s: float = 30) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout_s
-    while not (due := pop_due_retries(client)):
-        assert time.monotonic() < deadline, "the retry never came due"
-        time.sleep(0.05)
-    return due
+    return wait_until(lambda: pop_due_retries(client), timeout_s, what="the retry coming due")
 
 
 def test_retry_after_is_honoured(
