@@ -22,7 +22,6 @@ from pathlib import Path
 
 from bench.api_load import measure_api
 from bench.batching import measure_batching
-from bench.chaos import measure_chaos
 from bench.cold_start import measure_cold_start
 from bench.common import ERROR, Result, Settings, cpu_count
 from bench.cpuload import ForeignLoad
@@ -34,6 +33,7 @@ from bench.multiplex import measure_multiplex
 from bench.previews import measure_previews
 from bench.report import machine, notes, table, write_json
 from bench.scale import measure_scale
+from bench.soak.run import measure_chaos
 from bench.stack import BenchError, Stack
 from bench.throughput import measure_queue, measure_scaling
 

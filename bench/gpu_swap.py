@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench.gpu import ModelSpec, build
+from bench.gpu_models import ModelSpec, build
 
 TARGET_S = {"sdxl": 0.5, "flux-schnell": 1.5}
 

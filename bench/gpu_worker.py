@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from bench.gpu import PROMPT, ModelSpec, build
+from bench.gpu_models import PROMPT, ModelSpec, build
 from bench.jobs import run_batch_checked
 from bench.stack import Stack
 

@@ -1,6 +1,6 @@
 """Redis Sentinel: the API and two workers ride through their master's death.
 
-A real master, two replicas and three sentinels (tests/support/sentinel.py);
+A real master, two replicas and three sentinels (darkroom/sentinel_cluster.py);
 REDIS_URL names a port nothing listens on, so every part must find the master
 through the sentinels. A client submits a job every 100 ms; the master is
 SIGKILLed mid-stream and a replica promoted. Every 202 must end `succeeded`
@@ -24,6 +24,7 @@ import pytest
 import redis
 from kombu.exceptions import OperationalError
 
+from darkroom.sentinel_cluster import SentinelCluster
 from darkroom.stack import free_port
 from shared.connections import (
     async_redis_client,
@@ -36,7 +37,6 @@ from shared.settings import Settings
 from tests.conftest import S3_BUCKET
 from tests.support.polling import wait_until
 from tests.support.processes import ApiProcess, WorkerProcess, start_api, start_worker
-from tests.support.sentinel import SentinelCluster
 from tests.support.system import require_sentinel_redis
 
 BASE_PORT = 26700

@@ -1,4 +1,4 @@
-"""tests/support/sentinel.py: a real Sentinel setup that fails over, twice, and
+"""darkroom/sentinel_cluster.py: a real Sentinel setup that fails over, twice, and
 keeps what its replicas acknowledged."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import socket
 import pytest
 import redis
 
-from tests.support.sentinel import SentinelCluster
+from darkroom.sentinel_cluster import SentinelCluster
 from tests.support.system import require_sentinel_redis
 
 # A real Sentinel cluster fails over.

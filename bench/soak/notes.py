@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from bench.chaos_events import Event, chaos_events
+from bench.soak.events import Event, chaos_events
 
 
 def notes(details: dict[str, Any], events: list[Event], origin: float) -> list[str]:
-    """The row's notes from its details (chaos_report) and the events."""
+    """The row's notes from its details (bench.soak.report) and the events."""
     chaos = chaos_events(events)
     kinds = Counter(e.kind for e in chaos)
     notes = [

@@ -18,7 +18,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.support.polling import wait_until
+from darkroom.waiting import wait_until
 
 T = TypeVar("T")
 

@@ -10,13 +10,12 @@ import socket
 import redis
 
 from bench.stack import BenchError
-from tests.support.sentinel import sentinel_binary as tests_sentinel_binary
+from darkroom.sentinel_cluster import sentinel_binary as cluster_binary
 
-# bench reuses the test suite's SentinelCluster (tests/support/sentinel.py) rather
-# than a copy: it is the one tested way to run a master, two replicas and three
-# sentinels on loopback (their config files, sentinel clocks scaled for sub-second
-# failovers, the "settled" checks after a failover or a restart), and a second copy
-# would drift from it. chaos.py and chaos_stack.py import it for the same reason.
+# The soak runs darkroom's SentinelCluster (darkroom/sentinel_cluster.py), the one
+# the tests run: the tested way to run a master, two replicas and three sentinels on
+# loopback (their config files, sentinel clocks scaled for sub-second failovers,
+# the "settled" checks after a failover or a restart).
 
 # Six consecutive ports (three servers, three sentinels), below the ephemeral range
 # that free_port() (the Stack's Redis and servers) draws from, and clear of the
@@ -26,8 +25,8 @@ PORT_SEARCH = range(27600, 32000, 10)
 
 
 def sentinel_binary() -> str:
-    """A redis-server of 7.0 or newer (tests/support/sentinel.py), or BenchError."""
-    found = tests_sentinel_binary()
+    """A redis-server of 7.0 or newer (darkroom/sentinel_cluster.py), or BenchError."""
+    found = cluster_binary()
     if found is None:
         raise BenchError("the chaos row needs redis-server 7.0 or newer on PATH")
     return found

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.chaos_events import Event, chaos_events
-from bench.chaos_logs import log_problems, mentions, reaper_lines
-from bench.chaos_notes import notes
-from bench.chaos_stream import Refusal
 from bench.common import Result, median, percentile, verdict
 from bench.jobs import TERMINAL, ts
+from bench.soak.events import Event, chaos_events
+from bench.soak.logs import log_problems, mentions, reaper_lines
+from bench.soak.notes import notes
+from bench.soak.stream import Refusal
 
 # A refusal this long after an event's end is no longer blamed on it.
 GRACE_S = 10.0

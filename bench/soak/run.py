@@ -12,7 +12,7 @@ REDIS_MIN_REPLICAS_ACK=1), while the chaos, every interval jittered by a quarter
   in turn (the killed server is then restarted as a replica: two remain).
 
 Then it waits (up to 5 min) for every accepted job to end and reports what
-became of them (bench/chaos_report.py). Every process's log, and the event log
+became of them (bench/soak/report.py). Every process's log, and the event log
 (chaos-events.log), stay in the run's work directory.
 """
 
@@ -26,15 +26,15 @@ import threading
 import time
 from collections.abc import Iterator
 
-from bench.chaos_cluster import cluster_base_port, sentinel_binary
-from bench.chaos_events import Event, Timeline
-from bench.chaos_report import Soak, chaos_result
-from bench.chaos_stack import ChaosStack
-from bench.chaos_stream import JobStream, await_terminal
 from bench.common import Result, Settings
 from bench.jobs import TERMINAL
+from bench.soak.cluster import cluster_base_port, sentinel_binary
+from bench.soak.events import Event, Timeline
+from bench.soak.report import Soak, chaos_result
+from bench.soak.stack import ChaosStack
+from bench.soak.stream import JobStream, await_terminal
 from bench.stack import Stack
-from tests.support.sentinel import SentinelCluster  # why bench imports tests: chaos_cluster.py
+from darkroom.sentinel_cluster import SentinelCluster
 
 # Mean seconds between two events of each kind; each wait is drawn +-JITTER around it.
 INTERVALS_S = {"worker": 20.0, "api": 90.0, "failover": 120.0}

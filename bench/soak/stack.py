@@ -19,12 +19,12 @@ from typing import Any
 import httpx
 import redis
 
-from bench.chaos_cluster import broker_messages
+from bench.soak.cluster import broker_messages
 from bench.stack import MODEL, BenchError, Child, Stack
 from darkroom import process_commands
+from darkroom.sentinel_cluster import SentinelCluster
 from darkroom.stack import free_port
 from shared.workers import WorkerInfo, read_worker
-from tests.support.sentinel import SentinelCluster  # why bench imports tests: chaos_cluster.py
 
 WORKERS = 3
 # A killed worker's record expires after this, and a reaper hands its job back.
