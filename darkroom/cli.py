@@ -30,6 +30,11 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--ui-port", type=int, default=8501, help="port of the web page (default 8501)")
     up.add_argument("--no-ui", action="store_true", help="do not start the web page")
     add_allow_api_url_option(up)
+    up.add_argument(
+        "--verbose",
+        action="store_true",
+        help="stream every process's output here (default: one log file each in .darkroom/logs/)",
+    )
     up.set_defaults(run=_up)
 
     api = commands.add_parser("api", help="run the HTTP API (same as uvicorn api.main:app)")
@@ -113,6 +118,7 @@ def _up(args: argparse.Namespace) -> int:
         demo=not args.no_demo,
         ui_port=None if args.no_ui else args.ui_port,
         allowed_api_urls=args.allow_api_url,
+        verbose=args.verbose,
     ).run(once=args.once)
 
 

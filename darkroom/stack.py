@@ -36,6 +36,9 @@ DEMO_PROMPT = "a lighthouse on a cliff at dusk, oil painting"
 # the directory it was started in.
 DATA_DIR = Path("data")
 WEBHOOK_SECRET_FILE = DATA_DIR / "webhook_secret"
+# Each child's output, one file each, unless --verbose streams it all to the terminal.
+LOGS_DIR = Path(".darkroom") / "logs"
+VERBOSE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # The values pydantic reads as true (WEBHOOK_ALLOW_PRIVATE_NETWORKS is a bool setting).
 TRUE_VALUES = {"1", "true", "t", "yes", "y", "on"}
 # Secrets of the server side: the web page, a client of the API, gets none of them.
@@ -77,7 +80,11 @@ class LocalStack:
         demo: bool,
         ui_port: int | None = None,
         allowed_api_urls: Sequence[str] = (),
+        verbose: bool = False,
+        logs_dir: Path = LOGS_DIR,
     ):
+        self.verbose = verbose
+        self.logs_dir = logs_dir
         self.port = port
         self.ui_port = ui_port
         self.allowed_api_urls = tuple(allowed_api_urls)
@@ -88,7 +95,18 @@ class LocalStack:
         self.env = dict(os.environ)
 
     def run(self, once: bool = False) -> int:
-        logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if self.verbose:
+            logging.basicConfig(level="INFO", format=VERBOSE_FORMAT)
+        else:
+            # darkroom's own lines only: what started where, the demo, the URLs.
+            handler = logging.StreamHandler()
+            handler.setFormatter(QuietFormatter())
+            logging.basicConfig(level="INFO", handlers=[handler])
+            self.logs_dir.mkdir(parents=True, exist_ok=True)
+            log.info(
+                "each process's output goes to %s/<name>.log (--verbose shows it here)",
+                self.logs_dir,
+            )
         logging.getLogger("httpx").setLevel(logging.WARNING)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:
@@ -186,11 +204,20 @@ class LocalStack:
         drop: Sequence[str] = (),
     ) -> None:
         env = {k: v for k, v in {**self.env, **(extra_env or {})}.items() if k not in drop}
-        self.children.append((name, subprocess.Popen(argv, env=env)))
+        if self.verbose:
+            self.children.append((name, subprocess.Popen(argv, env=env)))
+            return
+        with self._log_path(name).open("wb") as output:
+            proc = subprocess.Popen(argv, env=env, stdout=output, stderr=subprocess.STDOUT)
+        self.children.append((name, proc))
+
+    def _log_path(self, name: str) -> Path:
+        return self.logs_dir / f"{name}.log"
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         base = f"http://127.0.0.1:{self.port}"
+        progress = Progress()
         while time.monotonic() < deadline:
             self._check_children()
             try:
@@ -212,8 +239,21 @@ class LocalStack:
             for problem in status.get("problems", []):
                 if "no image pipeline" in problem:
                     raise SystemExit(f"darkroom up: {problem}")
+            progress.say(self._waiting_for(ready, serving))
             time.sleep(0.5)
         raise SystemExit(f"darkroom up: the stack was not ready after {timeout_s:.0f}s")
+
+    def _waiting_for(self, api_ready: bool, serving: list[Any]) -> str:
+        """What the stack still waits for, in a line (a first start builds the model)."""
+        if not api_ready:
+            return "starting: waiting for the API"
+        missing = self.workers - len(serving)
+        if missing > 0:
+            return (
+                f"starting: waiting for {missing} worker(s) to load their model "
+                "(the first start builds tiny-sd: a minute or two)"
+            )
+        return "starting: waiting for the web page"
 
     def _ui_ready(self) -> bool:
         if not self.ui_port:
@@ -270,7 +310,19 @@ class LocalStack:
     def _check_children(self) -> None:
         for name, proc in self.children:
             if proc.poll() is not None:
-                raise SystemExit(f"darkroom up: {name} exited with code {proc.returncode}")
+                raise SystemExit(
+                    f"darkroom up: {name} exited with code {proc.returncode}{self._tail(name)}"
+                )
+
+    def _tail(self, name: str, lines: int = 20) -> str:
+        """The end of a child's log, for the message that says it exited."""
+        if self.verbose:
+            return ""
+        try:
+            text = self._log_path(name).read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            return ""
+        return f"; the end of {self._log_path(name)}:\n" + "\n".join(text)
 
     def _stop(self) -> None:
         # Workers first (they finish their job), then the API, Redis last: each one
@@ -283,6 +335,35 @@ class LocalStack:
             except subprocess.TimeoutExpired:
                 log.warning("%s did not stop; killing it", name)
                 proc.kill()
+
+
+class QuietFormatter(logging.Formatter):
+    """`12:00:00 darkroom: message`; a warning or an error says so in capitals."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s darkroom: %(message)s", datefmt="%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        if record.levelno >= logging.WARNING:
+            line = line.replace("darkroom: ", f"darkroom: {record.levelname}: ", 1)
+        return line
+
+
+class Progress:
+    """A line saying what the stack waits for, when that changes or every EVERY_S."""
+
+    EVERY_S = 10.0
+
+    def __init__(self) -> None:
+        self._last = ""
+        self._at = time.monotonic()
+
+    def say(self, line: str) -> None:
+        now = time.monotonic()
+        if line != self._last or now - self._at >= self.EVERY_S:
+            log.info(line)
+            self._last, self._at = line, now
 
 
 def _elapsed(job: dict[str, Any]) -> str:

@@ -53,7 +53,7 @@ def test_the_generated_webhook_secret_is_in_a_private_file_not_the_log(
     assert secret.removeprefix("whsec_") not in output
     assert str(secret_file) in output
 
-    warnings = [line for line in output.splitlines() if " WARNING " in line]
+    warnings = [line for line in output.splitlines() if "WARNING" in line]
     assert any("WEBHOOK_ALLOW_PRIVATE_NETWORKS is on" in line for line in warnings), output
 
 
@@ -69,3 +69,21 @@ def test_a_secret_of_your_own_is_neither_logged_nor_written(
     assert own not in output
     assert not (tmp_path / SECRET_FILE).exists()
     assert "WEBHOOK_ALLOW_PRIVATE_NETWORKS is on" not in output
+
+
+def test_each_process_writes_its_own_log_and_the_terminal_shows_darkrooms_lines(
+    tmp_path: Path, registry_file: Path
+) -> None:
+    run = darkroom_up(tmp_path, registry_file)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output
+    logs = tmp_path / ".darkroom" / "logs"
+    assert {p.name for p in logs.iterdir()} == {"redis.log", "api.log", "webhooks.log"}
+    assert ".darkroom/logs/<name>.log" in output  # says where
+    # The children's chatter is in their files, not on the terminal.
+    assert "Redis is starting" in (logs / "redis.log").read_text()
+    assert "Redis is starting" not in output
+    assert "Uvicorn running" not in output
+    assert all(line.split(" ", 1)[1].startswith("darkroom: ") for line in output.splitlines())
+    secret = (tmp_path / SECRET_FILE).read_text().strip()
+    assert all(secret not in p.read_text(errors="replace") for p in logs.iterdir())
