@@ -37,7 +37,7 @@ from worker.batching import BatchPolicy
 from worker.engine import InlineEngine, ProcessEngine
 from worker.finisher import Finisher
 from worker.heartbeat import Heartbeat
-from worker.loader import LoadFailure
+from worker.loader import LoadedModel, LoadFailure
 from worker.metrics import set_gpu_memory, start_counting
 from worker.models import model_set
 from worker.png_metadata import PngMetadata
@@ -71,90 +71,33 @@ def start_worker(
     """
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    registry = registry_for(settings)
-    client = redis_client(settings)
-    storage = storage_from_settings(settings, s3_retries=WORKER_S3_RETRIES)
-    celery = make_celery(settings)
-    store = JobStore(
-        client,
-        settings.job_ttl_s,
-        on_event=WebhookEmitter(celery, settings, storage),
-        replica_ack=ReplicaAck.from_settings(settings, master_check(settings)),
-        half_life_s=settings.fair_share_half_life_s,
-    )
-    scheduler = Scheduler(client, settings.fair_share_half_life_s)
-    heartbeat = Heartbeat(
-        client,
-        WorkerInfo(name=name, state="loading", pid=os.getpid(), started_at=utcnow().isoformat()),
-        ttl_s=settings.worker_ttl_s,
-    )
-    holder = heartbeat.claim(wait_s=settings.worker_ttl_s)
-    if holder is not None:
-        log.critical(name_taken_message(holder))
-        raise SystemExit(1)  # Celery's worker stops and exits with this code
-    heartbeat.start()
-    for job_id in reap_predecessor_jobs(store, scheduler, name, settings.job_max_attempts):
-        log.warning(
-            "job %s was left running under this worker's name (or reserved by it): handed back",
-            job_id,
-        )
-    inline: InlineEngine | None = None
-    if settings.worker_engine == "process":
-        engine = engine or ProcessEngine(settings, name)
-        loaded, failures = engine.start()
-        served = engine.allowed
-    else:
-        models, order = model_set(settings, None)
-        loaded, failures = models.start(order)
-        inline = InlineEngine(models, settings)
-        served = models.allowed
-    failure_records = [ModelFailure(model=f.model, reason=f.reason) for f in failures]
+    parts = _Parts.of(settings)
+    heartbeat = _claim_name(name, parts, settings)
+    started = _start_models(name, settings, engine)
+    failure_records = [ModelFailure(model=f.model, reason=f.reason) for f in started.failures]
+    loaded = started.loaded
     if loaded is None:
-        log.critical(no_pipeline_message(failures))
+        log.critical(no_pipeline_message(started.failures))
         # Stay up (so GET /status can say why) but consume only a private queue.
         idle = [NO_MODEL_QUEUE_PREFIX + name]
         heartbeat.update(state="no_model", failures=failure_records, queues=idle)
         return WorkerContext(heartbeat=heartbeat, runner=None, queues=idle, consumed=idle)
 
     # The current model's queue first, then the others it serves, then the shared one.
+    served = started.served
     queues = [model_queue(m) for m in dict.fromkeys([loaded.name, *served])] + [DEFAULT_QUEUE]
     private = private_queue(name)
-    pipelines = engine or inline
-    assert pipelines is not None
-    prompts = PromptOptimizer(registry.runtime.prompt_optimization, settings)
-    runner = JobRunner(
-        store,
-        storage,
-        loaded,
-        name,
-        scheduler,
-        queues,
-        prompts,
-        time_limits=_time_limits(loaded.entry, settings),
-        batching=_batching(loaded.entry),
-        finisher=Finisher(),
-        engine=pipelines,
-        storer=_storer(settings, name, storage, store),
-        registry=registry,
-        swap_after_s=settings.model_swap_after_s,
-        claim_ttl_s=settings.worker_ttl_s,
-        png_metadata=PngMetadata.from_settings(settings, registry.models),
-        on_start=lambda ids: heartbeat.update_soon(
-            state="busy", current_job=ids[0], current_batch=ids if len(ids) > 1 else []
-        ),
-        on_idle=lambda: heartbeat.update_soon(
-            state="ready", current_job=None, current_batch=[], jobs_done=runner.jobs_done
-        ),
-    )
+    pipelines = started.pipelines
+    runner = _runner(name, settings, parts, loaded, queues, pipelines, heartbeat)
 
     def models_changed(tiers: dict[str, str]) -> None:
         heartbeat.update_soon(models=tiers, model=pipelines.current or loaded.name)
         with contextlib.suppress(redis.RedisError):
-            announce_resident(client, name, tiers, served, settings.worker_ttl_s)
+            announce_resident(parts.client, name, tiers, served, settings.worker_ttl_s)
 
     pipelines.on_models = models_changed
     heartbeat.on_beat = functools.partial(
-        _on_beat, store, scheduler, runner, settings, served, private, celery
+        _on_beat, parts.store, parts.scheduler, runner, settings, served, private, parts.celery
     )
     # "ready" is announced by the worker_ready signal, once Celery consumes.
     heartbeat.update(
@@ -172,6 +115,110 @@ def start_worker(
     log.info("worker %s ready: serving %s, consuming %s", name, loaded.name, ", ".join(queues))
     consumed = [*queues, private]
     return WorkerContext(heartbeat, runner, queues, consumed, private)
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """What a worker talks to: Redis (its store and the scheduler), storage, Celery."""
+
+    client: redis.Redis
+    storage: Storage
+    celery: Celery
+    store: JobStore
+    scheduler: Scheduler
+
+    @classmethod
+    def of(cls, settings: Settings) -> _Parts:
+        client = redis_client(settings)
+        storage = storage_from_settings(settings, s3_retries=WORKER_S3_RETRIES)
+        celery = make_celery(settings)
+        store = JobStore(
+            client,
+            settings.job_ttl_s,
+            on_event=WebhookEmitter(celery, settings, storage),
+            replica_ack=ReplicaAck.from_settings(settings, master_check(settings)),
+            half_life_s=settings.fair_share_half_life_s,
+        )
+        scheduler = Scheduler(client, settings.fair_share_half_life_s)
+        return cls(client, storage, celery, store, scheduler)
+
+
+def _claim_name(name: str, parts: _Parts, settings: Settings) -> Heartbeat:
+    """This worker's record under `name`, its heartbeat started; the jobs a predecessor of
+    that name left running or reserved are handed back. Exits if a live worker holds it."""
+    heartbeat = Heartbeat(
+        parts.client,
+        WorkerInfo(name=name, state="loading", pid=os.getpid(), started_at=utcnow().isoformat()),
+        ttl_s=settings.worker_ttl_s,
+    )
+    holder = heartbeat.claim(wait_s=settings.worker_ttl_s)
+    if holder is not None:
+        log.critical(name_taken_message(holder))
+        raise SystemExit(1)  # Celery's worker stops and exits with this code
+    heartbeat.start()
+    reaped = reap_predecessor_jobs(parts.store, parts.scheduler, name, settings.job_max_attempts)
+    for job_id in reaped:
+        log.warning(
+            "job %s was left running under this worker's name (or reserved by it): handed back",
+            job_id,
+        )
+    return heartbeat
+
+
+@dataclass(frozen=True)
+class _Started:
+    loaded: LoadedModel | None  # None: no model would load
+    failures: list[LoadFailure]
+    served: list[str]  # the models this worker may load
+    pipelines: ProcessEngine | InlineEngine
+
+
+def _start_models(name: str, settings: Settings, engine: ProcessEngine | None) -> _Started:
+    """The engine (a process of its own, or inline) with its first model loaded."""
+    if settings.worker_engine == "process":
+        engine = engine or ProcessEngine(settings, name)
+        loaded, failures = engine.start()
+        return _Started(loaded, failures, engine.allowed, engine)
+    models, order = model_set(settings, None)
+    loaded, failures = models.start(order)
+    return _Started(loaded, failures, models.allowed, InlineEngine(models, settings))
+
+
+def _runner(
+    name: str,
+    settings: Settings,
+    parts: _Parts,
+    loaded: LoadedModel,
+    queues: list[str],
+    pipelines: ProcessEngine | InlineEngine,
+    heartbeat: Heartbeat,
+) -> JobRunner:
+    registry = registry_for(settings)
+    runner = JobRunner(
+        parts.store,
+        parts.storage,
+        loaded,
+        name,
+        parts.scheduler,
+        queues,
+        PromptOptimizer(registry.runtime.prompt_optimization, settings),
+        time_limits=_time_limits(loaded.entry, settings),
+        batching=_batching(loaded.entry),
+        finisher=Finisher(),
+        engine=pipelines,
+        storer=_storer(settings, name, parts.storage, parts.store),
+        registry=registry,
+        swap_after_s=settings.model_swap_after_s,
+        claim_ttl_s=settings.worker_ttl_s,
+        png_metadata=PngMetadata.from_settings(settings, registry.models),
+        on_start=lambda ids: heartbeat.update_soon(
+            state="busy", current_job=ids[0], current_batch=ids if len(ids) > 1 else []
+        ),
+        on_idle=lambda: heartbeat.update_soon(
+            state="ready", current_job=None, current_batch=[], jobs_done=runner.jobs_done
+        ),
+    )
+    return runner
 
 
 def private_queue(name: str) -> str:
