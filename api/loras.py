@@ -29,6 +29,7 @@ from shared.loras import (
     detect_base,
     safetensors_header,
 )
+from shared.redis_replies import reply_text
 from shared.registry import ModelEntry, Registry
 from shared.storage import Storage
 
@@ -80,7 +81,9 @@ class LoraCatalog:
 
     def own(self, owner: str) -> dict[str, UploadedLora]:
         raw = self.redis.hgetall(records_key(owner))
-        return {_text(name): UploadedLora.model_validate_json(value) for name, value in raw.items()}
+        return {
+            reply_text(name): UploadedLora.model_validate_json(value) for name, value in raw.items()
+        }
 
     def resolve(
         self, owner: str, choices: list[LoraChoice], model: str, entry: ModelEntry
@@ -201,7 +204,3 @@ class LoraCatalog:
         self.redis.hdel(records_key(owner), name)
         if not any(o.sha256 == own[name].sha256 for n, o in own.items() if n != name):
             self.storage.delete(own[name].key)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -30,6 +30,7 @@ from bench.jobs import BatchRun, job_bodies, run_batch_checked, ts
 from bench.stack import MODEL, REPO_ROOT, Stack
 from shared.constants import JOB_KEY_PREFIX, JOBS_INDEX_KEY, RUNNING_KEY
 from shared.previews import WATCH_WINDOW_S, preview_key, watch_key
+from shared.redis_replies import reply_text
 
 SIZE, STEPS = 128, 20
 TARGET = 0.97
@@ -203,13 +204,13 @@ class _Watcher:
         for job_id, at in list(self.seen.items()):
             started = self.client.hget(JOB_KEY_PREFIX + job_id, "started_at")
             if started:
-                out.append(at - ts(_text(started).strip('"')))
+                out.append(at - ts(reply_text(started).strip('"')))
         return out
 
     def _run(self) -> None:
         marked = 0.0
         while not self._stop.is_set():
-            ids = [_text(i) for i in self.client.zrange(JOBS_INDEX_KEY, -200, -1)]
+            ids = [reply_text(i) for i in self.client.zrange(JOBS_INDEX_KEY, -200, -1)]
             if time.monotonic() - marked >= MARK_EVERY_S:
                 pipe = self.client.pipeline(transaction=False)
                 for job_id in ids:
@@ -217,7 +218,7 @@ class _Watcher:
                 pipe.execute()
                 marked = time.monotonic()
             # The running jobs (for the count) and those not seen with a preview yet.
-            running = [_text(i) for i in self.client.hkeys(RUNNING_KEY)]
+            running = [reply_text(i) for i in self.client.hkeys(RUNNING_KEY)]
             looked = list(dict.fromkeys(running + [i for i in ids if i not in self.seen]))
             pipe = self.client.pipeline(transaction=False)
             for job_id in looked:
@@ -231,8 +232,3 @@ class _Watcher:
                     self._last_seq[job_id] = int(seq)
                     self.previews += 1
             time.sleep(LOOK_EVERY_S)
-
-
-def _text(value: Any) -> str:
-    """A Redis reply as text (bytes from a client without decode_responses)."""
-    return value.decode() if isinstance(value, bytes) else str(value)

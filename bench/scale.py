@@ -31,6 +31,7 @@ import redis
 from bench.common import Result, Settings, median, percentile, verdict
 from bench.stack import BenchError, Stack
 from shared.jobs import JobStatus
+from shared.redis_replies import reply_text
 from shared.scheduler import Scheduler
 from shared.store import JobStore
 
@@ -198,7 +199,7 @@ class _Lives:
             if reservation is None:
                 # Idle, as a worker is: it waits for a wake-up token (kombu's BRPOP).
                 token = self.client.brpop(QUEUES, timeout=0.2)
-                hand = _text(token[0]) if token else None
+                hand = reply_text(token[0]) if token else None
                 continue
             running = store.transition(reservation.job_id, JobStatus.RUNNING, worker=name)
             for progress in (0.33, 0.66):
@@ -215,8 +216,3 @@ def _redis_counters(client: redis.Redis) -> tuple[float, int]:
     stats: dict[str, Any] = client.info("commandstats")
     calls = sum(int(v["calls"]) for v in stats.values())
     return float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]), calls
-
-
-def _text(value: Any) -> str:
-    """A Redis reply as text (bytes from a client without decode_responses)."""
-    return value.decode() if isinstance(value, bytes) else str(value)

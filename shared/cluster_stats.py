@@ -22,6 +22,7 @@ from shared.constants import (
     broker_lists,
     job_queues,
 )
+from shared.redis_replies import reply_text
 from shared.store import PRIORITY_BAND, waiting_key
 from shared.workers import WorkerInfo
 
@@ -94,7 +95,7 @@ def parse(models: list[str], answer: list[Any]) -> ClusterStats:
     raw_workers, running_on, backlog, counts = answer
     workers = [WorkerInfo.model_validate(json.loads(raw)) for raw in raw_workers]
     model_of = {w.name: w.model or NO_MODEL for w in workers}
-    running = Counter(model_of.get(_text(name), NO_MODEL) for name in running_on)
+    running = Counter(model_of.get(reply_text(name), NO_MODEL) for name in running_on)
     labels = [ANY_MODEL, *models]
     priorities = list(PRIORITIES)
     queued = {
@@ -108,7 +109,3 @@ def parse(models: list[str], answer: list[Any]) -> ClusterStats:
         serving=dict(Counter(m for w in workers if w.state in SERVING_STATES for m in w.loadable)),
         webhook_backlog=int(backlog),
     )
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

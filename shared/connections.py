@@ -21,6 +21,7 @@ from redis.connection import parse_url
 from redis.sentinel import MasterNotFoundError, Sentinel
 
 from shared.multiplexed import MultiplexedRedis
+from shared.redis_replies import reply_text
 from shared.replica_acks import AsyncMasterCheck, MasterAddress, MasterCheck
 from shared.settings import Settings
 
@@ -152,9 +153,9 @@ def _verdict(states: list[dict[str, Any]], sentinels: int, server: MasterAddress
     if len(states) <= sentinels // 2:
         return f"only {len(states)} of {sentinels} sentinels answered"
     for state in states:
-        if "failover_in_progress" in _text(state.get("flags", "")):
+        if "failover_in_progress" in reply_text(state.get("flags", "")):
             return "a Sentinel failover is under way"
-        named = (_text(state.get("ip", "")), int(state.get("port", 0)))
+        named = (reply_text(state.get("ip", "")), int(state.get("port", 0)))
         if named != server:
             return f"the sentinels name {named[0]}:{named[1]} master, not {server[0]}:{server[1]}"
     return None
@@ -175,11 +176,7 @@ def master_options(settings: Settings) -> dict[str, Any]:
 
 
 def _address(answer: tuple[Any, Any]) -> MasterAddress:
-    return _text(answer[0]), int(answer[1])
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return reply_text(answer[0]), int(answer[1])
 
 
 def _async_sentinel_clients(settings: Settings) -> list[AsyncRedis]:

@@ -21,6 +21,7 @@ import redis
 from redis.asyncio import Redis as AsyncRedis
 
 from shared.constants import KEY_PREFIX
+from shared.redis_replies import reply_text
 from shared.store import job_key
 
 # A reader marks a job watched for this long; it marks it again while it reads.
@@ -55,7 +56,7 @@ class Preview:
 
 def decode_preview(raw: dict[Any, Any]) -> Preview | None:
     """A preview from its hash (HGETALL's answer); None for none."""
-    fields = {_text(k): v for k, v in raw.items()}
+    fields = {reply_text(k): v for k, v in raw.items()}
     if "seq" not in fields:
         return None
     count = int(fields["count"])
@@ -139,7 +140,3 @@ class PreviewStore:
         for index, image in enumerate(images):
             args += [index, image]
         return int(self._script(keys=[job_key(job_id), preview_key(job_id)], args=args))
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

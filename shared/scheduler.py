@@ -21,6 +21,7 @@ from shared import lua
 from shared.constants import DEFAULT_SWAP_AFTER_S, KEY_PREFIX, MODEL_QUEUE_PREFIX
 from shared.jobs import JobRecord
 from shared.queue import token_message
+from shared.redis_replies import reply_text
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,9 @@ class Scheduler:
         if not answer:
             return None
         job_id, queue, record = answer
-        return Reservation(_text(job_id), _text(queue), JobRecord.model_validate_json(record))
+        return Reservation(
+            reply_text(job_id), reply_text(queue), JobRecord.model_validate_json(record)
+        )
 
     def reserve_job(self, job_id: str, worker: str) -> bool:
         """Set aside this queued job (a batch companion) for `worker`, if still waiting."""
@@ -159,11 +162,11 @@ class Scheduler:
         """A job that should go before reserved `job_id` on this worker, if one came."""
         held = holding or Holding.of_queues(queues)
         answer = lua.run(self.redis, BETTER, [], [job_id, worker, *held.args(), *queues])
-        return _text(answer) if answer else None
+        return reply_text(answer) if answer else None
 
     def peek(self, queues: list[str], limit: int) -> list[str]:
         """Up to `limit` waiting jobs, about in the order this worker would get them."""
-        return [_text(job_id) for job_id in lua.run(self.redis, PEEK, [], [limit, *queues])]
+        return [reply_text(job_id) for job_id in lua.run(self.redis, PEEK, [], [limit, *queues])]
 
     def has_work(self, queues: list[str]) -> bool:
         """Whether `queues` hold jobs not yet reserved (whoever may run them)."""
@@ -252,7 +255,3 @@ def _decayed(score: bytes | str | None, half_life_s: float) -> float:
 
 def _blend(old: float, new: float) -> float:
     return old + RATE_WEIGHT * (new - old)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -27,6 +27,7 @@ from shared.errors import InvalidTransition, JobNotFound
 from shared.jobs import JobRecord, JobStatus, utcnow
 from shared.keypolicy import DEFAULT_POLICY, KeyPolicy
 from shared.queue import token_message
+from shared.redis_replies import reply_text
 from shared.replica_acks import ReplicaAck
 
 
@@ -202,11 +203,11 @@ class JobStore:
         encoded = [item for pair in _encode(changes).items() for item in pair]
         args = [job_id, target.value, allowed, repr(self.half_life_s), worker, token, *encoded]
         answer = lua.run(self.redis, _TRANSITION, [], args)
-        verdict = _text(answer[0])
+        verdict = reply_text(answer[0])
         if verdict == "missing":
             raise JobNotFound(job_id)
         if verdict == "refused":
-            current = _text(answer[1])
+            current = reply_text(answer[1])
             raise InvalidTransition(f"job {job_id} is {current}; it cannot become {target}")
         updated = JobRecord.model_validate_json(answer[1])
         self.confirm_replicated(f"job {job_id} became {target}")
@@ -326,10 +327,6 @@ def _timestamps(target: JobStatus) -> dict[str, Any]:
     if target.is_terminal():
         return {"finished_at": utcnow()}
     return {}
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def decode_record(raw: Mapping[Any, Any]) -> JobRecord:

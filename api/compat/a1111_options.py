@@ -18,6 +18,7 @@ import redis
 from api.compat.a1111_models import CHECKPOINT_FIELD, options_key
 from api.state import AppState
 from shared.errors import InvalidRequest
+from shared.redis_replies import reply_text
 
 MAX_OPTIONS = 100
 MAX_OPTION_BYTES = 4096
@@ -62,7 +63,7 @@ def save_options(state: AppState, owner: str, options: dict[str, Any]) -> None:
     def write(pipe: redis.client.Pipeline) -> None:
         # Counted and written in one transaction: two writers racing cannot pass
         # the bound together.
-        names = {_text(n) for n in pipe.hkeys(key)} | set(encoded)
+        names = {reply_text(n) for n in pipe.hkeys(key)} | set(encoded)
         count = sum(1 for name in names if name.startswith(_FIELD_PREFIX))
         if count > MAX_OPTIONS:
             raise InvalidRequest(
@@ -82,7 +83,3 @@ def _encoded(name: str, value: Any) -> str:
     if len(text.encode()) > MAX_OPTION_BYTES:
         raise InvalidRequest(f"option {name!r} is over {MAX_OPTION_BYTES} bytes", name)
     return text
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -18,6 +18,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from shared.constants import KEY_PREFIX
 from shared.errors import InvalidRequest
+from shared.redis_replies import reply_text
 
 _PROMPT = KEY_PREFIX + "comfy-prompt:"
 _PROMPTS = KEY_PREFIX + "comfy-prompts:"  # per key: prompt ids by number
@@ -76,7 +77,7 @@ class ComfyStore:
 
     async def client_prompts(self, owner: str, client_id: str) -> set[str]:
         """The prompts `owner` queued for its client `client_id` (its /ws messages)."""
-        return {_text(i) for i in await self.client.smembers(_client_key(owner, client_id))}
+        return {reply_text(i) for i in await self.client.smembers(_client_key(owner, client_id))}
 
     async def exists(self, prompt_id: str) -> bool:
         return bool(await self.client.exists(_PROMPT + prompt_id))
@@ -95,7 +96,7 @@ class ComfyStore:
         if not ids:
             return []
         raws = await self.client.mget(
-            [_PROMPT + _text(i) for i in ids if isinstance(i, bytes | str)]
+            [_PROMPT + reply_text(i) for i in ids if isinstance(i, bytes | str)]
         )
         records = [PromptRecord(**json.loads(raw)) for raw in raws if raw is not None]
         return [record for record in records if record.owner == owner]
@@ -135,7 +136,3 @@ def _client_key(owner: str, client_id: str) -> str:
 
 def _upload_key(owner: str, name: str) -> str:
     return f"{_UPLOAD}{owner}:{name}"
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
