@@ -7,13 +7,13 @@ names carry the job and image they are: `<filename_prefix>_<job id>_<index>_.png
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from starlette.concurrency import run_in_threadpool
+
 from api.compat.comfy_store import PromptRecord
-from api.reads import fetch_record
 from api.state import AppState
 from shared.jobs import JobRecord, JobStatus
 
@@ -145,12 +145,24 @@ class PromptState:
         }
 
 
+async def prompt_states(state: AppState, records: list[PromptRecord]) -> list[PromptState]:
+    """The prompts with their jobs as they stand, every job read in one round trip;
+    a prompt whose jobs are gone (expired) is left out."""
+    wanted = [job_id for record in records for job_id in record.job_ids]
+    if not wanted:
+        return []
+    jobs = {job.id: job for job in await run_in_threadpool(state.store.get_many, wanted)}
+    return [
+        PromptState(record, [jobs[job_id] for job_id in record.job_ids])
+        for record in records
+        if all(job_id in jobs for job_id in record.job_ids)
+    ]
+
+
 async def prompt_state(state: AppState, record: PromptRecord) -> PromptState | None:
     """The prompt with its jobs as they stand; None once a job is gone (expired)."""
-    jobs = await asyncio.gather(*(fetch_record(state, job_id) for job_id in record.job_ids))
-    if any(job is None for job in jobs):
-        return None
-    return PromptState(record, [job for job in jobs if job is not None])
+    found = await prompt_states(state, [record])
+    return found[0] if found else None
 
 
 def parse_filename(filename: str) -> tuple[str, int] | None:

@@ -93,11 +93,13 @@ class ComfyStore:
     async def recent(self, owner: str, limit: int = MAX_LISTED) -> list[PromptRecord]:
         """The key's prompts, newest first."""
         ids = await self.client.zrevrange(_PROMPTS + owner, 0, limit - 1)
-        if not ids:
+        return await self.load_many([reply_text(i) for i in ids], owner)
+
+    async def load_many(self, prompt_ids: list[str], owner: str) -> list[PromptRecord]:
+        """Those of the prompts that still exist and are `owner`'s, in order (one read)."""
+        if not prompt_ids:
             return []
-        raws = await self.client.mget(
-            [_PROMPT + reply_text(i) for i in ids if isinstance(i, bytes | str)]
-        )
+        raws = await self.client.mget([_PROMPT + prompt_id for prompt_id in prompt_ids])
         records = [PromptRecord(**json.loads(raw)) for raw in raws if raw is not None]
         return [record for record in records if record.owner == owner]
 

@@ -31,7 +31,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from api.compat.comfy_state import PromptState, prompt_state
+from api.compat.comfy_state import PromptState, prompt_states
 from api.compat.comfyui import comfy_store
 from api.state import AppState
 from shared.apikeys import ANONYMOUS, KeyRing
@@ -115,14 +115,9 @@ class _Session:
 
     async def _prompts(self) -> list[PromptState]:
         ids = await self.store.client_prompts(self.owner, self.client_id) - self.done
-        found: list[PromptState] = []
-        for prompt_id in ids:
-            record = await self.store.load(prompt_id, self.owner)
-            current = await prompt_state(self.state, record) if record is not None else None
-            if current is None:
-                self.done.add(prompt_id)
-            else:
-                found.append(current)
+        found = await prompt_states(self.state, await self.store.load_many(list(ids), self.owner))
+        # Gone (expired, or another key's): never asked for again.
+        self.done |= ids - {p.record.prompt_id for p in found}
         return sorted(found, key=lambda p: p.record.number)
 
     async def advance(self, found: PromptState) -> None:
@@ -200,9 +195,8 @@ class _Session:
         await self.send("executing", {"node": node, "display_node": node, "prompt_id": prompt_id})
 
     async def send_status(self) -> None:
-        records = await self.store.recent(self.owner)
-        states = [await prompt_state(self.state, record) for record in records]
-        remaining = sum(1 for s in states if s is not None and not s.finished)
+        states = await prompt_states(self.state, await self.store.recent(self.owner))
+        remaining = sum(1 for s in states if not s.finished)
         status = {"status": {"exec_info": {"queue_remaining": remaining}}, "sid": self.client_id}
         await self.send("status", status)
 

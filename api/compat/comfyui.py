@@ -26,7 +26,7 @@ from starlette.datastructures import UploadFile
 
 from api.auth import OwnerDep
 from api.compat.comfy_nodes import object_info as node_definitions
-from api.compat.comfy_state import PromptState, parse_filename, prompt_state
+from api.compat.comfy_state import PromptState, parse_filename, prompt_state, prompt_states
 from api.compat.comfy_store import ComfyStore, PromptRecord, upload_name
 from api.compat.comfy_workflow import Plan, Upload, WorkflowInvalid, job_seed, translate
 from api.compat.images import b64, read_stored
@@ -351,9 +351,7 @@ def _refused_by_core(plan: Plan, workflow: dict[str, Any], exc: InvalidRequest) 
 
 
 async def _states(state: AppState, owner: str) -> list[PromptState]:
-    records = await comfy_store(state).recent(owner)
-    found = [await prompt_state(state, record) for record in records]
-    return [p for p in found if p is not None]
+    return await prompt_states(state, await comfy_store(state).recent(owner))
 
 
 async def _output_file(state: AppState, owner: str, filename: str) -> bytes | None:
