@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from redis.commands.core import Script
 
-from shared.constants import ACTIVE_KEY_PREFIX, JOB_KEY_PREFIX, SUBMITS_KEY_PREFIX
+from shared import lua
+from shared.constants import ACTIVE_KEY_PREFIX, SUBMITS_KEY_PREFIX
 from shared.errors import RateLimited
 from shared.jobs import JobStatus
 from shared.keypolicy import DEFAULT_POLICY, KeyPolicy
-from shared.multiplexed import LuaScript, MultiplexedRedis
+from shared.multiplexed import MultiplexedRedis
 from shared.settings import Settings
 from shared.store import job_key
 
@@ -43,57 +43,11 @@ RECORD_GRACE_MS = 60_000
 
 ADMITTED, TOO_FAST, TOO_MANY_ACTIVE = 0, 1, 2
 
-# Lua: the limits as two functions of offsets into KEYS and ARGV, so that the
-# submission script (api.enqueue) checks them, stores and enqueues the job in one
-# atomic step; _ADMIT_SCRIPT below runs them alone.
-# KEYS[k+1], KEYS[k+2]: the caller's submits log and active set. ARGV[a+1..a+5]:
-# job id, per-minute limit, active limit, window (ms), TTL of the active set (s).
-# rate_check returns nil and the time (ms) when admitted, else {verdict, ms until
-# a slot frees}; it writes nothing but the trimming of expired entries.
-LUA = """
-local function rate_check(k, a)
-  local per_minute, max_active = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  if per_minute == 0 and max_active == 0 then return nil, 0 end
-  local now = redis.call('TIME')
-  local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-  local window = tonumber(ARGV[a + 4])
-  if per_minute > 0 then
-    redis.call('ZREMRANGEBYSCORE', KEYS[k + 1], '-inf', now_ms - window)
-    if redis.call('ZCARD', KEYS[k + 1]) >= per_minute then
-      local oldest = redis.call('ZRANGE', KEYS[k + 1], 0, 0, 'WITHSCORES')
-      return {1, tonumber(oldest[2]) + window - now_ms}, now_ms
-    end
-  end
-  if max_active > 0 and redis.call('ZCARD', KEYS[k + 2]) >= max_active then
-    return {2, 0}, now_ms
-  end
-  return nil, now_ms
-end
-
-local function rate_record(k, a, now_ms)
-  if tonumber(ARGV[a + 2]) > 0 then
-    redis.call('ZADD', KEYS[k + 1], now_ms, ARGV[a + 1])
-    redis.call('PEXPIRE', KEYS[k + 1], ARGV[a + 4])
-  end
-  if tonumber(ARGV[a + 3]) > 0 then
-    redis.call('ZADD', KEYS[k + 2], now_ms, ARGV[a + 1])
-    redis.call('EXPIRE', KEYS[k + 2], ARGV[a + 5])
-  end
-end
-"""
-# Hashed once; run with EVALSHA on whichever client calls it.
-_ADMIT_SCRIPT = Script(
-    None,  # type: ignore[arg-type]
-    (
-        LUA
-        + """
-local refused, now_ms = rate_check(0, 0)
-if refused then return refused end
-rate_record(0, 0, now_ms)
-return {0, 0}
-"""
-    ).encode(),
-)
+# shared/lua/rate_limits.lua checks and counts both limits; the submission script
+# (api.enqueue) runs it with storing and enqueueing the job in one atomic step,
+# admit.lua runs it alone.
+_ADMIT = lua.script("admit", "rate_limits")
+_USAGE = lua.script("usage")
 
 
 def submits_key(owner: str) -> str:
@@ -121,18 +75,18 @@ class Limits:
         )
 
 
-def rate_call(
+def rate_names(
     limits: Limits, settings: Settings, owner: str, job_id: str
-) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of LUA's functions for `owner`'s new job `job_id`."""
-    keys = [submits_key(owner), active_key(owner)]
-    args: list[Any] = [
-        job_id,
-        limits.submits_per_minute,
-        limits.max_queued,
-        WINDOW_MS,
-        settings.job_ttl_s,
-    ]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """KEYS and ARGV by name of rate_limits.lua for `owner`'s new job `job_id`."""
+    keys = {"submits": submits_key(owner), "active": active_key(owner)}
+    args = {
+        "job": job_id,
+        "per_minute": limits.submits_per_minute,
+        "max_active": limits.max_queued,
+        "window_ms": WINDOW_MS,
+        "active_ttl": settings.job_ttl_s,
+    }
     return keys, args
 
 
@@ -146,10 +100,10 @@ def admit(
     limits = limits or Limits.of(settings)
     if not limits.submits_per_minute and not limits.max_queued:
         return
-    keys, args = rate_call(limits, settings, owner, job_id)
-    verdict, wait_ms = _ADMIT_SCRIPT(keys=keys, args=args, client=client)
+    call = _ADMIT.call(*rate_names(limits, settings, owner, job_id))
+    verdict, wait_ms = call.run(client)
     if verdict == TOO_MANY_ACTIVE and prune_finished(client, owner):
-        verdict, wait_ms = _ADMIT_SCRIPT(keys=keys, args=args, client=client)
+        verdict, wait_ms = call.run(client)
     check(int(verdict), int(wait_ms), limits)
 
 
@@ -204,26 +158,6 @@ def _finished(raw_status: bytes | None, old_enough_to_expire: bool) -> bool:
     return JobStatus(json.loads(raw_status)).is_terminal()  # fields are JSON-encoded
 
 
-# What a key has in flight, for GET /me: jobs accepted in the last minute, and
-# its jobs now queued and running (from the active set, read with their statuses).
-# KEYS[1], KEYS[2]: the submits log and active set; ARGV[1]: the window (ms),
-# ARGV[2]: the job record key prefix.
-_USAGE = LuaScript.of(
-    """
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local submits = redis.call('ZCOUNT', KEYS[1], now_ms - tonumber(ARGV[1]), '+inf')
-local queued, running = 0, 0
-for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  local status = redis.call('HGET', ARGV[2] .. id, 'status')
-  if status == '"queued"' then queued = queued + 1
-  elseif status == '"running"' then running = running + 1 end
-end
-return {submits, queued, running}
-"""
-)
-
-
 @dataclass(frozen=True)
 class Usage:
     """A key's jobs now; None where its limit is off (nothing counts what nothing limits)."""
@@ -234,9 +168,11 @@ class Usage:
 
 
 async def usage(client: MultiplexedRedis, owner: str, limits: Limits) -> Usage:
-    submits, queued, running = await client.run_script(
-        _USAGE, [submits_key(owner), active_key(owner)], [WINDOW_MS, JOB_KEY_PREFIX]
+    """What `owner` has in flight (shared/lua/usage.lua), for GET /me."""
+    call = _USAGE.call(
+        {"submits": submits_key(owner), "active": active_key(owner)}, {"window_ms": WINDOW_MS}
     )
+    submits, queued, running = await client.run_script(call.lua, call.keys, call.args)
     active = limits.max_queued > 0
     return Usage(
         submits_last_minute=int(submits) if limits.submits_per_minute > 0 else None,

@@ -19,15 +19,15 @@ from api.state import AppState
 from shared.errors import JobNotFound
 from shared.jobs import Job, JobRecord, JobStatus
 from shared.public import POSITION_SCRIPT, job_view, queue_view_reads, view_from_reads
-from shared.snapshot import READ_SCRIPT, JobSnapshot, decode_snapshot, read_call
+from shared.snapshot import JobSnapshot, decode_snapshot, read_call
 from shared.webhooks import webhook_info
 
 
 async def fetch_snapshot(state: AppState, job_id: str) -> JobSnapshot | None:
     """The job as it stands with its queue position and webhook log, in one round
     trip (a queued job past its deadline is canceled first)."""
-    keys, args = read_call(job_id, state.settings.fair_share_half_life_s)
-    snapshot = decode_snapshot(await state.mux.run_script(READ_SCRIPT, keys, args))
+    call = read_call(job_id, state.settings.fair_share_half_life_s)
+    snapshot = decode_snapshot(await state.mux.run_script(call.lua, call.keys, call.args))
     if snapshot is None:
         return None
     record = snapshot.record
@@ -72,7 +72,7 @@ async def job_views(state: AppState, records: list[JobRecord]) -> list[Job]:
                 if attempt == 2:
                     raise
                 # Redis restarted and forgot the script: load it, read again.
-                await state.aredis.script_load(POSITION_SCRIPT.source)
+                await state.aredis.script_load(POSITION_SCRIPT.lua.source)
     storage, base_url = state.storage, state.settings.public_base_url
     return [view_from_reads(record, answers, storage, base_url) for record in records]
 

@@ -145,14 +145,12 @@ async def _enqueue(
 ) -> tuple[int, Any]:
     """Run the submission script; once more after pruning a full active set."""
     record = job.record
-    keys, args = enqueue.submit_call(
+    call = enqueue.submit_call(
         record, job.init_image, job.mask, state.settings, claim, limits, policy
     )
     replica_ack = state.store.replica_ack
     try:
-        verdict, value = await enqueue.run(
-            state.submit_mux, keys, args, replica_ack, state.master_check
-        )
+        verdict, value = await enqueue.run(state.submit_mux, call, replica_ack, state.master_check)
         if verdict == ratelimit.TOO_MANY_ACTIVE:
             # Rare: the set looks full. Prune what finished (a thread: sync Redis), retry.
             pruned: int = await run_in_threadpool(
@@ -160,7 +158,7 @@ async def _enqueue(
             )
             if pruned:
                 verdict, value = await enqueue.run(
-                    state.submit_mux, keys, args, replica_ack, state.master_check
+                    state.submit_mux, call, replica_ack, state.master_check
                 )
     except NotReplicated as exc:
         log.error("job %s not accepted: %s", record.id, exc)

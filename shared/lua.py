@@ -1,10 +1,26 @@
-"""darkroom's Redis scripts: each in a `.lua` file of shared/lua/ with its KEYS and
-ARGV named at the top, after the scheduler's shared functions (shared/lua/sched.lua),
-so every script that moves a waiting job writes its structures the same way."""
+"""darkroom's Redis scripts, each a `.lua` file of shared/lua/ that names its KEYS
+and ARGV at the top:
+
+    -- KEY record: the job's hash
+    -- ARG job: the job id
+    -- ARG fields...: the record's field names and JSON values (the rest of ARGV)
+
+`script(name, *libraries)` puts together, in this order: the tables KEY and ARG
+(name -> value, from KEYS and ARGV), the scheduler's shared functions
+(shared/lua/sched.lua, so every script that moves a waiting job writes its
+structures the same way), the library files (functions that read KEY and ARG by
+the names their own headers declare, such as store_job.lua) and the script's
+body. `Script.call` lays out KEYS and ARGV from names: neither a caller nor a
+script counts positions, and a script made of several files declares each name
+once, where it is read.
+"""
 
 from __future__ import annotations
 
 import functools
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,20 +32,105 @@ from shared.multiplexed import LuaScript
 LUA_DIR = Path(__file__).parent / "lua"
 LIBRARY = "sched"
 
+# "-- KEY name: ..." or "-- ARG name: ...", "-- ARG name...: ..." for the rest of ARGV.
+_DECLARATION = re.compile(r"^-- (KEY|ARG) ([a-z_][a-z0-9_]*)(\.\.\.)?:", re.MULTILINE)
+_USE = re.compile(r"\b(KEY|ARG)\.([a-z_][a-z0-9_]*)")
+
+
+@dataclass(frozen=True)
+class Call:
+    """A script with its KEYS and ARGV laid out, and the names they were given."""
+
+    script: Script
+    keys: list[Any]
+    args: list[Any]
+    named_keys: Mapping[str, Any]
+    named_args: Mapping[str, Any]
+
+    @property
+    def lua(self) -> LuaScript:
+        return self.script.lua
+
+    def run(self, client: redis.Redis | Any) -> Any:
+        """Run on a synchronous client (see `run`)."""
+        return run(client, self.lua, self.keys, self.args)
+
+    def queue_on(self, pipe: Any) -> None:
+        """Queue as EVALSHA on a pipeline (Redis must know the script: `preload`)."""
+        pipe.evalsha(self.lua.sha, len(self.keys), *self.keys, *self.args)
+
+
+@dataclass(frozen=True)
+class Script:
+    """A script's text and the names of its KEYS and ARGV, in their order."""
+
+    name: str
+    lua: LuaScript
+    keys: tuple[str, ...]
+    args: tuple[str, ...]
+    # The name of the rest of ARGV (a list), if the script takes one.
+    rest: str | None
+
+    def call(
+        self, keys: Mapping[str, Any] | None = None, args: Mapping[str, Any] | None = None
+    ) -> Call:
+        """KEYS and ARGV from names (the rest of ARGV: a list under its name).
+
+        Names the script does not declare are left out, so one call's names can
+        serve another script of the same family (the submission's undo)."""
+        keys, args = keys or {}, args or {}
+        missing = [n for n in self.keys if n not in keys]
+        missing += [n for n in (*self.args, *filter(None, [self.rest])) if n not in args]
+        if missing:
+            raise ValueError(f"script {self.name} needs {', '.join(missing)}")
+        rest: Iterable[Any] = args[self.rest] if self.rest else ()
+        return Call(
+            self,
+            [keys[n] for n in self.keys],
+            [*(args[n] for n in self.args), *rest],
+            keys,
+            args,
+        )
+
 
 @functools.cache
-def source(*names: str) -> str:
-    """The shared functions, then the named files, as one script's text."""
-    text = "\n".join((LUA_DIR / f"{name}.lua").read_text() for name in (LIBRARY, *names))
+def script(name: str, *libraries: str) -> Script:
+    """The script `name`.lua, with the scheduler's functions and `libraries` in front."""
+    texts = [(LUA_DIR / f"{file}.lua").read_text() for file in (LIBRARY, *libraries, name)]
+    keys: dict[str, None] = {}
+    args: dict[str, None] = {}
+    rest: str | None = None
+    for text in texts:
+        for kind, declared, is_rest in _DECLARATION.findall(text):
+            if kind == "KEY":
+                keys[declared] = None
+            elif is_rest:
+                if rest not in (None, declared):
+                    raise ValueError(f"{name}.lua: the rest of ARGV is both {rest} and {declared}")
+                rest = declared
+            else:
+                args[declared] = None
+    body = "\n".join(texts)
     # The prefix is written once in the Lua; it must be the one the Python side uses.
-    assert f"local P = '{KEY_PREFIX}'" in text
-    return text
+    assert f"local P = '{KEY_PREFIX}'" in body
+    declared_names = {"KEY": set(keys), "ARG": {*args, *filter(None, [rest])}}
+    unknown = sorted(
+        {f"{kind}.{n}" for kind, n in _USE.findall(body) if n not in declared_names[kind]}
+    )
+    if unknown:
+        raise ValueError(f"{name}.lua reads {', '.join(unknown)}, which no header declares")
+    prelude = _prelude(list(keys), list(args), rest)
+    return Script(name, LuaScript.of(prelude + body), tuple(keys), tuple(args), rest)
 
 
-@functools.cache
-def script(*names: str, tail: str = "") -> LuaScript:
-    """The script made of the shared functions, the named files, and `tail`."""
-    return LuaScript.of(source(*names) + "\n" + tail)
+def _prelude(keys: list[str], args: list[str], rest: str | None) -> str:
+    key_table = ", ".join(f"{n} = KEYS[{i}]" for i, n in enumerate(keys, 1))
+    arg_table = ", ".join(f"{n} = ARGV[{i}]" for i, n in enumerate(args, 1))
+    lines = [f"local KEY = {{{key_table}}}", f"local ARG = {{{arg_table}}}"]
+    if rest:
+        lines.append(f"ARG.{rest} = {{}}")
+        lines.append(f"for i = {len(args) + 1}, #ARGV do ARG.{rest}[#ARG.{rest} + 1] = ARGV[i] end")
+    return "\n".join(lines) + "\n"
 
 
 def run(client: redis.Redis | Any, lua: LuaScript, keys: list[Any], args: list[Any]) -> Any:

@@ -48,7 +48,7 @@ def queue_view_reads(pipe: _Pipeline, record: JobRecord, half_life_s: float) -> 
     if record.webhook is not None:
         pipe.lrange(log_key(record.id), 0, -1)
     if record.status is JobStatus.QUEUED:
-        pipe.evalsha(POSITION_SCRIPT.sha, 0, record.id, repr(half_life_s))
+        POSITION_SCRIPT.call(args={"job": record.id, "half_life": repr(half_life_s)}).queue_on(pipe)
 
 
 def view_from_reads(
@@ -86,7 +86,7 @@ def read_views(
         except redis.exceptions.NoScriptError:
             if attempt == 2:
                 raise
-            lua.preload(client, POSITION_SCRIPT)  # Redis restarted: it forgot the script
+            lua.preload(client, POSITION_SCRIPT.lua)  # Redis restarted: it forgot the script
     return [view_from_reads(record, answers, storage, base_url) for record in records]
 
 

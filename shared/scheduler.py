@@ -98,14 +98,15 @@ class Holding:
         prefix = MODEL_QUEUE_PREFIX
         return cls(tuple(q.removeprefix(prefix) for q in queues if q.startswith(prefix)))
 
-    def args(self) -> list[Any]:
-        return [
-            ",".join(self.device),
-            ",".join(self.warm),
-            int(self.swap_after_s * 1000),
-            int(self.claim_ttl_s * 1000),
-            ",".join(self.adapters),
-        ]
+    def names(self) -> dict[str, Any]:
+        """The scripts' ARGV that say what the worker holds (reserve.lua)."""
+        return {
+            "resident": ",".join(self.device),
+            "warm": ",".join(self.warm),
+            "swap_after_ms": int(self.swap_after_s * 1000),
+            "claim_ttl_ms": int(self.claim_ttl_s * 1000),
+            "adapters": ",".join(self.adapters),
+        }
 
 
 def job_cost(steps: int, width: int, height: int, images: int, factor: float) -> float:
@@ -137,8 +138,15 @@ class Scheduler:
         """
         token = token_message(hand_queue).payload if hand_queue else b""
         held = holding or Holding.of_queues(queues)
-        args = [worker, self.half_life_s, hand_queue or "", token, *held.args(), *queues]
-        answer = lua.run(self.redis, RESERVE, [], args)
+        args = {
+            "worker": worker,
+            "half_life": self.half_life_s,
+            "hand_queue": hand_queue or "",
+            "hand_token": token,
+            **held.names(),
+            "queues": queues,
+        }
+        answer = RESERVE.call(args=args).run(self.redis)
         if not answer:
             return None
         job_id, queue, record = answer
@@ -148,25 +156,28 @@ class Scheduler:
 
     def reserve_job(self, job_id: str, worker: str) -> bool:
         """Set aside this queued job (a batch companion) for `worker`, if still waiting."""
-        return bool(lua.run(self.redis, RESERVE_JOB, [], [job_id, worker, self.half_life_s]))
+        args = {"job": job_id, "worker": worker, "half_life": self.half_life_s}
+        return bool(RESERVE_JOB.call(args=args).run(self.redis))
 
     def release(self, job_id: str, worker: str, queue: str) -> bool:
         """Give a reserved job back to its queue, where it was (it never started)."""
         token = token_message(queue).payload
-        args = [job_id, worker, self.half_life_s, token]
-        return bool(lua.run(self.redis, RELEASE, [], args))
+        args = {"job": job_id, "worker": worker, "half_life": self.half_life_s, "token": token}
+        return bool(RELEASE.call(args=args).run(self.redis))
 
     def better(
         self, job_id: str, worker: str, queues: list[str], holding: Holding | None = None
     ) -> str | None:
         """A job that should go before reserved `job_id` on this worker, if one came."""
         held = holding or Holding.of_queues(queues)
-        answer = lua.run(self.redis, BETTER, [], [job_id, worker, *held.args(), *queues])
+        args = {"job": job_id, "worker": worker, **held.names(), "queues": queues}
+        answer = BETTER.call(args=args).run(self.redis)
         return reply_text(answer) if answer else None
 
     def peek(self, queues: list[str], limit: int) -> list[str]:
         """Up to `limit` waiting jobs, about in the order this worker would get them."""
-        return [reply_text(job_id) for job_id in lua.run(self.redis, PEEK, [], [limit, *queues])]
+        found = PEEK.call(args={"limit": limit, "queues": queues}).run(self.redis)
+        return [reply_text(job_id) for job_id in found]
 
     def has_work(self, queues: list[str]) -> bool:
         """Whether `queues` hold jobs not yet reserved (whoever may run them)."""

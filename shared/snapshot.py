@@ -30,9 +30,9 @@ class JobSnapshot(NamedTuple):
     eta_s: float | None = None
 
 
-def read_call(job_id: str, half_life_s: float) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of READ_SCRIPT for `job_id`."""
-    return [], [job_id, repr(half_life_s)]
+def read_call(job_id: str, half_life_s: float) -> lua.Call:
+    """READ_SCRIPT for `job_id`."""
+    return READ_SCRIPT.call(args={"job": job_id, "half_life": repr(half_life_s)})
 
 
 def decode_snapshot(reply: Any) -> JobSnapshot | None:

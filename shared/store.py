@@ -70,42 +70,40 @@ def _encode(fields: Mapping[str, Any]) -> dict[Any, Any]:
     return {name: to_json(value) for name, value in fields.items()}
 
 
-# Lua (shared/lua/store_job.lua): store a new job and queue it with the scheduler.
-STORE_JOB_LUA = lua.source("store_job")
-_CREATE = lua.script("store_job", tail="return store_job(0, 0)")
+# shared/lua/create.lua, store_job.lua: store a new job and queue it with the scheduler.
+_CREATE = lua.script("create", "store_job")
 _TRANSITION = lua.script("transition")
 _POSITION = lua.script("position")
 
 
-def store_job_call(
+def store_job_names(
     record: JobRecord,
     init_image: bytes | None,
     mask: bytes | None,
     ttl_s: int,
     half_life_s: float = DEFAULT_FAIR_SHARE_HALF_LIFE_S,
     policy: KeyPolicy = DEFAULT_POLICY,
-) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of store_job(0, 0) for a new job of a key with `policy`."""
-    keys = [
-        job_key(record.id),
-        input_key(record.id),
-        mask_key(record.id),
-        JOBS_INDEX_KEY,
-        owner_index_key(record.owner),
-        waiting_key(record.queue),
-    ]
-    fields = [item for pair in encode_record(record).items() for item in pair]
-    args: list[Any] = [
-        record.id,
-        ttl_s,
-        repr(record.created_at.timestamp() * 1000),
-        repr(half_life_s),
-        repr(policy.weight),
-        policy.max_running or 0,
-        init_image or b"",
-        mask or b"",
-        *fields,
-    ]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """KEYS and ARGV by name of store_job.lua for a new job of a key with `policy`."""
+    keys = {
+        "record": job_key(record.id),
+        "input": input_key(record.id),
+        "mask": mask_key(record.id),
+        "jobs_index": JOBS_INDEX_KEY,
+        "owner_index": owner_index_key(record.owner),
+        "waiting": waiting_key(record.queue),
+    }
+    args = {
+        "job": record.id,
+        "ttl": ttl_s,
+        "created": repr(record.created_at.timestamp() * 1000),
+        "half_life": repr(half_life_s),
+        "weight": repr(policy.weight),
+        "max_running": policy.max_running or 0,
+        "init_image": init_image or b"",
+        "mask_image": mask or b"",
+        "fields": [item for pair in encode_record(record).items() for item in pair],
+    }
     return keys, args
 
 
@@ -150,8 +148,8 @@ class JobStore:
 
         Returns its queue position as it was stored (jobs that will run before it).
         """
-        keys, args = store_job_call(record, init_image, mask, self.ttl_s, self.half_life_s, policy)
-        return int(lua.run(self.redis, _CREATE, keys, args))
+        keys, args = store_job_names(record, init_image, mask, self.ttl_s, self.half_life_s, policy)
+        return int(_CREATE.call(keys, args).run(self.redis))
 
     def get(self, job_id: str) -> JobRecord:
         record = self.get_or_none(job_id)
@@ -200,9 +198,16 @@ class JobStore:
             if queue is None:
                 raise JobNotFound(job_id)
             token = token_message(json.loads(queue)).payload
-        encoded = [item for pair in _encode(changes).items() for item in pair]
-        args = [job_id, target.value, allowed, repr(self.half_life_s), worker, token, *encoded]
-        answer = lua.run(self.redis, _TRANSITION, [], args)
+        args = {
+            "job": job_id,
+            "target": target.value,
+            "allowed": allowed,
+            "half_life": repr(self.half_life_s),
+            "worker": worker,
+            "token": token,
+            "fields": [item for pair in _encode(changes).items() for item in pair],
+        }
+        answer = _TRANSITION.call(args=args).run(self.redis)
         verdict = reply_text(answer[0])
         if verdict == "missing":
             raise JobNotFound(job_id)
@@ -218,7 +223,8 @@ class JobStore:
         """How many jobs will run before a queued job (None unless queued)."""
         if record.status is not JobStatus.QUEUED:
             return None
-        rank, _ = lua.run(self.redis, _POSITION, [], [record.id, repr(self.half_life_s)])
+        args = {"job": record.id, "half_life": repr(self.half_life_s)}
+        rank, _ = _POSITION.call(args=args).run(self.redis)
         return int(rank) if rank is not None else None
 
     def list(

@@ -2,11 +2,10 @@
 -- the order it would be given them (band by band; the least-served keys first,
 -- their jobs taken in turns). Reserves nothing: dynamic batching picks
 -- companions of the same shape from it and reserves them one by one.
--- ARGV[1] limit
--- ARGV[2..] queues
-local limit = tonumber(ARGV[1])
-local queues = {}
-for i = 2, #ARGV do queues[#queues + 1] = ARGV[i] end
+-- ARG limit: how many at most
+-- ARG queues...: the queues the worker consumes
+local limit = tonumber(ARG.limit)
+local queues = ARG.queues
 local found = {}
 for _, band in ipairs(BANDS) do
   local lines = {}

@@ -1,10 +1,10 @@
 -- read: a job as it stands, with what its public view needs, in one round trip:
 -- a queued job's position and ETA (the scheduler's), a webhook's delivery log.
--- ARGV[1] job: the job id
--- ARGV[2] half_life: FAIR_SHARE_HALF_LIFE_S
+-- ARG job: the job id
+-- ARG half_life: FAIR_SHARE_HALF_LIFE_S
 -- Returns false for no record, else {record as JSON, position or false, ETA in
 -- seconds as a string or false, the delivery log or false}.
-local id, half_life = ARGV[1], tonumber(ARGV[2])
+local id, half_life = ARG.job, tonumber(ARG.half_life)
 if redis.call('EXISTS', k_job(id)) == 0 then return false end
 local fields = redis.call('HMGET', k_job(id), 'status', 'webhook')
 local rank, seconds, log = false, false, false

@@ -1,10 +1,10 @@
 -- release: a worker lets a job it reserved go back to its queue, where it was.
--- ARGV[1] job: the job id
--- ARGV[2] worker: the worker that reserved it (another's reservation is left alone)
--- ARGV[3] half_life: FAIR_SHARE_HALF_LIFE_S
--- ARGV[4] token: a fresh wake-up token for the job's queue
+-- ARG job: the job id
+-- ARG worker: the worker that reserved it (another's reservation is left alone)
+-- ARG half_life: FAIR_SHARE_HALF_LIFE_S
+-- ARG token: a fresh wake-up token for the job's queue
 -- Returns 1 when it went back, 0 when it was not this worker's reservation.
-local id, worker, half_life, token = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local id, worker, half_life, token = ARG.job, ARG.worker, tonumber(ARG.half_life), ARG.token
 local held = redis.call('HGET', K_RESERVED, id)
 if not held or held:match('^(.*)\t') ~= worker then return 0 end
 local job = job_of(id)

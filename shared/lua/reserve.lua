@@ -1,25 +1,24 @@
 -- reserve: the next job for a worker, chosen and set aside for it in one step.
--- ARGV[1] worker: the worker's name
--- ARGV[2] half_life: FAIR_SHARE_HALF_LIFE_S
--- ARGV[3] hand_queue: the queue of the wake-up token the worker holds ('' for none)
--- ARGV[4] hand_token: a fresh token for hand_queue, to park or give back ('' for none)
--- ARGV[5] resident: the models on the worker's device, comma separated
--- ARGV[6] warm: the models warm in its host memory, comma separated
--- ARGV[7] swap_after_ms: how much longer a job that needs a swap may wait than one
+-- ARG worker: the worker's name
+-- ARG half_life: FAIR_SHARE_HALF_LIFE_S
+-- ARG hand_queue: the queue of the wake-up token the worker holds ('' for none)
+-- ARG hand_token: a fresh token for hand_queue, to park or give back ('' for none)
+-- ARG resident: the models on the worker's device, comma separated
+-- ARG warm: the models warm in its host memory, comma separated
+-- ARG swap_after_ms: how much longer a job that needs a swap may wait than one
 --         that does not before it goes first (docs/scheduling.md, "Models")
--- ARGV[8] claim_ttl_ms: a job that needs a swap marks its model as held by this
+-- ARG claim_ttl_ms: a job that needs a swap marks its model as held by this
 --         worker for this long (its heartbeats take over once it is loaded)
--- ARGV[9] adapters: the LoRA adapters loaded on its device (ids), comma separated
--- ARGV[10..] queues: the queues the worker consumes
+-- ARG adapters: the LoRA adapters loaded on its device (ids), comma separated
+-- ARG queues...: the queues the worker consumes
 -- Returns {job id, queue, record as JSON}, or false when nothing here is for this
 -- worker now.
-local worker, half_life = ARGV[1], tonumber(ARGV[2])
-local hand_queue, hand_token = ARGV[3], ARGV[4]
-local resident, warm = set_of(ARGV[5]), set_of(ARGV[6])
-local swap_after_ms, claim_ttl_ms = tonumber(ARGV[7]), tonumber(ARGV[8])
-local adapters = set_of(ARGV[9])
-local queues = {}
-for i = 10, #ARGV do queues[#queues + 1] = ARGV[i] end
+local worker, half_life = ARG.worker, tonumber(ARG.half_life)
+local hand_queue, hand_token = ARG.hand_queue, ARG.hand_token
+local resident, warm = set_of(ARG.resident), set_of(ARG.warm)
+local swap_after_ms, claim_ttl_ms = tonumber(ARG.swap_after_ms), tonumber(ARG.claim_ttl_ms)
+local adapters = set_of(ARG.adapters)
+local queues = ARG.queues
 
 local best, job
 for _ = 1, 100 do

@@ -1,24 +1,24 @@
 -- transition: move a job to another status, if its status machine allows it, and
 -- keep every index it lives in (waiting set, the scheduler's lines, reservations,
 -- its key's busy set, the running index, wake-up tokens) in the same step.
--- ARGV[1] job: the job id
--- ARGV[2] target: the new status
--- ARGV[3] allowed: the statuses that may move to target, comma separated
--- ARGV[4] half_life: FAIR_SHARE_HALF_LIFE_S
--- ARGV[5] worker: the worker a running job runs on ('' otherwise)
--- ARGV[6] token: a fresh wake-up token for the job's queue when target is queued ('' otherwise)
--- ARGV[7..] field, JSON value, ...: the record's fields to set with it
+-- ARG job: the job id
+-- ARG target: the new status
+-- ARG allowed: the statuses that may move to target, comma separated
+-- ARG half_life: FAIR_SHARE_HALF_LIFE_S
+-- ARG worker: the worker a running job runs on ('' otherwise)
+-- ARG token: a fresh wake-up token for the job's queue when target is queued ('' otherwise)
+-- ARG fields...: field, JSON value, ...: the record's fields to set with it
 -- Returns {'ok', record as JSON}, {'refused', current status} or {'missing'}.
-local id, target, half_life = ARGV[1], ARGV[2], tonumber(ARGV[4])
-local worker, token = ARGV[5], ARGV[6]
+local id, target, half_life = ARG.job, ARG.target, tonumber(ARG.half_life)
+local worker, token = ARG.worker, ARG.token
 local job = job_of(id)
 if not job then return {'missing'} end
 local allowed = false
-for status in string.gmatch(ARGV[3], '[^,]+') do
+for status in string.gmatch(ARG.allowed, '[^,]+') do
   if status == job.status then allowed = true end
 end
 if not allowed then return {'refused', job.status} end
-if #ARGV >= 7 then redis.call('HSET', k_job(id), unpack(ARGV, 7)) end
+if #ARG.fields > 0 then redis.call('HSET', k_job(id), unpack(ARG.fields)) end
 if job.status ~= target then
   -- Numbered among its events, kept in its history: what an event stream that
   -- reconnects missed (api/events.py).

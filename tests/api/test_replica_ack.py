@@ -78,15 +78,16 @@ class ClaimedInBetween:
     """The submission's connection, with a worker claiming the job between the
     script and the WAIT that then falls short."""
 
-    def __init__(self, settings: Settings, store: JobStore) -> None:
+    def __init__(self, settings: Settings, store: JobStore, job_id: str) -> None:
         self.inner = multiplexed_client(settings)
         self.store = store
+        self.job_id = job_id
 
     async def run_script_then(
         self, script: LuaScript, keys: list[Any], args: list[Any], *command: Any
     ) -> tuple[Any, Any]:
         replies = await self.inner.run_script_then(script, keys, args, *command)
-        self.store.transition(args[8], JobStatus.RUNNING, worker="w-1")
+        self.store.transition(self.job_id, JobStatus.RUNNING, worker="w-1")
         return replies
 
     async def run_script(self, script: LuaScript, keys: list[Any], args: list[Any]) -> Any:
@@ -99,13 +100,13 @@ def test_a_job_a_worker_took_before_the_refusal_is_canceled_not_removed(
     settings = make_settings()
     store = JobStore(api_redis, settings.job_ttl_s)
     record = make_record()
-    keys, args = enqueue.submit_call(record, None, None, settings, None)
+    call = enqueue.submit_call(record, None, None, settings, None)
 
     async def submit() -> None:
-        connection = ClaimedInBetween(settings, store)
+        connection = ClaimedInBetween(settings, store, record.id)
         try:
             with pytest.raises(NotReplicated, match="being canceled"):
-                await enqueue.run(connection, keys, args, ReplicaAck(1, 0.05))  # type: ignore[arg-type]
+                await enqueue.run(connection, call, ReplicaAck(1, 0.05))  # type: ignore[arg-type]
         finally:
             await connection.inner.aclose()
 
@@ -147,7 +148,7 @@ def test_a_submission_a_master_being_failed_over_took_is_taken_back(
 ) -> None:
     settings = make_settings()
     record = make_record()
-    keys, args = enqueue.submit_call(record, None, None, settings, None)
+    call = enqueue.submit_call(record, None, None, settings, None)
 
     async def failing_over(_: tuple[str, int]) -> str | None:
         return "a Sentinel failover is under way"
@@ -156,7 +157,7 @@ def test_a_submission_a_master_being_failed_over_took_is_taken_back(
         connection = multiplexed_client(settings)
         try:
             with pytest.raises(NotReplicated, match=r"failover is under way.*not accepted"):
-                await enqueue.run(connection, keys, args, ReplicaAck(0, 0.05), failing_over)
+                await enqueue.run(connection, call, ReplicaAck(0, 0.05), failing_over)
         finally:
             await connection.aclose()
 

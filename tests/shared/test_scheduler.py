@@ -14,7 +14,6 @@ from datetime import timedelta
 import pytest
 import redis
 
-from shared import lua
 from shared.constants import broker_lists
 from shared.jobs import GenerationParams, JobRecord, JobStatus, Priority, utcnow
 from shared.keypolicy import KeyPolicy
@@ -280,7 +279,7 @@ def test_eta_needs_a_live_worker_and_follows_the_measured_rate(
     jobs = [submit(store, "a", cost=2.0) for _ in range(3)]
 
     def eta(job_id: str) -> float | None:
-        _, seconds = lua.run(api_redis, POSITION_SCRIPT, [], [job_id, "600"])
+        _, seconds = POSITION_SCRIPT.call(args={"job": job_id, "half_life": "600"}).run(api_redis)
         return None if seconds is None else float(seconds)
 
     assert eta(jobs[2]) is None  # no worker serves the model

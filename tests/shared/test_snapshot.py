@@ -5,7 +5,7 @@ from __future__ import annotations
 import fakeredis
 
 from shared.jobs import JobStatus, WebhookAttempt, utcnow
-from shared.snapshot import READ_SCRIPT, JobSnapshot, decode_snapshot, read_call
+from shared.snapshot import JobSnapshot, decode_snapshot, read_call
 from shared.store import JobStore
 from shared.webhooks import record_attempt
 from tests.shared.conftest import TTL_S
@@ -13,8 +13,8 @@ from tests.shared.test_store import make_record
 
 
 def read(client: fakeredis.FakeRedis, job_id: str) -> JobSnapshot | None:
-    keys, args = read_call(job_id, 600.0)
-    return decode_snapshot(client.eval(READ_SCRIPT.source, len(keys), *keys, *args))
+    call = read_call(job_id, 600.0)
+    return decode_snapshot(client.eval(call.lua.source, len(call.keys), *call.keys, *call.args))
 
 
 def test_the_record_round_trips_with_its_queue_position(
