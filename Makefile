@@ -1,6 +1,6 @@
 # The developer's loop. Each target runs in the project's .venv (scripts/venv.sh makes it
 # on first use, pinned by requirements/lock.txt). `make test` is what CI runs.
-.PHONY: help lint format type test-fast test bench up
+.PHONY: help lint format type test-fast test bench up docs
 
 VENV_SETUP = source scripts/venv.sh '.[api,worker,ui,test,embedded]'
 SHELL := /bin/bash
@@ -13,6 +13,7 @@ help:
 	@echo "make test       lint, types and the whole suite (what CI runs)"
 	@echo "make bench      the CPU benchmarks (python -m bench; bench/gpu.py on a GPU)"
 	@echo "make up         the whole stack locally, with a first image (darkroom up)"
+	@echo "make docs       regenerate docs/configuration.md's table from Settings"
 
 lint:
 	@$(VENV_SETUP) && python -m ruff check . && python -m ruff format --check .
@@ -34,3 +35,6 @@ bench:
 
 up:
 	@bash scripts/up.sh
+
+docs:
+	@$(VENV_SETUP) && python -m shared.settings_doc

@@ -1,4 +1,4 @@
-"""Row: LoRA adapters (`--only lora`; README, "LoRA adapters").
+"""Row: LoRA adapters (`--only lora`; docs/models.md, "LoRA adapters").
 
 1. Swap times, in a process of its own holding tiny-sd and its adapter cache
    (worker.adapters, the code a worker runs), over 20 adapters made with PEFT:

@@ -1,4 +1,4 @@
-"""Row: live previews (`--only previews`; README, "Live previews").
+"""Row: live previews (`--only previews`; docs/api.md, "Live previews").
 
 One worker on tiny-sd runs rounds of jobs (128x128, 20 steps: about half a
 second each on one CPU thread, so a job gets one preview or two at the default

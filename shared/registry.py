@@ -158,7 +158,7 @@ class Runtime(_Strict):
 class Registry(_Strict):
     models: dict[str, ModelEntry]
     runtime: Runtime
-    # LoRA adapters by name (README, "LoRA adapters").
+    # LoRA adapters by name (docs/models.md, "LoRA adapters").
     loras: dict[str, LoraEntry] = {}
 
     @field_validator("loras")

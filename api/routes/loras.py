@@ -1,4 +1,4 @@
-"""LoRA adapters: the registry's and the caller's own (README, "LoRA adapters")."""
+"""LoRA adapters: the registry's and the caller's own (docs/models.md, "LoRA adapters")."""
 
 from __future__ import annotations
 

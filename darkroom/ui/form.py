@@ -27,7 +27,7 @@ DEFAULT_PRIORITY = "normal"
 MODEL_DEFAULT_SAMPLER = "model default"
 # The schedule select's "send none": the sampler's own sigma schedule (A1111's label).
 AUTOMATIC_SCHEDULE = "Automatic"
-# The hires fix as POST /jobs takes it (README, `hires`); GET /models does not list
+# The hires fix as POST /jobs takes it (docs/api.md, `hires`); GET /models does not list
 # the upscalers. Latent ones upscale the latents, which only SD and SDXL keep
 # unpacked: the API refuses them for other types.
 LATENT_UPSCALERS = (
@@ -65,7 +65,7 @@ class ModelLimits:
     # Its type: the LoRA adapters it takes are those made for it.
     type: str = ""
     max_loras: int = 0
-    # GET /models' flags (README, "Several models per worker"); an older API sends
+    # GET /models' flags (docs/models.md, "Several models per worker"); an older API sends
     # none of them: a model a worker runs is resident, any other is servable.
     servable: bool = True
     loadable: bool = False
