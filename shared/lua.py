@@ -6,11 +6,11 @@ and ARGV at the top:
     -- ARG fields...: the record's field names and JSON values (the rest of ARGV)
 
 `script(name, *libraries)` puts together, in this order: the tables KEY and ARG
-(name -> value, from KEYS and ARGV), the scheduler's shared functions
-(shared/lua/sched.lua, so every script that moves a waiting job writes its
-structures the same way), the library files (functions that read KEY and ARG by
-the names their own headers declare, such as store_job.lua) and the script's
-body. `Script.call` lays out KEYS and ARGV from names: neither a caller nor a
+(name -> value, from KEYS and ARGV), the library files and the script's body.
+Libraries are files of functions: the scheduler's (sched.lua: every script that
+moves a waiting job writes its structures through them, so they are written one
+way), and others that read KEY and ARG by the names their own headers declare
+(store_job.lua). `Script.call` lays out KEYS and ARGV from names: neither a caller nor a
 script counts positions, and a script made of several files declares each name
 once, where it is read.
 """
@@ -30,7 +30,8 @@ from shared.constants import KEY_PREFIX
 from shared.multiplexed import LuaScript
 
 LUA_DIR = Path(__file__).parent / "lua"
-LIBRARY = "sched"
+# The scheduler's library, where the key prefix is written.
+SCHEDULER = "sched"
 
 # "-- KEY name: ..." or "-- ARG name: ...", "-- ARG name...: ..." for the rest of ARGV.
 _DECLARATION = re.compile(r"^-- (KEY|ARG) ([a-z_][a-z0-9_]*)(\.\.\.)?:", re.MULTILINE)
@@ -95,8 +96,8 @@ class Script:
 
 @functools.cache
 def script(name: str, *libraries: str) -> Script:
-    """The script `name`.lua, with the scheduler's functions and `libraries` in front."""
-    texts = [(LUA_DIR / f"{file}.lua").read_text() for file in (LIBRARY, *libraries, name)]
+    """The script `name`.lua, with the files `libraries` (their names) in front."""
+    texts = [(LUA_DIR / f"{file}.lua").read_text() for file in (*libraries, name)]
     keys: dict[str, None] = {}
     args: dict[str, None] = {}
     rest: str | None = None
@@ -112,7 +113,7 @@ def script(name: str, *libraries: str) -> Script:
                 args[declared] = None
     body = "\n".join(texts)
     # The prefix is written once in the Lua; it must be the one the Python side uses.
-    assert f"local P = '{KEY_PREFIX}'" in body
+    assert SCHEDULER not in libraries or f"local P = '{KEY_PREFIX}'" in body
     declared_names = {"KEY": set(keys), "ARG": {*args, *filter(None, [rest])}}
     unknown = sorted(
         {f"{kind}.{n}" for kind, n in _USE.findall(body) if n not in declared_names[kind]}

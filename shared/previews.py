@@ -20,6 +20,7 @@ from typing import Any
 import redis
 from redis.asyncio import Redis as AsyncRedis
 
+from shared import lua
 from shared.constants import KEY_PREFIX
 from shared.redis_replies import reply_text
 from shared.store import job_key
@@ -113,30 +114,20 @@ def watched_jobs(client: redis.Redis, job_ids: list[str]) -> set[str]:
     return {job_id for job_id, found in zip(job_ids, pipe.execute(), strict=True) if found}
 
 
-# Stores a preview only while the job's record exists (a preview must not outlive
-# an expired job), numbered by the record's event counter. ARGV: TTL, step,
-# steps, then index, WebP for each image.
-_STORE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local seq = redis.call('HINCRBY', KEYS[1], 'events', 1)
-redis.call('DEL', KEYS[2])
-redis.call('HSET', KEYS[2], 'seq', seq, 'step', ARGV[2], 'steps', ARGV[3], 'count', (#ARGV - 3) / 2,
-           unpack(ARGV, 4))
-redis.call('EXPIRE', KEYS[2], ARGV[1])
-return seq
-"""
+# shared/lua/store_preview.lua: kept only while the job exists, numbered among its events.
+_STORE = lua.script("store_preview")
 
 
 class PreviewStore:
     """The worker's side: writes the latest preview of a job."""
 
     def __init__(self, client: redis.Redis, ttl_s: int = PREVIEW_TTL_S):
-        self._script = client.register_script(_STORE)
+        self.redis = client
         self.ttl_s = ttl_s
 
     def store(self, job_id: str, step: int, steps: int, images: list[bytes]) -> int:
         """Keep `images` as the job's latest preview; its sequence number (0: the job is gone)."""
-        args: list[Any] = [self.ttl_s, step, steps]
-        for index, image in enumerate(images):
-            args += [index, image]
-        return int(self._script(keys=[job_key(job_id), preview_key(job_id)], args=args))
+        numbered = [item for index, image in enumerate(images) for item in (index, image)]
+        keys = {"record": job_key(job_id), "preview": preview_key(job_id)}
+        args = {"ttl": self.ttl_s, "step": step, "steps": steps, "images": numbered}
+        return int(_STORE.call(keys, args).run(self.redis))

@@ -17,7 +17,7 @@ from shared.jobs import JobRecord
 
 # shared/lua/read.lua: the record, a queued job's position and ETA (the
 # scheduler's, shared/lua/sched.lua), a webhook's delivery log.
-READ_SCRIPT = lua.script("read")
+READ_SCRIPT = lua.script("read", "sched")
 
 
 class JobSnapshot(NamedTuple):

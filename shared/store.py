@@ -71,9 +71,11 @@ def _encode(fields: Mapping[str, Any]) -> dict[Any, Any]:
 
 
 # shared/lua/create.lua, store_job.lua: store a new job and queue it with the scheduler.
-_CREATE = lua.script("create", "store_job")
-_TRANSITION = lua.script("transition")
-_POSITION = lua.script("position")
+_CREATE = lua.script("create", "sched", "store_job")
+_TRANSITION = lua.script("transition", "sched")
+_POSITION = lua.script("position", "sched")
+_UPDATE = lua.script("update_job")
+_SET_PROGRESS = lua.script("set_progress")
 
 
 def store_job_names(
@@ -133,8 +135,6 @@ class JobStore:
         # FAIR_SHARE_HALF_LIFE_S: how fast a key's usage fades (the scheduler's).
         self.half_life_s = half_life_s
         # Registered once: EVALSHA per write instead of the script text.
-        self._set_if_exists = client.register_script(_SET_IF_EXISTS)
-        self._set_progress = client.register_script(_SET_PROGRESS)
 
     def create(
         self,
@@ -270,7 +270,8 @@ class JobStore:
 
     def set_progress(self, job_id: str, progress: float) -> None:
         """Write a running job's progress, counted among its events (api.event_stream)."""
-        self._set_progress(keys=[job_key(job_id)], args=[to_json(progress)])
+        keys = {"record": job_key(job_id)}
+        _SET_PROGRESS.call(keys, {"progress": to_json(progress)}).run(self.redis)
 
     def report_progress(self, record: JobRecord, progress: float) -> None:
         """Write a running job's progress and tell the listener."""
@@ -297,24 +298,8 @@ class JobStore:
         HSET on a record that just expired would resurrect a fragment of it,
         so the write happens only if the key exists (one atomic script).
         """
-        args = [item for pair in _encode(fields).items() for item in pair]
-        self._set_if_exists(keys=[job_key(job_id)], args=args)
-
-
-_SET_IF_EXISTS = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return redis.call('HSET', KEYS[1], unpack(ARGV))
-end
-return -1
-"""
-
-_SET_PROGRESS = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HSET', KEYS[1], 'progress', ARGV[1])
-  return redis.call('HINCRBY', KEYS[1], 'events', 1)
-end
-return -1
-"""
+        encoded = [item for pair in _encode(fields).items() for item in pair]
+        _UPDATE.call({"record": job_key(job_id)}, {"fields": encoded}).run(self.redis)
 
 
 def _matches(record: JobRecord, status: JobStatus | None, owner: str | None) -> bool:

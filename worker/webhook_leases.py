@@ -16,29 +16,15 @@ from contextlib import contextmanager
 
 import redis
 
+from shared import lua
 from shared.constants import WEBHOOK_LEASES_KEY_PREFIX
 
 # A lease outlives its attempt's deadline by this much: signing, the Redis
 # round trips around the attempt, a thread that was slow to be scheduled.
 LEASE_MARGIN_S = 5.0
 
-ACQUIRE_LUA = """
--- Take a lease on one of `limit` slots, dropping expired leases first.
--- KEYS: leases (the key's sorted set: lease id -> expiry, ms)
--- ARGV: lease_id, limit, lifetime_ms
-local leases = KEYS[1]
-local lease_id, limit, lifetime_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local clock = redis.call('TIME')
-local now_ms = clock[1] * 1000 + math.floor(clock[2] / 1000)
-redis.call('ZREMRANGEBYSCORE', leases, '-inf', now_ms)
-if redis.call('ZCARD', leases) >= limit then
-  return 0
-end
-redis.call('ZADD', leases, now_ms + lifetime_ms, lease_id)
--- The newest lease expires last: the set goes when its last lease does.
-redis.call('PEXPIRE', leases, lifetime_ms)
-return 1
-"""
+# shared/lua/acquire_lease.lua: a lease taken only while a slot is free.
+_ACQUIRE = lua.script("acquire_lease")
 
 
 def leases_key(owner: str) -> str:
@@ -52,7 +38,6 @@ class KeyLeases:
         self.redis = client
         self.limit = limit
         self.lifetime_ms = max(1, int(lifetime_s * 1000))
-        self._acquire = client.register_script(ACQUIRE_LUA)
 
     @contextmanager
     def hold(self, owner: str) -> Iterator[bool]:
@@ -61,7 +46,8 @@ class KeyLeases:
             yield True
             return
         key, lease_id = leases_key(owner), uuid.uuid4().hex
-        if not self._acquire(keys=[key], args=[lease_id, self.limit, self.lifetime_ms]):
+        args = {"lease": lease_id, "limit": self.limit, "lifetime_ms": self.lifetime_ms}
+        if not _ACQUIRE.call({"leases": key}, args).run(self.redis):
             yield False
             return
         try:
