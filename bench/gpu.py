@@ -40,7 +40,7 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ if not __package__:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.gpu_models import PROMPT, PUBLISHED_PARAMS, SPECS, ModelSpec, build
 from bench.gpu_worker import MEMORY_VARIANTS, measure_worker_rows, worker_table
+from worker.random_weights import build_pipeline
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 VARIANTS = ("baseline", "channels_last", "fuse_qkv", "compile")
@@ -295,12 +296,9 @@ def table(rows: list[Row], markdown: bool) -> str:
 
 def check_configs() -> int:
     """Build every full-size module on the meta device (no memory) and count parameters."""
-    import torch
-
     worst = 0.0
     for key, spec in SPECS.items():
-        with torch.device("meta"):
-            pipe = spec.build(False)
+        pipe = build_pipeline(spec.architecture(False), device="meta")
         for component in ("unet", "transformer", "vae", "text_encoder", "text_encoder_2"):
             module = getattr(pipe, component, None)
             if module is None:
@@ -403,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     specs = [SPECS[key] for key in models]
     if args.cpu_smoke:
-        specs = [ModelSpec(s.name, s.build, "float32", s.steps, s.call_kwargs) for s in specs]
+        specs = [replace(s, dtype_name="float32") for s in specs]
     if args.swap:
         return _swap_only(specs, args, device, started, gpu)
     for spec in specs:

@@ -6,10 +6,12 @@ bench/gpu_worker.py runs them through a real darkroom worker.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
+
+from worker.random_weights import Architecture, Part, build_pipeline
 
 PROMPT = "a lighthouse on a cliff at dusk, oil painting, dramatic light, highly detailed"
 NEGATIVE = "low quality, blurry"
@@ -217,7 +219,7 @@ TINY: dict[str, dict[str, Any]] = {
 @dataclass
 class ModelSpec:
     name: str
-    build: Callable[[bool], Any]  # tiny -> pipeline (on the current default device/dtype)
+    architecture: Callable[[bool], Architecture]  # tiny -> what to build
     dtype_name: str
     steps: int
     call_kwargs: dict[str, Any]
@@ -237,7 +239,8 @@ def _tokenizer(max_length: int, vocab_size: int) -> Any:
     assert len(vocab) < vocab_size
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(
+    # The ignore: transformers leaves this constructor untyped.
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=backend,
         model_max_length=max_length,
         pad_token="<pad>",
@@ -251,67 +254,52 @@ def _with(config: dict[str, Any], tiny: bool, key: str) -> dict[str, Any]:
     return {**config, **TINY[key]} if tiny else dict(config)
 
 
-def build_sdxl(tiny: bool = False) -> Any:
-    from diffusers import (
-        AutoencoderKL,
-        EulerDiscreteScheduler,
-        StableDiffusionXLPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
+def sdxl(tiny: bool = False) -> Architecture:
     clip_l, clip_g = _with(CLIP_L, tiny, "clip"), _with(CLIP_BIGG, tiny, "clip")
-    with _host():
-        scheduler = EulerDiscreteScheduler(**SDXL_SCHEDULER)
-        tokenizer = _tokenizer(77, clip_l["vocab_size"])
-    return StableDiffusionXLPipeline(
-        vae=AutoencoderKL(**_with(SDXL_VAE, tiny, "vae")),
-        text_encoder=CLIPTextModel(CLIPTextConfig(**clip_l)),
-        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**clip_g)),
-        tokenizer=tokenizer,
-        tokenizer_2=tokenizer,
-        unet=UNet2DConditionModel(**_with(SDXL_UNET, tiny, "sdxl_unet")),
-        scheduler=scheduler,
-        force_zeros_for_empty_prompt=True,
+    tokenizer = partial(_tokenizer, 77, clip_l["vocab_size"])
+    return Architecture(
+        pipeline="StableDiffusionXLPipeline",
+        models={
+            "vae": Part("AutoencoderKL", _with(SDXL_VAE, tiny, "vae")),
+            "text_encoder": Part("CLIPTextModel", clip_l, library="transformers"),
+            "text_encoder_2": Part("CLIPTextModelWithProjection", clip_g, library="transformers"),
+            "unet": Part("UNet2DConditionModel", _with(SDXL_UNET, tiny, "sdxl_unet")),
+        },
+        scheduler=Part("EulerDiscreteScheduler", SDXL_SCHEDULER),
+        tokenizers={"tokenizer": tokenizer, "tokenizer_2": tokenizer},
+        options={"force_zeros_for_empty_prompt": True},
     )
 
 
-def build_flux(tiny: bool = False) -> Any:
-    from diffusers import (
-        AutoencoderKL,
-        FlowMatchEulerDiscreteScheduler,
-        FluxPipeline,
-        FluxTransformer2DModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
-
+def flux(tiny: bool = False) -> Architecture:
     clip_l, t5 = _with(CLIP_L, tiny, "clip"), _with(T5_XXL, tiny, "t5")
-    with _host():
-        scheduler = FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULER)
-        tokenizer = _tokenizer(77, clip_l["vocab_size"])
-        tokenizer_2 = _tokenizer(512, t5["vocab_size"])
-    return FluxPipeline(
-        scheduler=scheduler,
-        vae=AutoencoderKL(**_with(FLUX_VAE, tiny, "vae")),
-        text_encoder=CLIPTextModel(CLIPTextConfig(**clip_l)),
-        tokenizer=tokenizer,
-        text_encoder_2=T5EncoderModel(T5Config(**t5)),
-        tokenizer_2=tokenizer_2,
-        transformer=FluxTransformer2DModel(**_with(FLUX_TRANSFORMER, tiny, "flux")),
+    return Architecture(
+        pipeline="FluxPipeline",
+        models={
+            "vae": Part("AutoencoderKL", _with(FLUX_VAE, tiny, "vae")),
+            "text_encoder": Part("CLIPTextModel", clip_l, library="transformers"),
+            "text_encoder_2": Part("T5EncoderModel", t5, library="transformers"),
+            "transformer": Part("FluxTransformer2DModel", _with(FLUX_TRANSFORMER, tiny, "flux")),
+        },
+        scheduler=Part("FlowMatchEulerDiscreteScheduler", FLUX_SCHEDULER),
+        tokenizers={
+            "tokenizer": partial(_tokenizer, 77, clip_l["vocab_size"]),
+            "tokenizer_2": partial(_tokenizer, 512, t5["vocab_size"]),
+        },
     )
 
 
 SPECS = {
     "sdxl": ModelSpec(
         name="sdxl",
-        build=build_sdxl,
+        architecture=sdxl,
         dtype_name="float16",
         steps=30,
         call_kwargs={"guidance_scale": 7.0, "negative_prompt": NEGATIVE},
     ),
     "flux": ModelSpec(
         name="flux-schnell",
-        build=build_flux,
+        architecture=flux,
         dtype_name="bfloat16",
         steps=4,
         call_kwargs={"guidance_scale": 0.0, "max_sequence_length": 256},
@@ -319,32 +307,9 @@ SPECS = {
 }
 
 
-@contextmanager
-def _defaults(device: str, dtype: Any) -> Iterator[None]:
-    """Create parameters directly on `device` in `dtype` (no fp32 copy in host memory)."""
-    import torch
-
-    old_dtype = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            yield
-    finally:
-        torch.set_default_dtype(old_dtype)
-
-
-@contextmanager
-def _host() -> Iterator[None]:
-    """Schedulers and tokenizers: CPU and float32 whatever the models are built with."""
-    with _defaults("cpu", __import__("torch").float32):
-        yield
-
-
 def build(spec: ModelSpec, device: str, dtype: Any, tiny: bool) -> Any:
-    import torch
-
-    with _defaults(device, dtype), torch.no_grad():
-        pipe = spec.build(tiny)
+    """`spec`'s pipeline with random weights on `device` in `dtype`, ready to call."""
+    pipe = build_pipeline(spec.architecture(tiny), device=device, dtype=dtype)
     pipe.to(device=device, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -16,6 +16,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
+
+from worker.random_weights import Architecture, Part, save_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -49,75 +52,7 @@ def ensure_tiny_sd(path: Path, seed: int = _WEIGHTS_SEED) -> Path:
 
 def build_tiny_sd(path: Path, seed: int = _WEIGHTS_SEED) -> None:
     """Construct a tiny random StableDiffusionPipeline and save it to `path`."""
-    import torch
-    from diffusers import (
-        AutoencoderKL,
-        EulerDiscreteScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    # The type: ignores below: diffusers' @register_to_config leaves constructors untyped.
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(  # type: ignore[no-untyped-call]
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=4,
-        norm_num_groups=8,
-    )
-    # Four blocks give the VAE the same 8x down-scaling as real SD checkpoints,
-    # so sizes, latents and "multiple of 8" limits behave as in production.
-    vae = AutoencoderKL(  # type: ignore[no-untyped-call]
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 8, 16, 16),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=64,
-    )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=_VOCAB_SIZE,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            bos_token_id=_BOS_ID,
-            eos_token_id=_EOS_ID,
-            pad_token_id=_EOS_ID,
-        )
-    )
-    with tempfile.TemporaryDirectory() as vocab_dir:
-        tokenizer = CLIPTokenizer(*_write_byte_vocab(Path(vocab_dir)), model_max_length=77)
-    scheduler = EulerDiscreteScheduler(  # type: ignore[no-untyped-call]
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        num_train_timesteps=1000,
-        steps_offset=1,
-    )
-    pipe = StableDiffusionPipeline(  # type: ignore[no-untyped-call]
-        unet=unet,
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(path)  # type: ignore[attr-defined]
+    save_pipeline(TINY_SD, path, seed)
 
 
 def _byte_alphabet() -> list[str]:
@@ -149,3 +84,78 @@ def _write_byte_vocab(directory: Path) -> tuple[str, str]:
     vocab_file.write_text(json.dumps({tok: i for i, tok in enumerate(tokens)}))
     merges_file.write_text("#version: 0.2\n")
     return str(vocab_file), str(merges_file)
+
+
+def _byte_tokenizer() -> Any:
+    """CLIP's tokenizer over single characters: any prompt a user types tokenizes."""
+    from transformers import CLIPTokenizer
+
+    with tempfile.TemporaryDirectory() as vocab_dir:
+        return CLIPTokenizer(*_write_byte_vocab(Path(vocab_dir)), model_max_length=77)
+
+
+# Tests compare images drawn from these weights: a changed size, or the models in
+# another order, is another model (tests/worker/test_random_weights.py builds it).
+TINY_SD = Architecture(
+    pipeline="StableDiffusionPipeline",
+    models={
+        "unet": Part(
+            "UNet2DConditionModel",
+            {
+                "sample_size": 8,
+                "in_channels": 4,
+                "out_channels": 4,
+                "block_out_channels": (32, 64),
+                "layers_per_block": 1,
+                "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+                "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+                "cross_attention_dim": 32,
+                "attention_head_dim": 4,
+                "norm_num_groups": 8,
+            },
+        ),
+        # Four blocks give the VAE the same 8x down-scaling as real SD checkpoints,
+        # so sizes, latents and "multiple of 8" limits behave as in production.
+        "vae": Part(
+            "AutoencoderKL",
+            {
+                "in_channels": 3,
+                "out_channels": 3,
+                "block_out_channels": (8, 8, 16, 16),
+                "down_block_types": ("DownEncoderBlock2D",) * 4,
+                "up_block_types": ("UpDecoderBlock2D",) * 4,
+                "latent_channels": 4,
+                "layers_per_block": 1,
+                "norm_num_groups": 8,
+                "sample_size": 64,
+            },
+        ),
+        "text_encoder": Part(
+            "CLIPTextModel",
+            {
+                "vocab_size": _VOCAB_SIZE,
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "max_position_embeddings": 77,
+                "bos_token_id": _BOS_ID,
+                "eos_token_id": _EOS_ID,
+                "pad_token_id": _EOS_ID,
+            },
+            library="transformers",
+        ),
+    },
+    scheduler=Part(
+        "EulerDiscreteScheduler",
+        {
+            "beta_start": 0.00085,
+            "beta_end": 0.012,
+            "beta_schedule": "scaled_linear",
+            "num_train_timesteps": 1000,
+            "steps_offset": 1,
+        },
+    ),
+    tokenizers={"tokenizer": _byte_tokenizer},
+    options={"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False},
+)
