@@ -147,7 +147,7 @@ async def _ends_the_call(state: AppState, record: JobRecord) -> bool:
         return True
     if record.status is not JobStatus.CANCELED:
         return False
-    return not await state.aredis.exists(SKIPPED_KEY_PREFIX + record.id)
+    return not await state.mux.execute("EXISTS", SKIPPED_KEY_PREFIX + record.id)
 
 
 def mark_skipped(state: AppState, job_id: str) -> None:
