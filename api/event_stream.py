@@ -31,9 +31,9 @@ async def job_events(
     """Yield SSE frames until the job is terminal (or its record expires)."""
     stream = _Stream(state, job_id, last_event_id)
     if last_event_id is not None:
-        stream.previews_sent = await preview_seq(state.aredis, job_id)
+        stream.previews_sent = await preview_seq(state.mux, job_id)
     while True:
-        # On the event loop (async Redis): an open stream holds no thread.
+        # On the event loop (the shared async client): an open stream holds no thread.
         record = await fetch_record(state, job_id)
         if record is None:
             yield _frame("error", '{"error": {"type": "not_found", "message": "job expired"}}')
@@ -60,7 +60,7 @@ class _Stream:
         self.resumed_after = resumed_after
         self.last: tuple[str, float] | None = None
         self.last_sent = time.monotonic()
-        self.watching = Watching(state.aredis, job_id)
+        self.watching = Watching(state.mux, job_id)
         # Previews sent (by sequence number): a resumed stream skips those it missed.
         self.previews_sent = 0
 
@@ -85,7 +85,7 @@ class _Stream:
 
     async def previews(self) -> list[str]:
         """The job's latest preview if not sent yet: one event per image."""
-        preview = await preview_after(self.state.aredis, self.job_id, self.previews_sent)
+        preview = await preview_after(self.state.mux, self.job_id, self.previews_sent)
         if preview is None:
             return []
         self.previews_sent = preview.seq

@@ -23,9 +23,9 @@ from typing import Literal
 
 import redis
 from botocore.exceptions import ClientError
-from redis.asyncio import Redis as AsyncRedis
 
 from shared.errors import StorageError
+from shared.multiplexed import MultiplexedRedis
 from shared.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ OK_CACHED_S = 1.0
 class Readiness:
     """The API's dependency checks, shared by every request of the process."""
 
-    def __init__(self, redis_client: AsyncRedis, storage: Storage):
+    def __init__(self, redis_client: MultiplexedRedis, storage: Storage):
         self.redis = redis_client
         self.storage = storage
         # The storage client blocks (boto3, with retries that can take minutes):
@@ -62,7 +62,7 @@ class Readiness:
 
     async def _redis(self) -> CheckResult:
         try:
-            await asyncio.wait_for(self.redis.ping(), CHECK_TIMEOUT_S)
+            await asyncio.wait_for(self.redis.execute("PING"), CHECK_TIMEOUT_S)
         except (TimeoutError, redis.TimeoutError) as exc:
             return self._note("redis", "timeout", exc)
         except (redis.AuthenticationError, redis.ResponseError) as exc:

@@ -1,6 +1,7 @@
-"""Reads of jobs served on the event loop with async Redis, no thread hop: the paths
-every polling, waiting or streaming client keeps hitting (GET /jobs/{id},
-Prefer: wait, the SSE stream), and the public view of every job the API answers with.
+"""Reads of jobs served on the event loop through the API's one async client (the
+multiplexed connection), no thread hop: the paths every polling, waiting or
+streaming client keeps hitting (GET /jobs/{id}, Prefer: wait, the SSE stream), and
+the public view of every job the API answers with.
 
 Only a queued job found past its deadline (rare) goes through the synchronous
 store to be canceled.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import redis
 from starlette.concurrency import run_in_threadpool
@@ -18,6 +20,7 @@ from api.cancellation import expire_if_past_deadline
 from api.state import AppState
 from shared.errors import JobNotFound
 from shared.jobs import Job, JobRecord, JobStatus
+from shared.multiplexed import MultiplexedRedis
 from shared.public import POSITION_SCRIPT, job_view, queue_view_reads, view_from_reads
 from shared.snapshot import JobSnapshot, decode_snapshot, read_call
 from shared.webhooks import webhook_info
@@ -60,21 +63,38 @@ async def job_views(state: AppState, records: list[JobRecord]) -> list[Job]:
     """The jobs as clients see them: every route that answers with stored jobs goes
     through here. Their extra reads (webhook logs, queue positions) take one round
     trip together, and none when no job has any."""
-    half_life = state.settings.fair_share_half_life_s
-    for attempt in (1, 2):
-        async with state.aredis.pipeline(transaction=False) as pipe:
-            for record in records:
-                queue_view_reads(pipe, record, half_life)
-            try:
-                answers = iter(await pipe.execute())
-                break
-            except redis.exceptions.NoScriptError:
-                if attempt == 2:
-                    raise
-                # Redis restarted and forgot the script: load it, read again.
-                await state.aredis.script_load(POSITION_SCRIPT.lua.source)
+    reads = _Reads()
+    for record in records:
+        queue_view_reads(reads, record, state.settings.fair_share_half_life_s)
+    answers = iter(await reads.send(state.mux))
     storage, base_url = state.storage, state.settings.public_base_url
     return [view_from_reads(record, answers, storage, base_url) for record in records]
+
+
+class _Reads:
+    """queue_view_reads' pipeline on the multiplexed client: the commands it is
+    given, then sent at once (the connection writes them in one batch)."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[Any, ...]] = []
+
+    def lrange(self, name: str, start: int, end: int) -> None:
+        self.commands.append(("LRANGE", name, start, end))
+
+    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> None:
+        self.commands.append(("EVALSHA", sha, numkeys, *keys_and_args))
+
+    async def send(self, mux: MultiplexedRedis) -> list[Any]:
+        """The answers, in order (no round trip when there is nothing to read)."""
+        try:
+            return await self._gather(mux)
+        except redis.exceptions.NoScriptError:
+            # Redis restarted and forgot the script: load it, read again.
+            await mux.execute("SCRIPT", "LOAD", POSITION_SCRIPT.lua.source)
+            return await self._gather(mux)
+
+    async def _gather(self, mux: MultiplexedRedis) -> list[Any]:
+        return await asyncio.gather(*(mux.execute(*command) for command in self.commands))
 
 
 async def wait_until_terminal(state: AppState, job_id: str, timeout_s: float) -> JobRecord:

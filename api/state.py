@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import redis
 from celery import Celery
-from redis.asyncio import Redis as AsyncRedis
 
 from api.loras import LoraCatalog
 from api.metrics import ApiMetrics
@@ -17,7 +16,6 @@ from api.serving import ServingView
 from shared.apikeys import KeyRing
 from shared.connections import (
     async_master_check,
-    async_redis_client,
     master_check,
     multiplexed_client,
     redis_client,
@@ -37,10 +35,10 @@ from shared.webhook_events import WebhookEmitter
 class AppState:
     settings: Settings
     registry: Registry
+    # The synchronous client, for code that runs on worker threads (the job store).
     redis: redis.Redis
-    # The same Redis for reads served on the event loop.
-    aredis: AsyncRedis
-    # ... and one shared connection for the hottest paths: polls and submissions.
+    # The API's async client: one shared, self-pipelining connection for everything
+    # served on the event loop (polls, submissions, streams, the compatible APIs).
     mux: MultiplexedRedis
     # Submissions' own when each waits for replicas (REDIS_MIN_REPLICAS_ACK): a WAIT
     # holds its connection up to REDIS_ACK_TIMEOUT_S, and polls must not queue behind it.
@@ -67,7 +65,6 @@ class AppState:
     @classmethod
     def build(cls, settings: Settings, metrics: ApiMetrics) -> AppState:
         client = redis_client(settings)
-        aredis = async_redis_client(settings)
         storage = storage_from_settings(settings)
         celery = make_celery(settings)
         emitter = WebhookEmitter(celery, settings, storage)
@@ -78,7 +75,6 @@ class AppState:
             settings=settings,
             registry=registry,
             redis=client,
-            aredis=aredis,
             mux=mux,
             submit_mux=(
                 multiplexed_client(settings, extra_timeout_s=settings.redis_ack_timeout_s)
@@ -97,7 +93,7 @@ class AppState:
             celery=celery,
             keys=KeyRing(settings.api_key_policies),
             metrics=metrics,
-            readiness=Readiness(aredis, storage),
+            readiness=Readiness(mux, storage),
             scheduler=Scheduler(client, settings.fair_share_half_life_s),
             serving=ServingView(client),
             loras=LoraCatalog(
@@ -113,7 +109,6 @@ class AppState:
 
     async def close(self) -> None:
         self.redis.close()
-        await self.aredis.aclose()
         await self.mux.aclose()
         if self.submit_mux is not self.mux:
             await self.submit_mux.aclose()

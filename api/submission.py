@@ -9,7 +9,6 @@ from datetime import timedelta
 from typing import Any
 
 import redis
-from anyio import from_thread
 from starlette.concurrency import run_in_threadpool
 
 from api import enqueue, idempotency, ratelimit
@@ -92,17 +91,6 @@ async def submit(
     ratelimit.check(verdict, value, limits)
     _note_queued(state, job.record)
     return Submission(job.record, replayed=False, queue_position=int(value))
-
-
-def submit_job(
-    state: AppState,
-    request: JobCreate,
-    idempotency_key: str | None = None,
-    owner: str = ANONYMOUS,
-) -> Submission:
-    """`submit` for synchronous callers in a worker thread of the app's event loop
-    (`run_in_threadpool`, as the compatible APIs call it): runs it on that loop."""
-    return from_thread.run(submit, state, request, idempotency_key, owner)
 
 
 def prepare(state: AppState, request: JobCreate, owner: str) -> NewJob:

@@ -1,4 +1,5 @@
-"""Redis connections, made on demand (never at import time).
+"""Redis connections, made on demand (never at import time): redis-py's synchronous
+client for code on threads, and the API's one async client, MultiplexedRedis.
 
 Straight to REDIS_URL, or, with REDIS_SENTINELS, to whichever server the
 sentinels name master: asked again on every new connection, so after a
@@ -16,7 +17,6 @@ from typing import Any
 
 import redis
 from redis.asyncio import Redis as AsyncRedis
-from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.connection import parse_url
 from redis.sentinel import MasterNotFoundError, Sentinel
 
@@ -36,6 +36,7 @@ _OPTIONS: dict[str, Any] = {
 
 
 def redis_client(settings: Settings) -> redis.Redis:
+    """The synchronous client (worker processes, and the API's code on threads)."""
     if settings.redis_sentinels:
         # Untyped in redis-py.
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
@@ -48,19 +49,8 @@ def redis_client(settings: Settings) -> redis.Redis:
     return redis.Redis.from_url(settings.redis_url, **_OPTIONS)
 
 
-def async_redis_client(settings: Settings) -> AsyncRedis:
-    """For the API's reads served on the event loop without a thread hop (the
-    hottest two, polls and submissions, go through multiplexed_client)."""
-    if settings.redis_sentinels:
-        client: AsyncRedis = _async_sentinel(settings).master_for(
-            settings.redis_sentinel_master, **_OPTIONS, **master_options(settings)
-        )
-        return client
-    return AsyncRedis.from_url(settings.redis_url, **_OPTIONS)
-
-
 def multiplexed_client(settings: Settings, extra_timeout_s: float = 0.0) -> MultiplexedRedis:
-    """One shared, self-pipelining connection for the API's polls and submissions.
+    """The API's async client: one shared, self-pipelining connection.
 
     `extra_timeout_s`: what a command may block beyond the usual (a WAIT's own timeout).
     """
@@ -184,12 +174,6 @@ def _async_sentinel_clients(settings: Settings) -> list[AsyncRedis]:
         AsyncRedis(host=host, port=port, **_sentinel_options(settings))
         for host, port in settings.sentinel_addresses
     ]
-
-
-def _async_sentinel(settings: Settings) -> AsyncSentinel:
-    return AsyncSentinel(  # type: ignore[no-untyped-call]
-        settings.sentinel_addresses, sentinel_kwargs=_sentinel_options(settings)
-    )
 
 
 def _sentinel_options(settings: Settings) -> dict[str, Any]:

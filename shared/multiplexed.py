@@ -1,22 +1,29 @@
 """One Redis connection that all of a process's coroutines share, pipelined by itself.
 
-For the API's hottest paths (a poll, a submission: one script each). redis-py's
-asyncio client checks a connection out of its pool for every command, arms a
-timeout around every read and parses replies a line at a time in Python: about
-50 us of CPU per command, as much as the rest of a poll. Redis answers the
-commands of one connection in the order it received them, so concurrent
-requests can share a connection: each command joins the connection's write
-buffer (written once per turn of the event loop, so a burst of requests costs
-one system call) and each reply resolves the oldest waiting future. One timer
-per connection, not per command, enforces the timeout. Fast clients for
+The API's async client: everything it serves on the event loop (polls,
+submissions, streams, the other APIs' dialects) talks to Redis through it. We
+measured it against redis-py's asyncio client with hiredis on the benchmark's
+`api` row (#31): a poll 0.46-0.48 of a trivial app's rate against 0.31-0.34, a
+submission 0.20-0.22 against 0.15-0.16. redis-py checks a connection out of its
+pool for every command, arms a timeout around every read and parses replies in
+Python: about 50 us of CPU per command, as much as the rest of a poll. Redis
+answers the commands of one connection in the order it received them, so
+concurrent requests can share a connection: each command joins the connection's
+write buffer (written once per turn of the event loop, so a burst of requests
+costs one system call) and each reply resolves the oldest waiting future. One
+timer per connection, not per command, enforces the timeout. Fast clients for
 servers do the same (automatic pipelining, multiplexed connections).
 
-Only what those paths need: commands, Lua scripts (EVALSHA; the script's text
-on NOSCRIPT), commands sent back to back on one connection (a write and the
-WAIT for its replicas) and RESP2 replies. Under Sentinel a `locate` coroutine
-names the master for each new connection; a demoted master's READONLY drops
-the connection, so the next command finds the new one. Errors are redis-py's exception types, so the
-API answers them as it answers redis-py's (503 for ConnectionError and TimeoutError).
+Only raw commands (`execute("HGET", key, field)`), Lua scripts (EVALSHA; the
+script's text on NOSCRIPT), commands sent back to back on one connection (a
+write and the WAIT for its replicas) and RESP2 replies (bytes, ints, lists:
+HGETALL's is flat). Concurrent callers' commands interleave on the connection,
+so it carries no MULTI/EXEC, no WATCH and no blocking command: what must happen
+together is one Lua script. Under Sentinel a `locate` coroutine names the master
+for each new connection; a demoted master's READONLY drops the connection, so
+the next command finds the new one. Errors are redis-py's exception types, so
+the API answers them as it answers redis-py's (503 for ConnectionError and
+TimeoutError).
 """
 
 from __future__ import annotations

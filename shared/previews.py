@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from redis.asyncio import Redis as AsyncRedis
 
 from shared import lua
 from shared.constants import KEY_PREFIX
-from shared.redis_replies import reply_text
+from shared.multiplexed import MultiplexedRedis
+from shared.redis_replies import reply_hash, reply_text
 from shared.store import job_key
 
 # A reader marks a job watched for this long; it marks it again while it reads.
@@ -65,22 +65,22 @@ def decode_preview(raw: dict[Any, Any]) -> Preview | None:
     return Preview(int(fields["seq"]), int(fields["step"]), int(fields["steps"]), images)
 
 
-async def mark_watched(client: AsyncRedis, job_id: str) -> None:
+async def mark_watched(client: MultiplexedRedis, job_id: str) -> None:
     """Say that someone watches `job_id` (for the next WATCH_WINDOW_S)."""
-    await client.set(watch_key(job_id), b"1", px=int(WATCH_WINDOW_S * 1000))
+    await client.execute("SET", watch_key(job_id), b"1", "PX", int(WATCH_WINDOW_S * 1000))
 
 
-async def latest_preview(client: AsyncRedis, job_id: str) -> Preview | None:
-    return decode_preview(await client.hgetall(preview_key(job_id)))
+async def latest_preview(client: MultiplexedRedis, job_id: str) -> Preview | None:
+    return decode_preview(reply_hash(await client.execute("HGETALL", preview_key(job_id))))
 
 
-async def preview_seq(client: AsyncRedis, job_id: str) -> int:
+async def preview_seq(client: MultiplexedRedis, job_id: str) -> int:
     """The sequence number of the job's latest preview (0: none): cheap to poll."""
-    seq = await client.hget(preview_key(job_id), "seq")
+    seq = await client.execute("HGET", preview_key(job_id), "seq")
     return int(seq) if seq is not None else 0
 
 
-async def preview_after(client: AsyncRedis, job_id: str, seq: int) -> Preview | None:
+async def preview_after(client: MultiplexedRedis, job_id: str, seq: int) -> Preview | None:
     """The job's latest preview if newer than `seq` (a poll reads one field while
     nothing new came)."""
     if await preview_seq(client, job_id) <= seq:
@@ -95,7 +95,7 @@ class Watching:
 
     REFRESH_S = WATCH_WINDOW_S / 4
 
-    def __init__(self, client: AsyncRedis, job_id: str):
+    def __init__(self, client: MultiplexedRedis, job_id: str):
         self.client = client
         self.job_id = job_id
         self._marked = float("-inf")

@@ -35,7 +35,8 @@ POSITION_SCRIPT = lua.script("position", "sched")
 
 
 class _Pipeline(Protocol):
-    """What queue_view_reads needs of a pipeline: redis' sync and asyncio ones both fit."""
+    """What queue_view_reads needs of a pipeline: redis-py's, or the API's batch of
+    commands for the multiplexed client (api.reads)."""
 
     def lrange(self, name: str, start: int, end: int) -> Any: ...
     def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any: ...
@@ -73,8 +74,8 @@ def read_views(
 ) -> list[Job]:
     """Public views of `records`, their extra reads in one round trip (none if none).
 
-    Synchronous, for the worker side (webhook payloads); the API reads with async
-    Redis through the same queue_view_reads and view_from_reads.
+    Synchronous, for the worker side (webhook payloads); the API reads through its
+    multiplexed client with the same queue_view_reads and view_from_reads.
     """
     for attempt in (1, 2):
         pipe = client.pipeline(transaction=False)

@@ -8,3 +8,8 @@ from typing import Any
 
 def reply_text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def reply_hash(flat: list[Any]) -> dict[Any, Any]:
+    """HGETALL's RESP2 reply (field, value, field, value, ...) as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))

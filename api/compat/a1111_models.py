@@ -57,7 +57,7 @@ def options_key(owner: str) -> str:
 
 async def chosen_model(state: AppState, owner: str) -> str | None:
     """The model the caller chose with POST /sdapi/v1/options (None: never, or since removed)."""
-    raw = await state.aredis.hget(options_key(owner), CHECKPOINT_FIELD)
+    raw = await state.mux.execute("HGET", options_key(owner), CHECKPOINT_FIELD)
     name = raw.decode() if isinstance(raw, bytes) else raw
     return name if name in state.registry.models else None
 
@@ -67,5 +67,5 @@ async def choose_model(state: AppState, owner: str, wanted: str) -> Checkpoint:
     worker can serve: the switch is refused, as its jobs would be, otherwise)."""
     found = find_checkpoint(state, wanted)
     (await state.serving.get()).check(found.name, state.registry)
-    await state.aredis.hset(options_key(owner), CHECKPOINT_FIELD, found.name)
+    await state.mux.execute("HSET", options_key(owner), CHECKPOINT_FIELD, found.name)
     return found

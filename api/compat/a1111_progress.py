@@ -33,7 +33,7 @@ async def running_jobs(state: AppState, owner: str) -> list[JobRecord]:
 
     The running index holds one entry per busy worker: small, whoever is calling.
     """
-    keys = await state.aredis.hkeys(RUNNING_KEY)
+    keys = await state.mux.execute("HKEYS", RUNNING_KEY)
     job_ids = [key.decode() if isinstance(key, bytes) else key for key in keys]
     records = await asyncio.gather(*(fetch_record(state, job_id) for job_id in job_ids))
     mine = [
@@ -54,9 +54,9 @@ async def progress(state: AppState, owner: str, with_image: bool = True) -> Prog
         return ProgressAnswer(progress=0, eta_relative=0, state=_state(None, 0))
     image = None
     if with_image:
-        await mark_watched(state.aredis, current.id)
+        await mark_watched(state.mux, current.id)
         if current.status is JobStatus.RUNNING:
-            preview = await latest_preview(state.aredis, current.id)
+            preview = await latest_preview(state.mux, current.id)
             if preview is not None:
                 image = await run_in_threadpool(_png_grid, preview.images)
     return ProgressAnswer(

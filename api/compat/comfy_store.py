@@ -14,10 +14,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis as AsyncRedis
-
+from shared import lua
 from shared.constants import KEY_PREFIX
 from shared.errors import InvalidRequest
+from shared.multiplexed import MultiplexedRedis
 from shared.redis_replies import reply_text
 
 _PROMPT = KEY_PREFIX + "comfy-prompt:"
@@ -30,6 +30,11 @@ _CLIENT = KEY_PREFIX + "comfy-client:"  # per key and clientId: its prompts
 MAX_UPLOADS_PER_KEY = 100
 # How many of a key's prompts its history and queue look at, newest first.
 MAX_LISTED = 200
+
+# Each a script, not MULTI/EXEC or a check then a write: the API's one connection
+# carries every request's commands, interleaved.
+_SAVE_PROMPT = lua.script("comfy_save_prompt")
+_PUT_UPLOAD = lua.script("comfy_put_upload")
 
 
 @dataclass
@@ -54,37 +59,42 @@ class PromptRecord:
 
 
 class ComfyStore:
-    def __init__(self, client: AsyncRedis, ttl_s: int):
+    def __init__(self, client: MultiplexedRedis, ttl_s: int):
         self.client = client
         self.ttl_s = ttl_s
 
     async def next_number(self) -> int:
-        return int(await self.client.incr(_NUMBER))
+        return int(await self.client.execute("INCR", _NUMBER))
 
     async def save(self, record: PromptRecord) -> None:
-        index = _PROMPTS + record.owner
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.set(_PROMPT + record.prompt_id, json.dumps(asdict(record)), ex=self.ttl_s)
-            pipe.zadd(index, {record.prompt_id: record.number})
-            # Ids of prompts gone with their TTL are dropped when read (load()).
-            pipe.zremrangebyrank(index, 0, -(MAX_LISTED * 5) - 1)
-            pipe.expire(index, self.ttl_s)
-            if record.client_id:
-                client = _client_key(record.owner, record.client_id)
-                pipe.sadd(client, record.prompt_id)
-                pipe.expire(client, self.ttl_s)
-            await pipe.execute()
+        client = _client_key(record.owner, record.client_id) if record.client_id else ""
+        call = _SAVE_PROMPT.call(
+            keys={
+                "record": _PROMPT + record.prompt_id,
+                "prompts": _PROMPTS + record.owner,
+                "client": client,
+            },
+            args={
+                "prompt": record.prompt_id,
+                "record": json.dumps(asdict(record)),
+                "number": record.number,
+                "ttl": self.ttl_s,
+                "listed": MAX_LISTED * 5,
+            },
+        )
+        await self.client.run_script(call.lua, call.keys, call.args)
 
     async def client_prompts(self, owner: str, client_id: str) -> set[str]:
         """The prompts `owner` queued for its client `client_id` (its /ws messages)."""
-        return {reply_text(i) for i in await self.client.smembers(_client_key(owner, client_id))}
+        members = await self.client.execute("SMEMBERS", _client_key(owner, client_id))
+        return {reply_text(i) for i in members}
 
     async def exists(self, prompt_id: str) -> bool:
-        return bool(await self.client.exists(_PROMPT + prompt_id))
+        return bool(await self.client.execute("EXISTS", _PROMPT + prompt_id))
 
     async def load(self, prompt_id: str, owner: str) -> PromptRecord | None:
         """The prompt, if it is `owner`'s (another key's is as good as absent)."""
-        raw = await self.client.get(_PROMPT + prompt_id)
+        raw = await self.client.execute("GET", _PROMPT + prompt_id)
         if raw is None:
             return None
         record = PromptRecord(**json.loads(raw))
@@ -92,38 +102,41 @@ class ComfyStore:
 
     async def recent(self, owner: str, limit: int = MAX_LISTED) -> list[PromptRecord]:
         """The key's prompts, newest first."""
-        ids = await self.client.zrevrange(_PROMPTS + owner, 0, limit - 1)
+        ids = await self.client.execute("ZREVRANGE", _PROMPTS + owner, 0, limit - 1)
         return await self.load_many([reply_text(i) for i in ids], owner)
 
     async def load_many(self, prompt_ids: list[str], owner: str) -> list[PromptRecord]:
         """Those of the prompts that still exist and are `owner`'s, in order (one read)."""
         if not prompt_ids:
             return []
-        raws = await self.client.mget([_PROMPT + prompt_id for prompt_id in prompt_ids])
+        raws = await self.client.execute("MGET", *(_PROMPT + prompt_id for prompt_id in prompt_ids))
         records = [PromptRecord(**json.loads(raw)) for raw in raws if raw is not None]
         return [record for record in records if record.owner == owner]
 
     async def put_upload(self, owner: str, name: str, data: bytes) -> None:
         """Keep an uploaded image of `owner` for JOB_TTL_S (a new one of the same name
         replaces it); at most MAX_UPLOADS_PER_KEY at once."""
-        index = _UPLOADS + owner
         now = time.time()
-        await self.client.zremrangebyscore(index, 0, now)
-        new = await self.client.zscore(index, name) is None
-        if new and await self.client.zcard(index) >= MAX_UPLOADS_PER_KEY:
+        call = _PUT_UPLOAD.call(
+            keys={"upload": _upload_key(owner, name), "uploads": _UPLOADS + owner},
+            args={
+                "name": name,
+                "data": data,
+                "now": now,
+                "expires": now + self.ttl_s,
+                "ttl": self.ttl_s,
+                "max_uploads": MAX_UPLOADS_PER_KEY,
+            },
+        )
+        if not await self.client.run_script(call.lua, call.keys, call.args):
             raise InvalidRequest(
                 f"this key holds {MAX_UPLOADS_PER_KEY} uploads already; they expire "
                 f"{self.ttl_s} s after their upload",
                 "image",
             )
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.set(_upload_key(owner, name), data, ex=self.ttl_s)
-            pipe.zadd(index, {name: now + self.ttl_s})
-            pipe.expire(index, self.ttl_s)
-            await pipe.execute()
 
     async def upload(self, owner: str, name: str) -> bytes | None:
-        data = await self.client.get(_upload_key(owner, name))
+        data = await self.client.execute("GET", _upload_key(owner, name))
         return data if isinstance(data, bytes) else None
 
 

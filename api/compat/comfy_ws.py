@@ -157,9 +157,9 @@ class _Session:
         for job in found.jobs:
             if job.status is not JobStatus.RUNNING:
                 continue
-            watching = follow.watching.setdefault(job.id, Watching(self.state.aredis, job.id))
+            watching = follow.watching.setdefault(job.id, Watching(self.state.mux, job.id))
             await watching.keep()
-            preview = await preview_after(self.state.aredis, job.id, follow.seqs.get(job.id, 0))
+            preview = await preview_after(self.state.mux, job.id, follow.seqs.get(job.id, 0))
             if preview is None:
                 continue
             follow.seqs[job.id] = preview.seq

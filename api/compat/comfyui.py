@@ -55,7 +55,7 @@ _LATENT_FIELDS = {"width", "height"}
 
 
 def comfy_store(state: AppState) -> ComfyStore:
-    return ComfyStore(state.aredis, state.settings.job_ttl_s)
+    return ComfyStore(state.mux, state.settings.job_ttl_s)
 
 
 @router.post("/prompt")

@@ -22,7 +22,7 @@ from api.cancellation import cancel_job
 from api.compat.errors import JobCanceled, JobFailed, WaitTimedOut
 from api.reads import wait_until_terminal
 from api.state import AppState
-from api.submission import submit_job
+from api.submission import submit
 from shared.constants import KEY_PREFIX
 from shared.errors import InvalidRequest, InvalidTransition, JobNotFound
 from shared.jobs import MAX_SEED, CompatJobCreate, JobCreate, JobRecord, JobStatus
@@ -103,7 +103,7 @@ async def submit_jobs(
     try:
         for body in bodies:
             with foreign_fields(names):
-                submission = await run_in_threadpool(submit_job, state, body, None, owner)
+                submission = await submit(state, body, None, owner)
             submitted.append(submission.record.id)
     except Exception:
         # A later job refused (a rate limit, most likely): the call fails as a
@@ -147,7 +147,7 @@ async def _ends_the_call(state: AppState, record: JobRecord) -> bool:
         return True
     if record.status is not JobStatus.CANCELED:
         return False
-    return not await state.aredis.exists(SKIPPED_KEY_PREFIX + record.id)
+    return not await state.mux.execute("EXISTS", SKIPPED_KEY_PREFIX + record.id)
 
 
 def mark_skipped(state: AppState, job_id: str) -> None:

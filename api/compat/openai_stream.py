@@ -119,7 +119,7 @@ class _Followed:
         self.job_id = job_id
         self.first = first
         self.partials = _Partials(partials, first)
-        self.watching = Watching(state.aredis, job_id)
+        self.watching = Watching(state.mux, job_id)
         self.done = False  # succeeded, its images sent
         self.failed = False  # ended without images (or expired), the error sent
 
@@ -158,7 +158,7 @@ class _Partials:
         return self.count > 0
 
     async def new(self, state: AppState, record: JobRecord, shape: _Shape) -> list[str]:
-        preview = await preview_after(state.aredis, record.id, self.seen)
+        preview = await preview_after(state.mux, record.id, self.seen)
         if preview is None:
             return []
         self.seen = preview.seq

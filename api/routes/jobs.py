@@ -181,8 +181,8 @@ async def preview(
     watched: the worker makes previews while someone asks within the last 5 s, so
     the first ask may find none (404 `preview_not_ready`)."""
     if not job.status.is_terminal():
-        await mark_watched(state.aredis, job.id)
-    latest = await latest_preview(state.aredis, job.id)
+        await mark_watched(state.mux, job.id)
+    latest = await latest_preview(state.mux, job.id)
     if latest is None or index >= len(latest.images):
         raise PreviewNotReady(f"job {job.id!r} has no preview {index if index else 'yet'}")
     return Response(

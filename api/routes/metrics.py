@@ -33,7 +33,7 @@ async def _cluster(state: StateDep) -> ClusterStats | None:
     models = list(state.registry.models)
     keys, argv = script_call(models)
     try:
-        answer = await state.aredis.eval(SCRIPT, len(keys), *keys, *argv)
+        answer = await state.mux.execute("EVAL", SCRIPT, len(keys), *keys, *argv)
     except redis.RedisError as exc:
         log.warning("metrics: could not read the cluster's state from Redis: %s", exc)
         return None

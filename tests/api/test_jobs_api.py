@@ -12,10 +12,9 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 from PIL import Image
-from starlette.concurrency import run_in_threadpool
 
 from api.main import create_app
-from api.submission import submit_job
+from api.submission import submit
 from shared.constants import DEFAULT_QUEUE, GENERATE_TASK, model_queue
 from shared.jobs import MAX_SEED, JobCreate
 from shared.settings import Settings
@@ -124,10 +123,10 @@ def test_post_job_with_model(api: TestClient, api_redis: redis.Redis) -> None:
 
 
 def test_the_synchronous_submit_queues_like_post(api: TestClient, api_redis: redis.Redis) -> None:
-    """submit_job: for callers in a worker thread of the app (the compatible APIs)."""
+    """submit called directly, as the compatible APIs call it."""
     state = api.app.state.darkroom  # type: ignore[attr-defined]
     request = JobCreate(prompt="a lighthouse", model="tiny-sd")
-    submission = api.portal.call(run_in_threadpool, submit_job, state, request)  # type: ignore[union-attr]
+    submission = api.portal.call(submit, state, request)  # type: ignore[union-attr]
     assert not submission.replayed
     assert submission.queue_position == 0
     assert queued_job_ids(api_redis, TINY_QUEUE) == [submission.record.id]
