@@ -71,7 +71,14 @@ BUILT_WITH = {
 }
 LIBRARIES = {"sched", "store_job", "rate_limits"}
 # Scripts that stand alone, without the scheduler's functions.
-STANDALONE = {"update_job", "set_progress", "store_preview", "acquire_lease"}
+STANDALONE = {
+    "update_job",
+    "set_progress",
+    "store_preview",
+    "acquire_lease",
+    "comfy_save_prompt",
+    "comfy_put_upload",
+}
 
 
 def test_every_darkroom_script_builds_and_declares_what_it_reads() -> None:
