@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared import lua
 from shared.constants import (
     PRIORITIES,
     RUNNING_KEY,
@@ -35,34 +36,8 @@ NO_MODEL = "none"
 # Worker states in which a worker takes jobs (or is about to): darkroom_workers_serving.
 SERVING_STATES = frozenset({"loading", "starting", "ready", "busy"})
 
-# KEYS: the running index, the webhook retry set, the webhook queue's broker
-# lists, then the waiting sets. ARGV: the worker key pattern, the number of
-# webhook lists, then each priority band's [min, max) scores.
-SCRIPT = """
-local workers = {}
-local cursor = "0"
-repeat
-  local page = redis.call("SCAN", cursor, "MATCH", ARGV[1], "COUNT", 1000)
-  cursor = page[1]
-  for _, key in ipairs(page[2]) do
-    local value = redis.call("GET", key)
-    if value then table.insert(workers, value) end
-  end
-until cursor == "0"
-local running = redis.call("HVALS", KEYS[1])
-local backlog = redis.call("ZCARD", KEYS[2])
-local lists = tonumber(ARGV[2])
-for i = 1, lists do
-  backlog = backlog + redis.call("LLEN", KEYS[2 + i])
-end
-local counts = {}
-for k = 3 + lists, #KEYS do
-  for b = 3, #ARGV, 2 do
-    table.insert(counts, redis.call("ZCOUNT", KEYS[k], ARGV[b], "(" .. ARGV[b + 1]))
-  end
-end
-return {workers, running, backlog, counts}
-"""
+# shared/lua/cluster_stats.lua
+SCRIPT = lua.script("cluster_stats")
 
 
 @dataclass
@@ -79,15 +54,24 @@ class ClusterStats:
     webhook_backlog: int = 0
 
 
-def script_call(models: list[str]) -> tuple[list[str], list[str]]:
-    """The KEYS and ARGV of the script for a registry with `models`."""
-    lists = broker_lists(WEBHOOK_QUEUE)
-    queues = job_queues(models)
-    keys = [RUNNING_KEY, WEBHOOK_RETRY_KEY, *lists, *(waiting_key(q) for q in queues)]
+def script_call(models: list[str]) -> lua.Call:
+    """The script for a registry with `models`."""
+    webhook_lists = broker_lists(WEBHOOK_QUEUE)
+    waiting = [waiting_key(q) for q in job_queues(models)]
     bands = []
     for rank in PRIORITIES.values():
         bands += [str(rank * PRIORITY_BAND), str((rank + 1) * PRIORITY_BAND)]
-    return keys, [WORKER_KEY_PREFIX + "*", str(len(lists)), *bands]
+    keys = {
+        "running": RUNNING_KEY,
+        "webhook_retry": WEBHOOK_RETRY_KEY,
+        "lists": [*webhook_lists, *waiting],
+    }
+    args = {
+        "worker_pattern": WORKER_KEY_PREFIX + "*",
+        "webhook_lists": len(webhook_lists),
+        "bands": bands,
+    }
+    return SCRIPT.call(keys, args)
 
 
 def parse(models: list[str], answer: list[Any]) -> ClusterStats:

@@ -5,6 +5,8 @@ and ARGV at the top:
     -- ARG job: the job id
     -- ARG fields...: the record's field names and JSON values (the rest of ARGV)
 
+(`-- KEY name...:` likewise names the rest of KEYS, a list.)
+
 `script(name, *libraries)` puts together, in this order: the tables KEY and ARG
 (name -> value, from KEYS and ARGV), the library files and the script's body.
 Libraries are files of functions: the scheduler's (sched.lua: every script that
@@ -33,7 +35,7 @@ LUA_DIR = Path(__file__).parent / "lua"
 # The scheduler's library, where the key prefix is written.
 SCHEDULER = "sched"
 
-# "-- KEY name: ..." or "-- ARG name: ...", "-- ARG name...: ..." for the rest of ARGV.
+# "-- KEY name: ..." or "-- ARG name: ...", "name...:" for the rest of KEYS or ARGV.
 _DECLARATION = re.compile(r"^-- (KEY|ARG) ([a-z_][a-z0-9_]*)(\.\.\.)?:", re.MULTILINE)
 _USE = re.compile(r"\b(KEY|ARG)\.([a-z_][a-z0-9_]*)")
 
@@ -69,26 +71,28 @@ class Script:
     lua: LuaScript
     keys: tuple[str, ...]
     args: tuple[str, ...]
-    # The name of the rest of ARGV (a list), if the script takes one.
-    rest: str | None
+    # The names of the rest of KEYS and of ARGV (lists), where the script takes one.
+    key_rest: str | None
+    arg_rest: str | None
 
     def call(
         self, keys: Mapping[str, Any] | None = None, args: Mapping[str, Any] | None = None
     ) -> Call:
-        """KEYS and ARGV from names (the rest of ARGV: a list under its name).
+        """KEYS and ARGV from names (the rest of either: a list under its name).
 
         Names the script does not declare are left out, so one call's names can
         serve another script of the same family (the submission's undo)."""
         keys, args = keys or {}, args or {}
-        missing = [n for n in self.keys if n not in keys]
-        missing += [n for n in (*self.args, *filter(None, [self.rest])) if n not in args]
+        missing = [n for n in (*self.keys, *filter(None, [self.key_rest])) if n not in keys]
+        missing += [n for n in (*self.args, *filter(None, [self.arg_rest])) if n not in args]
         if missing:
             raise ValueError(f"script {self.name} needs {', '.join(missing)}")
-        rest: Iterable[Any] = args[self.rest] if self.rest else ()
+        key_rest: Iterable[Any] = keys[self.key_rest] if self.key_rest else ()
+        arg_rest: Iterable[Any] = args[self.arg_rest] if self.arg_rest else ()
         return Call(
             self,
-            [keys[n] for n in self.keys],
-            [*(args[n] for n in self.args), *rest],
+            [*(keys[n] for n in self.keys), *key_rest],
+            [*(args[n] for n in self.args), *arg_rest],
             keys,
             args,
         )
@@ -98,39 +102,42 @@ class Script:
 def script(name: str, *libraries: str) -> Script:
     """The script `name`.lua, with the files `libraries` (their names) in front."""
     texts = [(LUA_DIR / f"{file}.lua").read_text() for file in (*libraries, name)]
-    keys: dict[str, None] = {}
-    args: dict[str, None] = {}
-    rest: str | None = None
+    names: dict[str, dict[str, None]] = {"KEY": {}, "ARG": {}}
+    rests: dict[str, str] = {}
     for text in texts:
         for kind, declared, is_rest in _DECLARATION.findall(text):
-            if kind == "KEY":
-                keys[declared] = None
-            elif is_rest:
-                if rest not in (None, declared):
-                    raise ValueError(f"{name}.lua: the rest of ARGV is both {rest} and {declared}")
-                rest = declared
-            else:
-                args[declared] = None
+            if not is_rest:
+                names[kind][declared] = None
+            elif rests.setdefault(kind, declared) != declared:
+                raise ValueError(f"{name}.lua: two names for the rest of {kind}S")
+    keys, args = list(names["KEY"]), list(names["ARG"])
+    key_rest, rest = rests.get("KEY"), rests.get("ARG")
     body = "\n".join(texts)
     # The prefix is written once in the Lua; it must be the one the Python side uses.
     assert SCHEDULER not in libraries or f"local P = '{KEY_PREFIX}'" in body
-    declared_names = {"KEY": set(keys), "ARG": {*args, *filter(None, [rest])}}
+    declared_names = {
+        "KEY": {*keys, *filter(None, [key_rest])},
+        "ARG": {*args, *filter(None, [rest])},
+    }
     unknown = sorted(
         {f"{kind}.{n}" for kind, n in _USE.findall(body) if n not in declared_names[kind]}
     )
     if unknown:
         raise ValueError(f"{name}.lua reads {', '.join(unknown)}, which no header declares")
-    prelude = _prelude(list(keys), list(args), rest)
-    return Script(name, LuaScript.of(prelude + body), tuple(keys), tuple(args), rest)
+    prelude = _table("KEY", "KEYS", keys, key_rest) + _table("ARG", "ARGV", args, rest)
+    return Script(name, LuaScript.of(prelude + body), tuple(keys), tuple(args), key_rest, rest)
 
 
-def _prelude(keys: list[str], args: list[str], rest: str | None) -> str:
-    key_table = ", ".join(f"{n} = KEYS[{i}]" for i, n in enumerate(keys, 1))
-    arg_table = ", ".join(f"{n} = ARGV[{i}]" for i, n in enumerate(args, 1))
-    lines = [f"local KEY = {{{key_table}}}", f"local ARG = {{{arg_table}}}"]
+def _table(table: str, source: str, names: list[str], rest: str | None) -> str:
+    """Lua making `table` (name -> value) of `source` (KEYS or ARGV), its rest a list."""
+    fields = ", ".join(f"{n} = {source}[{i}]" for i, n in enumerate(names, 1))
+    lines = [f"local {table} = {{{fields}}}"]
     if rest:
-        lines.append(f"ARG.{rest} = {{}}")
-        lines.append(f"for i = {len(args) + 1}, #ARGV do ARG.{rest}[#ARG.{rest} + 1] = ARGV[i] end")
+        lines.append(f"{table}.{rest} = {{}}")
+        lines.append(
+            f"for i = {len(names) + 1}, #{source} do "
+            f"{table}.{rest}[#{table}.{rest} + 1] = {source}[i] end"
+        )
     return "\n".join(lines) + "\n"
 
 

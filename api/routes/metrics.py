@@ -13,7 +13,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 
 from api.deps import StateDep
 from api.metrics import CONTENT_TYPE_LATEST
-from shared.cluster_stats import SCRIPT, ClusterStats, parse, script_call
+from shared.cluster_stats import ClusterStats, parse, script_call
 from shared.errors import Unauthorized
 
 router = APIRouter(tags=["system"])
@@ -31,9 +31,9 @@ async def metrics(state: StateDep, request: Request) -> Response:
 
 async def _cluster(state: StateDep) -> ClusterStats | None:
     models = list(state.registry.models)
-    keys, argv = script_call(models)
+    call = script_call(models)
     try:
-        answer = await state.mux.execute("EVAL", SCRIPT, len(keys), *keys, *argv)
+        answer = await state.mux.run_script(call.lua, call.keys, call.args)
     except redis.RedisError as exc:
         log.warning("metrics: could not read the cluster's state from Redis: %s", exc)
         return None

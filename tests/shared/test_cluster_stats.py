@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import fakeredis
 
-from shared.cluster_stats import ANY_MODEL, NO_MODEL, SCRIPT, ClusterStats, parse, script_call
+from shared.cluster_stats import ANY_MODEL, NO_MODEL, ClusterStats, parse, script_call
 from shared.constants import DEFAULT_QUEUE, WEBHOOK_QUEUE, WEBHOOK_RETRY_KEY, model_queue
 from shared.jobs import JobStatus, utcnow
 from shared.store import JobStore
@@ -17,8 +17,7 @@ MODELS = ["sdxl", "flux"]
 
 
 def _read(client: fakeredis.FakeRedis) -> ClusterStats:
-    keys, argv = script_call(MODELS)
-    return parse(MODELS, client.eval(SCRIPT, len(keys), *keys, *argv))
+    return parse(MODELS, script_call(MODELS).run(client))
 
 
 def _worker(client: fakeredis.FakeRedis, name: str, model: str | None, state: str) -> None:

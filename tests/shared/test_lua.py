@@ -31,13 +31,27 @@ def test_keys_and_args_are_laid_out_by_name_in_declaration_order(lua_dir: Path) 
         "return {ARG.label, #ARG.items, ARG.items[1]}\n"
     )
     script = lua.script("pair")
-    assert (script.keys, script.args, script.rest) == (("counter",), ("step", "label"), "items")
+    assert (script.keys, script.args, script.arg_rest) == (("counter",), ("step", "label"), "items")
     call = script.call({"counter": "c"}, {"label": "x", "step": 3, "items": ["a", "b"]})
     assert call.keys == ["c"]
     assert call.args == [3, "x", "a", "b"]
     client = fakeredis.FakeRedis()
     assert call.run(client) == [b"x", 2, b"a"]
     assert client.get("c") == b"3"
+
+
+def test_the_rest_of_keys_is_a_list_too(lua_dir: Path) -> None:
+    (lua_dir / "count.lua").write_text(
+        "-- KEY first: a list\n-- KEY others...: more lists\n"
+        "local n = redis.call('LLEN', KEY.first)\n"
+        "for _, key in ipairs(KEY.others) do n = n + redis.call('LLEN', key) end\nreturn n\n"
+    )
+    client = fakeredis.FakeRedis()
+    for key in ("a", "b", "c"):
+        client.rpush(key, "x", "y")
+    call = lua.script("count").call({"first": "a", "others": ["b", "c"]})
+    assert call.keys == ["a", "b", "c"]
+    assert call.run(client) == 6
 
 
 def test_a_library_declares_the_names_it_reads(lua_dir: Path) -> None:
@@ -78,6 +92,7 @@ STANDALONE = {
     "acquire_lease",
     "comfy_save_prompt",
     "comfy_put_upload",
+    "cluster_stats",
 }
 
 
