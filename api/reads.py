@@ -22,7 +22,9 @@ from shared.errors import JobNotFound
 from shared.jobs import Job, JobRecord, JobStatus
 from shared.multiplexed import MultiplexedRedis
 from shared.public import POSITION_SCRIPT, job_view, queue_view_reads, view_from_reads
+from shared.redis_replies import reply_hash
 from shared.snapshot import JobSnapshot, decode_snapshot, read_call
+from shared.store import decode_record, job_key
 from shared.webhooks import webhook_info
 
 
@@ -57,6 +59,12 @@ def snapshot_view(state: AppState, snapshot: JobSnapshot) -> Job:
         state.settings.public_base_url,
         snapshot.eta_s,
     )
+
+
+async def fetch_records(state: AppState, job_ids: list[str]) -> list[JobRecord]:
+    """The records of `job_ids` that still exist, in order, read together."""
+    replies = await asyncio.gather(*(state.mux.execute("HGETALL", job_key(i)) for i in job_ids))
+    return [decode_record(reply_hash(reply)) for reply in replies if reply]
 
 
 async def job_views(state: AppState, records: list[JobRecord]) -> list[Job]:

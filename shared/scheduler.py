@@ -212,8 +212,18 @@ class Scheduler:
     def usage(self, owner: str) -> tuple[float, float]:
         """A key's usage now (estimated GPU-seconds, decayed) per weight, and the
         cluster's total usage (not per weight)."""
-        own, total = self.redis.hmget(USAGE_KEY, owner, TOTAL)
-        return _decayed(own, self.half_life_s), _decayed(total, self.half_life_s)
+        return usage_now(self.redis.hmget(*usage_fields(owner)), self.half_life_s)
+
+
+def usage_fields(owner: str) -> tuple[str, str, str]:
+    """HMGET's arguments for `owner`'s usage and the cluster's (any client runs it)."""
+    return USAGE_KEY, owner, TOTAL
+
+
+def usage_now(scores: Any, half_life_s: float) -> tuple[float, float]:
+    """The answer to HMGET usage_fields(owner): its usage per weight and the total, now."""
+    own, total = scores
+    return _decayed(own, half_life_s), _decayed(total, half_life_s)
 
 
 def announce_resident(

@@ -11,9 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from starlette.concurrency import run_in_threadpool
-
 from api.compat.comfy_store import PromptRecord
+from api.reads import fetch_records
 from api.state import AppState
 from shared.jobs import JobRecord, JobStatus
 
@@ -151,7 +150,7 @@ async def prompt_states(state: AppState, records: list[PromptRecord]) -> list[Pr
     wanted = [job_id for record in records for job_id in record.job_ids]
     if not wanted:
         return []
-    jobs = {job.id: job for job in await run_in_threadpool(state.store.get_many, wanted)}
+    jobs = {job.id: job for job in await fetch_records(state, wanted)}
     return [
         PromptState(record, [jobs[job_id] for job_id in record.job_ids])
         for record in records

@@ -2,12 +2,12 @@
 
 from fastapi import APIRouter
 from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
 
 from api import ratelimit
 from api.auth import OwnerDep
 from api.deps import StateDep
 from shared.jobs import Priority
+from shared.scheduler import usage_fields, usage_now
 
 router = APIRouter(tags=["me"])
 
@@ -53,7 +53,8 @@ async def me(state: StateDep, owner: OwnerDep) -> Me:
     policy = state.keys.policy(owner)
     limits = ratelimit.Limits.of(state.settings, policy)
     usage = await ratelimit.usage(state.mux, owner, limits)
-    per_weight, total = await run_in_threadpool(state.scheduler.usage, owner)
+    scores = await state.mux.execute("HMGET", *usage_fields(owner))
+    per_weight, total = usage_now(scores, state.settings.fair_share_half_life_s)
     gpu_seconds = per_weight * policy.weight
     return Me(
         owner=owner,
