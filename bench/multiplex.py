@@ -34,7 +34,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import Result, Settings, median, verdict
 from bench.jobs import BatchRun, job_bodies, run_batch_checked
-from bench.stack import REPO_ROOT, BenchError, Child, Stack
+from bench.stack import REPO_ROOT, BenchError, Stack
+from darkroom.processes import Child
 from darkroom.stack import free_port
 from shared.constants import WORKER_KEY_PREFIX
 

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import redis
 
 from darkroom import process_commands
+from darkroom.processes import Child, ChildExited, http_ok, spawn, stop_together
 from darkroom.stack import free_port, redis_server_binary
 from shared.constants import WORKER_KEY_PREFIX
 
@@ -31,32 +30,6 @@ _UNLIMITED = 10**9
 
 class BenchError(RuntimeError):
     """A benchmark could not run (a process died, a job failed); its row says ERROR."""
-
-
-@dataclass
-class Child:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-    spawned_at: float  # time.time() just before Popen
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self, timeout_s: float = 20, signalled: bool = False) -> None:
-        """SIGTERM (unless `signalled` already), wait, and kill if it will not go."""
-        if self.proc.poll() is None:
-            if not signalled:  # a second SIGTERM cuts a Celery warm shutdown short
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @dataclass
@@ -142,16 +115,8 @@ class Stack:
 
     def spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> Child:
         log_path = self.workdir / "logs" / f"{name.replace('@', '_')}.log"
-        with log_path.open("ab") as log:
-            spawned_at = time.time()
-            proc = subprocess.Popen(
-                argv,
-                env={**self.env, **(extra_env or {})},
-                cwd=REPO_ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        return Child(name, proc, log_path, spawned_at)
+        env = {**self.env, **(extra_env or {})}
+        return spawn(name, argv, env, cwd=REPO_ROOT, log_path=log_path, append=True)
 
     def _start_redis(self) -> str:
         binary = redis_server_binary()
@@ -163,15 +128,13 @@ class Stack:
         child = self.spawn("redis", process_commands.redis_server(binary, port, data))
         self.children.append(child)
         url = f"redis://127.0.0.1:{port}/0"
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis.from_url(url).ping()
-                return url
-            except redis.ConnectionError as exc:
-                if time.monotonic() > deadline or child.proc.poll() is not None:
-                    raise BenchError(f"redis did not start:\n{child.log_tail()}") from exc
-                time.sleep(0.05)
+        try:
+            child.wait_until(
+                lambda: redis.Redis.from_url(url).ping(), 10, ignoring=(redis.ConnectionError,)
+            )
+        except (ChildExited, AssertionError) as exc:
+            raise BenchError(f"redis did not start:\n{child.log_tail()}") from exc
+        return url
 
     def start_uvicorn(
         self,
@@ -186,16 +149,11 @@ class Stack:
         env = {"PUBLIC_BASE_URL": url, **(extra_env or {})}
         child = self.spawn(name, process_commands.uvicorn(app, port), extra_env=env)
         self.children.append(child)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + ready_path, timeout=2).status_code == 200:
-                    return url, child
-            except httpx.HTTPError:
-                pass
-            if child.proc.poll() is not None or time.monotonic() > deadline:
-                raise BenchError(f"{name} did not start:\n{child.log_tail()}")
-            time.sleep(0.1)
+        try:
+            child.wait_until(http_ok(url + ready_path), 60, interval_s=0.1)
+        except (ChildExited, AssertionError) as exc:
+            raise BenchError(f"{name} did not start:\n{child.log_tail()}") from exc
+        return url, child
 
     def stop_child(self, child: Child) -> None:
         child.stop()
@@ -217,19 +175,25 @@ class Stack:
     def wait_ready(self, worker: Child, timeout_s: float = 120, interval_s: float = 0.01) -> float:
         """Poll the worker's Redis record until its state is "ready"; returns time.time() then."""
         key = WORKER_KEY_PREFIX + worker.name
-        deadline = time.monotonic() + timeout_s
         with self.redis() as client:
-            while time.monotonic() < deadline:
+
+            def ready_at() -> float | None:
                 raw = client.get(key)
                 state = json.loads(raw)["state"] if raw is not None else None
-                if state == "ready":
-                    return time.time()
                 if state == "no_model":
                     raise BenchError(f"worker {worker.name} loaded no model:\n{worker.log_tail()}")
-                if worker.proc.poll() is not None:
-                    raise BenchError(f"worker {worker.name} exited:\n{worker.log_tail()}")
-                time.sleep(interval_s)
-        raise BenchError(f"worker {worker.name} not ready after {timeout_s}s:\n{worker.log_tail()}")
+                return time.time() if state == "ready" else None
+
+            try:
+                at = worker.wait_until(ready_at, timeout_s, interval_s)
+            except ChildExited as exc:
+                raise BenchError(f"worker {worker.name} exited:\n{worker.log_tail()}") from exc
+            except AssertionError as exc:
+                raise BenchError(
+                    f"worker {worker.name} not ready after {timeout_s}s:\n{worker.log_tail()}"
+                ) from exc
+        assert at is not None  # wait_until returns only a truthy value
+        return at
 
     def start_workers(
         self, count: int, torch_threads: int, extra_env: dict[str, str] | None = None
@@ -240,11 +204,7 @@ class Stack:
         return started
 
     def stop_workers(self) -> None:
-        for worker in self.workers:
-            if worker.proc.poll() is None:
-                worker.proc.send_signal(signal.SIGTERM)
-        for worker in self.workers:
-            worker.stop(signalled=True)
+        stop_together(self.workers)
         self.workers.clear()
 
 

@@ -49,7 +49,7 @@ def measure_queue(stack: Stack, cfg: Settings) -> Result:
     per_job_ms = (1 / stack_rate - 1 / direct_rate) * 1000
     # Celery logs each task's run time: the part of the overhead inside the task
     # (claim, progress, storage, status writes) vs between tasks (ack, next message).
-    task_s = celery_task_seconds(worker.log_path.read_text(errors="replace"))
+    task_s = celery_task_seconds(worker.log_text())
     warm = cfg.jobs  # the unmeasured round
     task_ms = median(task_s[warm:]) * 1000 if len(task_s) > warm else None
     notes = [

@@ -17,6 +17,7 @@ from types import FrameType
 
 from darkroom import process_commands
 from darkroom.process_commands import threads_per_worker
+from darkroom.processes import spawn
 from shared.workers import unique_name
 from worker import metrics_server
 
@@ -77,8 +78,8 @@ def run_pool(gpus: list[str | None], name: str | None, loglevel: str) -> int:
     for index, gpu in enumerate(gpus):
         label = f"gpu{gpu}" if gpu is not None else f"cpu{index}"
         argv = process_commands.celery_worker(child_name(label, name), loglevel, standalone=False)
-        children.append(subprocess.Popen(argv, env=child_env(dict(os.environ), gpu, threads)))
-        log.info("started worker %s (pid %d)", label, children[-1].pid)
+        children.append(spawn(label, argv, child_env(dict(os.environ), gpu, threads)))
+        log.info("started worker %s (pid %d)", label, children[-1].proc.pid)
 
     stopping = False
 
@@ -89,14 +90,13 @@ def run_pool(gpus: list[str | None], name: str | None, loglevel: str) -> int:
             return
         stopping = True
         for child in children:
-            if child.poll() is None:
-                child.send_signal(signum)
+            child.send(signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     # A worker that dies is not restarted here: the orchestrator (systemd,
     # Kubernetes, compose) restarts the pool, and the reaper re-queues its job.
-    while all(child.poll() is None for child in children):
+    while all(child.alive() for child in children):
         time.sleep(0.5)
     forward(signal.SIGTERM, None)  # one died on its own: stop the others too
     codes = [child.wait() for child in children]

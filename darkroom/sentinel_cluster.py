@@ -18,6 +18,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from darkroom.processes import Child, spawn
 from darkroom.waiting import wait_until
 
 T = TypeVar("T")
@@ -88,7 +89,7 @@ class SentinelCluster:
         self._failover_timeout_ms = failover_timeout_ms
         self._ready_timeout_s = ready_timeout_s
         self._dir: Path | None = None
-        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._procs: dict[int, Child] = {}
 
     @property
     def sentinels(self) -> list[str]:
@@ -127,9 +128,8 @@ class SentinelCluster:
 
     def close(self) -> None:
         """Kill every process (nothing here is worth a clean shutdown) and remove the dir."""
-        for proc in self._procs.values():
-            proc.kill()
-            proc.wait()
+        for child in self._procs.values():
+            child.kill()
         self._procs.clear()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
@@ -168,9 +168,7 @@ class SentinelCluster:
     def kill_master(self) -> int:
         """SIGKILL the current master, as a crash would; its port."""
         port = self.master_port()
-        proc = self._procs.pop(port)
-        proc.kill()
-        proc.wait()
+        self._procs.pop(port).kill()
         return port
 
     def wait_for_new_master(self, old_port: int, timeout_s: float = 30) -> int:
@@ -255,8 +253,13 @@ class SentinelCluster:
         conf.write_text(
             "\n".join([*lines, f"dir {self.workdir}", f"logfile {self._log(port)}", ""])
         )
-        self._procs[port] = subprocess.Popen(
-            [self._binary, str(conf), *args], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        # Redis appends to its logfile itself; what it prints before it opens
+        # that file (a config error) is appended there too.
+        self._procs[port] = spawn(
+            f"redis on {port}",
+            [self._binary, str(conf), *args],
+            log_path=self._log(port),
+            append=True,
         )
 
     def _log(self, port: int) -> Path:
@@ -268,15 +271,14 @@ class SentinelCluster:
         """wait_until, failing at once when a process died, with the logs on failure."""
 
         def alive_and() -> T | None:
-            for port, proc in self._procs.items():
-                if proc.poll() is not None:
-                    raise RuntimeError(f"redis on {port} exited:\n{self._logs([port])}")
+            for child in self._procs.values():
+                child.check(lines=20)  # ChildExited, a RuntimeError, with its log's end
             return condition()
 
         try:
             value = wait_until(alive_and, timeout_s, interval_s=0.05, what=what)
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{self._logs(list(self._procs))}") from exc
+            raise AssertionError(f"{exc}\n{self._logs()}") from exc
         assert value is not None  # wait_until returns only a truthy value
         return value
 
@@ -329,13 +331,12 @@ class SentinelCluster:
         reply = _ask(sentinel, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name)
         return int(reply[1]) if reply else None
 
-    def _logs(self, ports: list[int], lines: int = 20) -> str:
-        tails = []
-        for port in ports:
-            path = self._log(port)
-            text = path.read_text(errors="replace") if path.exists() else ""
-            tails.append(f"--- {path.name}\n" + "\n".join(text.splitlines()[-lines:]))
-        return "\n".join(tails)
+    def _logs(self, lines: int = 20) -> str:
+        """The end of every running process's log, for a wait that failed."""
+        return "\n".join(
+            f"--- {self._log(port).name}\n" + child.log_tail(lines)
+            for port, child in self._procs.items()
+        )
 
 
 def _command(port: int, *args: str) -> Any:

@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +25,8 @@ import httpx
 from darkroom import process_commands, webhook_secret
 from darkroom.client import DarkroomClient
 from darkroom.process_commands import threads_per_worker
+from darkroom.processes import Child, ChildExited, http_ok, spawn
+from darkroom.waiting import wait_until
 from shared.apikeys import split_api_keys
 from shared.workers import unique_name
 
@@ -91,7 +92,7 @@ class LocalStack:
         self.workers = workers
         self.model = model
         self.demo = demo
-        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.children: list[Child] = []
         self.env = dict(os.environ)
 
     def run(self, once: bool = False) -> int:
@@ -204,44 +205,41 @@ class LocalStack:
         drop: Sequence[str] = (),
     ) -> None:
         env = {k: v for k, v in {**self.env, **(extra_env or {})}.items() if k not in drop}
-        if self.verbose:
-            self.children.append((name, subprocess.Popen(argv, env=env)))
-            return
-        with self._log_path(name).open("wb") as output:
-            proc = subprocess.Popen(argv, env=env, stdout=output, stderr=subprocess.STDOUT)
-        self.children.append((name, proc))
-
-    def _log_path(self, name: str) -> Path:
-        return self.logs_dir / f"{name}.log"
+        log_path = None if self.verbose else self.logs_dir / f"{name}.log"
+        self.children.append(spawn(name, argv, env, log_path=log_path))
 
     def _wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        base = f"http://127.0.0.1:{self.port}"
         progress = Progress()
-        while time.monotonic() < deadline:
-            self._check_children()
-            try:
-                ready = httpx.get(f"{base}/readyz", timeout=2).status_code == 200
-                headers = self._auth_headers()
-                status = (
-                    httpx.get(f"{base}/status", headers=headers, timeout=2).json() if ready else {}
-                )
-            except httpx.HTTPError:
-                ready, status = False, {}
-            serving = [w for w in status.get("workers", []) if w.get("state") == "ready"]
-            if len(serving) >= self.workers and self._ui_ready():
-                log.info(
-                    "API ready at %s; workers: %s",
-                    base,
-                    ", ".join(f"{w['name']} ({w['model']})" for w in serving),
-                )
-                return
-            for problem in status.get("problems", []):
-                if "no image pipeline" in problem:
-                    raise SystemExit(f"darkroom up: {problem}")
-            progress.say(self._waiting_for(ready, serving))
-            time.sleep(0.5)
-        raise SystemExit(f"darkroom up: the stack was not ready after {timeout_s:.0f}s")
+        try:
+            wait_until(lambda: self._ready(progress), timeout_s, interval_s=0.5)
+        except AssertionError:
+            raise SystemExit(
+                f"darkroom up: the stack was not ready after {timeout_s:.0f}s"
+            ) from None
+
+    def _ready(self, progress: Progress) -> bool:
+        """One look at the stack: ready, or say what it still waits for."""
+        self._check_children()
+        base = f"http://127.0.0.1:{self.port}"
+        try:
+            ready = httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+            headers = self._auth_headers()
+            status = httpx.get(f"{base}/status", headers=headers, timeout=2).json() if ready else {}
+        except httpx.HTTPError:
+            ready, status = False, {}
+        serving = [w for w in status.get("workers", []) if w.get("state") == "ready"]
+        if len(serving) >= self.workers and self._ui_ready():
+            log.info(
+                "API ready at %s; workers: %s",
+                base,
+                ", ".join(f"{w['name']} ({w['model']})" for w in serving),
+            )
+            return True
+        for problem in status.get("problems", []):
+            if "no image pipeline" in problem:
+                raise SystemExit(f"darkroom up: {problem}")
+        progress.say(self._waiting_for(ready, serving))
+        return False
 
     def _waiting_for(self, api_ready: bool, serving: list[Any]) -> str:
         """What the stack still waits for, in a line (a first start builds the model)."""
@@ -258,11 +256,7 @@ class LocalStack:
     def _ui_ready(self) -> bool:
         if not self.ui_port:
             return True
-        try:
-            url = f"http://127.0.0.1:{self.ui_port}/_stcore/health"
-            return httpx.get(url, timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return http_ok(f"http://127.0.0.1:{self.ui_port}/_stcore/health")()
 
     def _api_key(self) -> str | None:
         """The key the stack's own calls use when API keys are on: DARKROOM_API_KEY,
@@ -308,33 +302,18 @@ class LocalStack:
             time.sleep(1)
 
     def _check_children(self) -> None:
-        for name, proc in self.children:
-            if proc.poll() is not None:
-                raise SystemExit(
-                    f"darkroom up: {name} exited with code {proc.returncode}{self._tail(name)}"
-                )
-
-    def _tail(self, name: str, lines: int = 20) -> str:
-        """The end of a child's log, for the message that says it exited."""
-        if self.verbose:
-            return ""
-        try:
-            text = self._log_path(name).read_text(errors="replace").splitlines()[-lines:]
-        except OSError:
-            return ""
-        return f"; the end of {self._log_path(name)}:\n" + "\n".join(text)
+        for child in self.children:
+            try:
+                child.check(lines=20)
+            except ChildExited as exc:
+                raise SystemExit(f"darkroom up: {exc}") from None
 
     def _stop(self) -> None:
         # Workers first (they finish their job), then the API, Redis last: each one
         # gone before the next is told, so nothing still running loses its Redis.
-        for name, proc in reversed(self.children):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop; killing it", name)
-                proc.kill()
+        for child in reversed(self.children):
+            if not child.stop():
+                log.warning("%s did not stop; killed it", child.name)
 
 
 class QuietFormatter(logging.Formatter):

@@ -16,14 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import redis
 
 from bench.soak.cluster import broker_messages
-from bench.stack import MODEL, BenchError, Child, Stack
+from bench.stack import MODEL, BenchError, Stack
 from darkroom import process_commands
+from darkroom.processes import Child, ChildExited, http_ok, stop_together
 from darkroom.sentinel_cluster import SentinelCluster
 from darkroom.stack import free_port
+from darkroom.waiting import wait_until
 from shared.workers import WorkerInfo, read_worker
 
 WORKERS = 3
@@ -81,11 +82,7 @@ class ChaosStack:
         self.wait_ready(list(self.workers))
 
     def close(self) -> None:
-        for worker in self.workers:
-            if worker.proc.poll() is None:
-                worker.proc.send_signal(signal.SIGTERM)
-        for worker in self.workers:
-            worker.stop(signalled=True)
+        stop_together(self.workers)
         if self.api is not None:
             self.api.stop()
 
@@ -111,28 +108,21 @@ class ChaosStack:
             process_commands.uvicorn("api.main:app", self.api_port),
             extra_env=self.env,
         )
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                if httpx.get(self.api_url + "/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.api.proc.poll() is not None or time.monotonic() > deadline:
-                raise BenchError(f"the chaos API did not start:\n{self.api.log_tail()}")
-            time.sleep(0.1)
+        try:
+            self.api.wait_until(http_ok(self.api_url + "/readyz"), timeout_s, interval_s=0.1)
+        except (ChildExited, AssertionError) as exc:
+            raise BenchError(f"the chaos API did not start:\n{self.api.log_tail()}") from exc
 
     def ensure_api(self) -> None:
         """Start the API again if it is not running (a restart that failed)."""
-        if self.api is None or self.api.proc.poll() is not None:
+        if self.api is None or not self.api.alive():
             self.start_api()
 
     def restart_api(self, sig: signal.Signals) -> float:
         """Stop the API with `sig` and start it again; seconds it was away."""
         assert self.api is not None
         down_at = time.monotonic()
-        self.api.proc.send_signal(sig)
-        self.api.stop(signalled=True)
+        self.api.stop(sig)
         self.start_api()
         return time.monotonic() - down_at
 
@@ -154,8 +144,7 @@ class ChaosStack:
         """SIGKILL a random running worker and start a replacement; what happened."""
         victim = rng.choice(self.workers)
         doing = self._doing(victim)
-        victim.proc.kill()
-        victim.proc.wait()
+        victim.kill()
         self.killed.add(victim.name)
         self.workers.remove(victim)
         return f"SIGKILL {victim.name} ({doing}); started {self.spawn_worker().name}"
@@ -173,7 +162,7 @@ class ChaosStack:
 
     def replace_exited(self) -> list[tuple[str, int, str]]:
         """Workers that exited on their own (name, exit status, new name), replaced."""
-        gone = [w for w in self.workers if w.proc.poll() is not None]
+        gone = [w for w in self.workers if not w.alive()]
         replaced = []
         for worker in gone:
             self.workers.remove(worker)
@@ -182,17 +171,21 @@ class ChaosStack:
         return replaced
 
     def wait_ready(self, workers: list[Child], timeout_s: float = 180) -> None:
-        deadline = time.monotonic() + timeout_s
         pending = list(workers)
-        while pending:
+
+        def all_ready() -> bool:
+            nonlocal pending
             pending = [w for w in pending if self._state(w) != "ready"]
             for worker in pending:
-                if worker.proc.poll() is not None:
+                if not worker.alive():
                     raise BenchError(f"worker {worker.name} exited:\n{worker.log_tail()}")
-            if pending and time.monotonic() > deadline:
-                names = ", ".join(w.name for w in pending)
-                raise BenchError(f"workers {names} not ready after {timeout_s:.0f} s")
-            time.sleep(0.2)
+            return not pending
+
+        try:
+            wait_until(all_ready, timeout_s, interval_s=0.2)
+        except AssertionError as exc:
+            names = ", ".join(w.name for w in pending)
+            raise BenchError(f"workers {names} not ready after {timeout_s:.0f} s") from exc
 
     def broker_messages(self, ids: list[str]) -> dict[str, list[str]]:
         """Where the broker still holds a message for each of `ids` (chaos_cluster)."""
@@ -217,7 +210,7 @@ class ChaosStack:
         return [
             {
                 "worker": w.name,
-                "running": w.proc.poll() is None,
+                "running": w.alive(),
                 "spawned_at": w.spawned_at,
                 "state": _field(records.get(w.name), "state"),
                 "jobs_done": _field(records.get(w.name), "jobs_done"),
@@ -227,7 +220,7 @@ class ChaosStack:
 
     def exited_on_their_own(self) -> list[dict[str, Any]]:
         """Every worker that exited without being killed, replaced or not yet."""
-        return self.exited + [_exit_info(w) for w in self.workers if w.proc.poll() is not None]
+        return self.exited + [_exit_info(w) for w in self.workers if not w.alive()]
 
 
 def _exit_info(worker: Child) -> dict[str, Any]:

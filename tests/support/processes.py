@@ -5,38 +5,28 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import redis
 
 from darkroom import process_commands
+from darkroom.processes import Child, http_ok, spawn
 from shared.workers import WorkerInfo, live_workers, worker_key
 from tests.support.polling import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
+# A worker the tests started: its name, `proc`, `log_path`, stop(sig, timeout_s).
+WorkerProcess = Child
+
 
 @dataclass
-class WorkerProcess:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
+class ApiProcess(Child):
+    """The API in a uvicorn process, at `url`."""
 
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    url: str
 
 
 def worker_env(env: dict[str, str]) -> dict[str, str]:
@@ -49,18 +39,10 @@ def worker_env(env: dict[str, str]) -> dict[str, str]:
     }
 
 
-def spawn_darkroom_worker(
-    env: dict[str, str], log_path: Path, *args: str
-) -> subprocess.Popen[bytes]:
+def spawn_darkroom_worker(env: dict[str, str], log_path: Path, *args: str) -> Child:
     """`darkroom worker ARGS...` as an operator types it."""
-    with log_path.open("wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "darkroom.cli", "worker", "--loglevel=INFO", *args],
-            env=worker_env(env),
-            cwd=REPO_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    argv = [sys.executable, "-m", "darkroom.cli", "worker", "--loglevel=INFO", *args]
+    return spawn("darkroom worker", argv, worker_env(env), cwd=REPO_ROOT, log_path=log_path)
 
 
 def start_darkroom_worker(
@@ -71,23 +53,21 @@ def start_darkroom_worker(
     Its name is whatever the worker chose (found by its pid in the live records).
     """
     index = len(list(log_dir.glob("darkroom-worker-*.log")))
-    log_path = log_dir / f"darkroom-worker-{index}.log"
-    proc = spawn_darkroom_worker(env, log_path, *args)
+    child = spawn_darkroom_worker(env, log_dir / f"darkroom-worker-{index}.log", *args)
     client = redis.Redis.from_url(redis_url)
 
     def ready() -> list[WorkerInfo]:
-        if proc.poll() is not None:
-            raise RuntimeError(f"darkroom worker exited early:\n{log_path.read_text()}")
-        return [w for w in live_workers(client) if w.pid == proc.pid and w.state == "ready"]
+        return [w for w in live_workers(client) if w.pid == child.proc.pid and w.state == "ready"]
 
     try:
-        [mine, *_] = wait_until(
-            ready, 120, 0.2, what=lambda: f"darkroom worker ready:\n{log_path.read_text()}"
+        [mine, *_] = child.wait_until(
+            ready, 120, 0.2, what=lambda: f"darkroom worker ready:\n{child.log_text()}"
         )
     except AssertionError:
-        proc.kill()
+        child.kill()
         raise
-    return WorkerProcess(mine.name, proc, log_path)
+    child.name = mine.name
+    return child
 
 
 def start_worker(
@@ -95,26 +75,17 @@ def start_worker(
 ) -> WorkerProcess:
     """Start `celery -A worker.celery_app worker` and wait for its record to reach `wait_state`."""
     log_path = log_dir / f"{name.replace('@', '_')}.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            process_commands.celery_worker(name),
-            env=worker_env(env),
-            cwd=REPO_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    worker = WorkerProcess(name, proc, log_path)
+    argv = process_commands.celery_worker(name)
+    worker = spawn(name, argv, worker_env(env), cwd=REPO_ROOT, log_path=log_path)
     client = redis.Redis.from_url(redis_url)
 
     def in_state() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker {name} exited early:\n{worker.log_tail()}")
         raw = client.get(worker_key(name))
         return raw is not None and json.loads(raw)["state"] == wait_state
 
     try:
-        wait_until(
-            in_state, 120, 0.2, what=lambda: f"worker {name} {wait_state}:\n{worker.log_tail()}"
+        worker.wait_until(
+            in_state, 120, 0.2, what=lambda: f"worker {name} {wait_state}:\n{worker.log_tail(60)}"
         )
     except AssertionError:
         worker.stop(signal.SIGKILL)
@@ -122,51 +93,22 @@ def start_worker(
     return worker
 
 
-@dataclass
-class ApiProcess:
-    url: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 def start_api(env: dict[str, str], log_path: Path, port: int) -> ApiProcess:
     """The API in a uvicorn process on `port`, as `darkroom api` runs it; waits for /healthz."""
     url = f"http://127.0.0.1:{port}"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            process_commands.uvicorn("api.main:app", port),
-            env=worker_env({"PUBLIC_BASE_URL": url, **env}),
-            cwd=REPO_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def healthy() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the API exited early:\n{log_path.read_text()}")
-        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-
+    env = worker_env({"PUBLIC_BASE_URL": url, **env})
+    child = spawn(
+        "the API", process_commands.uvicorn("api.main:app", port), env, REPO_ROOT, log_path
+    )
+    api = ApiProcess(child.name, child.proc, log_path, child.spawned_at, url)
     try:
-        wait_until(
-            healthy,
-            60,
-            0.1,
-            what=lambda: f"the API answering:\n{log_path.read_text()}",
-            ignoring=(httpx.TransportError,),
+        api.wait_until(
+            http_ok(f"{url}/healthz"), 60, 0.1, what=lambda: f"the API answering:\n{api.log_text()}"
         )
     except AssertionError:
-        proc.kill()
+        api.kill()
         raise
-    return ApiProcess(url, proc, log_path)
+    return api
 
 
 @dataclass(frozen=True)
