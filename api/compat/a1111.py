@@ -145,7 +145,7 @@ async def scripts() -> dict[str, list[str]]:
 async def get_options(state: StateDep, owner: OwnerDep) -> dict[str, Any]:
     """The options the caller wrote, and its `sd_model_checkpoint` (the primary model
     until it chose one)."""
-    saved = await run_in_threadpool(saved_options, state, owner)
+    saved = await saved_options(state, owner)
     current = await _current_checkpoint(state, owner)
     return {**saved, CHECKPOINT_FIELD: current.title, "sd_checkpoint_hash": current.sha256}
 
@@ -160,7 +160,7 @@ async def set_options(options: dict[str, Any], state: StateDep, owner: OwnerDep)
     if wanted is not None:
         await choose_model(state, owner, str(wanted))
     others = {name: value for name, value in options.items() if name != CHECKPOINT_FIELD}
-    await run_in_threadpool(save_options, state, owner, others)
+    await save_options(state, owner, others)
 
 
 @router.get("/progress")

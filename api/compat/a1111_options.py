@@ -13,12 +13,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import redis
-
 from api.compat.a1111_models import CHECKPOINT_FIELD, options_key
 from api.state import AppState
+from shared import lua
 from shared.errors import InvalidRequest
-from shared.redis_replies import reply_text
+from shared.redis_replies import reply_hash, reply_text
 
 MAX_OPTIONS = 100
 MAX_OPTION_BYTES = 4096
@@ -37,43 +36,39 @@ DEFAULTS: dict[str, Any] = {
 }
 # In the key's options hash, beside its checkpoint (stored under its own name).
 _FIELD_PREFIX = "option:"
+# shared/lua/a1111_save_options.lua: counted and written in one step.
+_SAVE = lua.script("a1111_save_options")
 
 
-def saved_options(state: AppState, owner: str) -> dict[str, Any]:
+async def saved_options(state: AppState, owner: str) -> dict[str, Any]:
     """The options `owner` wrote (its checkpoint apart) over A1111's defaults, by name."""
-    stored = state.store.redis.hgetall(options_key(owner))
+    stored = reply_hash(await state.mux.execute("HGETALL", options_key(owner)))
     options = dict(DEFAULTS)
     for raw_name, raw_value in stored.items():
-        name = raw_name.decode() if isinstance(raw_name, bytes) else str(raw_name)
+        name = reply_text(raw_name)
         if name.startswith(_FIELD_PREFIX):
             options[name.removeprefix(_FIELD_PREFIX)] = json.loads(raw_value)
     return options
 
 
-def save_options(state: AppState, owner: str, options: dict[str, Any]) -> None:
+async def save_options(state: AppState, owner: str, options: dict[str, Any]) -> None:
     """Keep `options` (not the checkpoint: choose_model checks and keeps that) for
     `owner`: all or none, at most MAX_OPTIONS of at most MAX_OPTION_BYTES each."""
-    encoded: dict[Any, Any] = {
-        _FIELD_PREFIX + name: _encoded(name, value) for name, value in options.items()
-    }
-    if not encoded:
+    fields = [
+        item
+        for name, value in options.items()
+        for item in (_FIELD_PREFIX + name, _encoded(name, value))
+    ]
+    if not fields:
         return
-    key = options_key(owner)
-
-    def write(pipe: redis.client.Pipeline) -> None:
-        # Counted and written in one transaction: two writers racing cannot pass
-        # the bound together.
-        names = {reply_text(n) for n in pipe.hkeys(key)} | set(encoded)
-        count = sum(1 for name in names if name.startswith(_FIELD_PREFIX))
-        if count > MAX_OPTIONS:
-            raise InvalidRequest(
-                f"at most {MAX_OPTIONS} options are kept per API key ({count} with these)",
-                "options",
-            )
-        pipe.multi()
-        pipe.hset(key, mapping=encoded)
-
-    state.store.redis.transaction(write, key)
+    args = {"prefix": _FIELD_PREFIX, "max_options": MAX_OPTIONS, "fields": fields}
+    call = _SAVE.call({"options": options_key(owner)}, args)
+    count = int(await state.mux.run_script(call.lua, call.keys, call.args))
+    if count:
+        raise InvalidRequest(
+            f"at most {MAX_OPTIONS} options are kept per API key ({count} with these)",
+            "options",
+        )
 
 
 def _encoded(name: str, value: Any) -> str:

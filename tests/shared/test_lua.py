@@ -93,6 +93,7 @@ STANDALONE = {
     "comfy_save_prompt",
     "comfy_put_upload",
     "cluster_stats",
+    "a1111_save_options",
 }
 
 
