@@ -24,7 +24,7 @@ from shared.multiplexed import MultiplexedRedis
 from shared.public import POSITION_SCRIPT, job_view, queue_view_reads, view_from_reads
 from shared.redis_replies import reply_hash
 from shared.snapshot import JobSnapshot, decode_snapshot, read_call
-from shared.store import decode_record, job_key
+from shared.store import decode_listing, decode_record, job_key, list_call
 from shared.webhooks import webhook_info
 
 
@@ -59,6 +59,19 @@ def snapshot_view(state: AppState, snapshot: JobSnapshot) -> Job:
         state.settings.public_base_url,
         snapshot.eta_s,
     )
+
+
+async def list_records(
+    state: AppState,
+    limit: int,
+    cursor: float | None = None,
+    status: JobStatus | None = None,
+    owner: str | None = None,
+) -> tuple[list[JobRecord], float | None]:
+    """JobStore.list on the async client: a page of jobs newest first, and the next
+    page's cursor."""
+    call = list_call(limit, cursor, status, owner)
+    return decode_listing(await state.mux.run_script(call.lua, call.keys, call.args))
 
 
 async def fetch_records(state: AppState, job_ids: list[str]) -> list[JobRecord]:

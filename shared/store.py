@@ -75,6 +75,10 @@ _CREATE = lua.script("create", "sched", "store_job")
 _TRANSITION = lua.script("transition", "sched")
 _POSITION = lua.script("position", "sched")
 _UPDATE = lua.script("update_job")
+_LIST = lua.script("list_jobs", "sched")
+# The most index entries one listing looks at: a filter few jobs match answers a
+# short page and a cursor, rather than holding Redis while it reads the index.
+LIST_SCAN_MAX = 5000
 _SET_PROGRESS = lua.script("set_progress")
 
 
@@ -107,6 +111,28 @@ def store_job_names(
         "fields": [item for pair in encode_record(record).items() for item in pair],
     }
     return keys, args
+
+
+def list_call(
+    limit: int, cursor: float | None, status: JobStatus | None, owner: str | None
+) -> lua.Call:
+    """list_jobs.lua for a page of JobStore.list (any client runs it)."""
+    keys = {"index": owner_index_key(owner) if owner is not None else JOBS_INDEX_KEY}
+    args = {
+        "limit": limit,
+        "before": f"({cursor}" if cursor is not None else "+inf",
+        "status": status.value if status is not None else "",
+        "owner": owner or "",
+        "scan_max": LIST_SCAN_MAX,
+    }
+    return _LIST.call(keys, args)
+
+
+def decode_listing(reply: list[Any]) -> tuple[list[JobRecord], float | None]:
+    """list_jobs.lua's reply: the records, and the next page's cursor (None: no more)."""
+    cursor, *documents = reply
+    records = [JobRecord.model_validate_json(document) for document in documents]
+    return records, float(cursor) if cursor is not None else None
 
 
 def encode_record(record: JobRecord) -> dict[str, bytes]:
@@ -234,27 +260,12 @@ class JobStore:
         status: JobStatus | None = None,
         owner: str | None = None,
     ) -> tuple[list[JobRecord], float | None]:
-        """Jobs newest first, `limit` at most, created before `cursor` (ms since epoch).
+        """Jobs newest first, `limit` at most, created before `cursor` (ms since epoch),
+        and the cursor of the next page (None at the end).
 
         With `owner`, only the jobs that caller submitted; without, everyone's.
         """
-        index = owner_index_key(owner) if owner is not None else JOBS_INDEX_KEY
-        found: list[JobRecord] = []
-        upper: float | str = f"({cursor}" if cursor is not None else "+inf"
-        while len(found) < limit:
-            page: list[tuple[bytes, float]] = self.redis.zrevrangebyscore(  # type: ignore[assignment]
-                index, upper, "-inf", start=0, num=max(limit, 50), withscores=True
-            )
-            if not page:
-                return found, None
-            records = self._get_page([raw_id.decode() for raw_id, _ in page])
-            for (_, score), record in zip(page, records, strict=True):
-                upper = f"({score}"
-                if record is not None and _matches(record, status, owner):
-                    found.append(record)
-                    if len(found) == limit:
-                        return found, score
-        return found, None
+        return decode_listing(list_call(limit, cursor, status, owner).run(self.redis))
 
     def running_jobs(self) -> dict[str, str]:
         """Running job id -> the worker running it."""
@@ -300,10 +311,6 @@ class JobStore:
         """
         encoded = [item for pair in _encode(fields).items() for item in pair]
         _UPDATE.call({"record": job_key(job_id)}, {"fields": encoded}).run(self.redis)
-
-
-def _matches(record: JobRecord, status: JobStatus | None, owner: str | None) -> bool:
-    return (status is None or record.status is status) and (owner is None or record.owner == owner)
 
 
 def _event_of(target: JobStatus) -> str | None:

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.compat.a1111_schemas import ProgressAnswer
 from api.compat.jobs import cancel_quietly
-from api.reads import fetch_record
+from api.reads import fetch_record, list_records
 from api.state import AppState
 from shared.constants import RUNNING_KEY
 from shared.jobs import JobRecord, JobStatus, utcnow
@@ -48,7 +48,7 @@ async def progress(state: AppState, owner: str, with_image: bool = True) -> Prog
     skip_current_image). Asking for the image marks the job watched (the worker
     makes previews while someone asks within a few seconds)."""
     running = await running_jobs(state, owner)
-    queued = await run_in_threadpool(_queued_jobs, state, owner)
+    queued = await _queued_jobs(state, owner)
     current = running[0] if running else queued[0] if queued else None
     if current is None:
         return ProgressAnswer(progress=0, eta_relative=0, state=_state(None, 0))
@@ -89,8 +89,8 @@ async def interrupt(state: AppState, owner: str) -> list[str]:
     return job_ids
 
 
-def _queued_jobs(state: AppState, owner: str) -> list[JobRecord]:
-    records, _ = state.store.list(QUEUED_LOOKBACK, owner=owner)
+async def _queued_jobs(state: AppState, owner: str) -> list[JobRecord]:
+    records, _ = await list_records(state, QUEUED_LOOKBACK, owner=owner)
     return [record for record in records if record.status is JobStatus.QUEUED]
 
 

@@ -13,7 +13,7 @@ from api.cancellation import cancel_job
 from api.deps import JobDep, StateDep, owned_snapshot, state_of
 from api.event_stream import job_events
 from api.job_headers import parse_duration, parse_prefer_wait
-from api.reads import job_views, snapshot_view, wait_until_terminal
+from api.reads import job_views, list_records, snapshot_view, wait_until_terminal
 from api.submission import submit
 from shared.errors import InvalidRequest, PreviewNotReady
 from shared.jobs import MAX_DEADLINE_S, Job, JobCreate, JobList, JobStatus
@@ -113,9 +113,7 @@ async def list_jobs(
     ] = None,
 ) -> JobList:
     """The caller's recent jobs, newest first; follow `next_cursor` for older ones."""
-    records, next_cursor = await run_in_threadpool(
-        state.store.list, limit, cursor, status_filter, owner
-    )
+    records, next_cursor = await list_records(state, limit, cursor, status_filter, owner)
     return JobList(
         jobs=await job_views(state, records),
         next_cursor=str(next_cursor) if next_cursor is not None else None,

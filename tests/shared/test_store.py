@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import fakeredis
 import pytest
@@ -220,3 +221,43 @@ def test_update_on_missing_key_creates_nothing(
 ) -> None:
     store.update("expired-job", progress=0.5, worker="w1")
     assert client.keys("*") == []
+
+
+def _created(store: JobStore, count: int, **fields: object) -> list[JobRecord]:
+    """`count` new jobs, each a millisecond after the one before (oldest first)."""
+    start = utcnow()
+    records = [
+        make_record(created_at=start + timedelta(milliseconds=i), **fields) for i in range(count)
+    ]
+    for record in records:
+        store.create(record)
+    return records
+
+
+def test_list_pages_newest_first_with_a_cursor(store: JobStore) -> None:
+    records = _created(store, 5, owner="alice")
+    _created(store, 2, owner="bob")
+    first, cursor = store.list(3, owner="alice")
+    assert [r.id for r in first] == [r.id for r in reversed(records[2:])]
+    rest, end = store.list(3, cursor=cursor, owner="alice")
+    assert [r.id for r in rest] == [records[1].id, records[0].id]
+    assert end is None
+
+
+def test_list_filters_by_status_and_goes_on_past_a_short_page(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = _created(store, 6)
+    store.transition(records[0].id, JobStatus.CANCELED)
+    for record in records[2:]:
+        store.transition(record.id, JobStatus.CANCELED)
+    # One call looks at 2 entries at most: the canceled jobs give short pages.
+    monkeypatch.setattr("shared.store.LIST_SCAN_MAX", 2)
+    found, cursor = [], None
+    for _ in range(10):
+        page, cursor = store.list(5, cursor=cursor, status=JobStatus.QUEUED)
+        found += page
+        if cursor is None:
+            break
+    assert [r.id for r in found] == [records[1].id]
+    assert cursor is None
