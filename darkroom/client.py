@@ -110,10 +110,17 @@ class DarkroomClient:
         return self._call("POST", f"/jobs/{job_id}/cancel")
 
     def list_jobs(self, limit: int = 20, status: str | None = None) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {"limit": limit}
-        if status:
-            params["status"] = status
-        return self._call("GET", "/jobs", params=params)["jobs"]  # type: ignore[no-any-return]
+        """Up to `limit` of the caller's jobs, newest first, following `next_cursor`
+        past the short pages a rarely matching `status` may answer."""
+        jobs: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"status": status} if status else {}
+        while len(jobs) < limit:
+            page = self._call("GET", "/jobs", params={**params, "limit": limit - len(jobs)})
+            jobs += page["jobs"]
+            if page.get("next_cursor") is None:
+                break
+            params["cursor"] = page["next_cursor"]
+        return jobs
 
     def models(self) -> dict[str, Any]:
         return self._call("GET", "/models")

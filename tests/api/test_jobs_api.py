@@ -15,6 +15,7 @@ from PIL import Image
 
 from api.main import create_app
 from api.submission import submit
+from darkroom.client import DarkroomClient
 from shared.constants import DEFAULT_QUEUE, GENERATE_TASK, model_queue
 from shared.jobs import MAX_SEED, JobCreate
 from shared.settings import Settings
@@ -402,3 +403,20 @@ def test_get_job_without_redis_is_503(api_without_redis: TestClient) -> None:
 def test_validation_still_answers_without_redis(api_without_redis: TestClient) -> None:
     # A bad request is refused before Redis is touched.
     assert api_without_redis.post("/jobs", json={"prompt": ""}).status_code == 422
+
+
+def test_a_filtered_listing_follows_its_short_pages(
+    api: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ?status= few jobs match answers short pages with a next_cursor; the client
+    (darkroom jobs) follows them to the jobs that match."""
+    ids = [api.post("/jobs", json={"prompt": f"p{i}"}).json()["id"] for i in range(5)]
+    for job_id in ids[2:]:  # the three newest
+        assert api.post(f"/jobs/{job_id}/cancel").status_code == 200
+    monkeypatch.setattr("shared.store.LIST_SCAN_MAX", 2)
+    first = api.get("/jobs", params={"status": "queued", "limit": 5}).json()
+    assert first["jobs"] == []
+    assert first["next_cursor"] is not None
+    client = DarkroomClient("http://testserver")
+    client.http = api
+    assert [job["id"] for job in client.list_jobs(limit=5, status="queued")] == [ids[1], ids[0]]
