@@ -39,11 +39,13 @@ async def job_events(
             yield _frame("error", '{"error": {"type": "not_found", "message": "job expired"}}')
             return
         await stream.watch(record)
-        for frame in await stream.changes(record):
-            yield frame
+        numbered = await stream.changes(record)
         if record.status is JobStatus.RUNNING:
-            for frame in await stream.previews():
-                yield frame
+            numbered += await stream.previews()
+        # A preview stored just before the progress read here has the lower number:
+        # events go out in the order of their numbers (stable for equal ones).
+        for _, frame in sorted(numbered, key=lambda item: item[0]):
+            yield frame
         if record.status.is_terminal():
             return
         if (keepalive := stream.keepalive()) is not None:
@@ -69,21 +71,21 @@ class _Stream:
         if not record.status.is_terminal():
             await self.watching.keep()
 
-    async def changes(self, record: JobRecord) -> list[str]:
+    async def changes(self, record: JobRecord) -> list[tuple[int, str]]:
         """A `status` or `progress` event if the job changed (first: what was missed)."""
         current = (record.status.value, record.progress)
         if current == self.last:
             return []
         [job] = await job_views(self.state, [record])
-        frames = []
+        frames: list[tuple[int, str]] = []
         if self.last is None and self.resumed_after is not None:
             frames = _missed(record, job, self.resumed_after)
         kind = "status" if self.last is None or self.last[0] != current[0] else "progress"
-        frames.append(_frame(kind, job.model_dump_json(), record.events))
+        frames.append((record.events, _frame(kind, job.model_dump_json(), record.events)))
         self.last, self.last_sent = current, time.monotonic()
         return frames
 
-    async def previews(self) -> list[str]:
+    async def previews(self) -> list[tuple[int, str]]:
         """The job's latest preview if not sent yet: one event per image."""
         preview = await preview_after(self.state.mux, self.job_id, self.previews_sent)
         if preview is None:
@@ -91,7 +93,7 @@ class _Stream:
         self.previews_sent = preview.seq
         self.last_sent = time.monotonic()
         return [
-            _frame("preview", json.dumps(preview_event(preview, index)), preview.seq)
+            (preview.seq, _frame("preview", json.dumps(preview_event(preview, index)), preview.seq))
             for index in range(len(preview.images))
         ]
 
@@ -112,13 +114,14 @@ def preview_event(preview: Preview, index: int) -> dict[str, object]:
     }
 
 
-def _missed(record: JobRecord, job: Job, after: int) -> list[str]:
+def _missed(record: JobRecord, job: Job, after: int) -> list[tuple[int, str]]:
     """The status changes after event `after` before the current one, as events."""
     changes = [(seq, status) for seq, status in record.history if seq > after]
     if changes and changes[-1][1] is record.status:
         changes.pop()  # the current state: sent next, as it is now
     return [
-        _frame("status", as_it_was(job, status).model_dump_json(), seq) for seq, status in changes
+        (seq, _frame("status", as_it_was(job, status).model_dump_json(), seq))
+        for seq, status in changes
     ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,9 +18,11 @@ from api.main import create_app
 from api.submission import submit
 from darkroom.client import DarkroomClient
 from shared.constants import DEFAULT_QUEUE, GENERATE_TASK, model_queue
-from shared.jobs import MAX_SEED, JobCreate
+from shared.jobs import MAX_SEED, JobCreate, JobStatus
+from shared.previews import PreviewStore, watch_key
 from shared.settings import Settings
 from shared.store import input_key, job_key
+from tests.support.polling import wait_until
 
 TINY_QUEUE = model_queue("tiny-sd")
 CONTRACT_FIELDS = {
@@ -420,3 +423,28 @@ def test_a_filtered_listing_follows_its_short_pages(
     client = DarkroomClient("http://testserver")
     client.http = api
     assert [job["id"] for job in client.list_jobs(limit=5, status="queued")] == [ids[1], ids[0]]
+
+
+def test_the_event_stream_sends_its_events_in_the_order_of_their_numbers(
+    api: TestClient, api_redis: redis.Redis
+) -> None:
+    """A preview the worker stored just before the progress the stream reads has the
+    lower number, and goes out first."""
+    job_id = api.post("/jobs", json={"prompt": "a lighthouse"}).json()["id"]
+    store = api.app.state.darkroom.store  # type: ignore[attr-defined]
+    store.transition(job_id, JobStatus.RUNNING, worker="w1")
+    preview_seq = PreviewStore(api_redis).store(job_id, 1, 2, [b"RIFF-webp"])
+    store.set_progress(job_id, 0.5)
+
+    def finish_once_watched() -> None:
+        # The stream marks the job watched after its first read of the record.
+        wait_until(lambda: api_redis.exists(watch_key(job_id)), what="the stream's first read")
+        store.transition(job_id, JobStatus.SUCCEEDED)
+
+    finisher = threading.Thread(target=finish_once_watched)
+    finisher.start()
+    body = api.get(f"/jobs/{job_id}/events").text
+    finisher.join()
+    ids = [int(line[4:]) for line in body.splitlines() if line.startswith("id: ")]
+    assert preview_seq in ids
+    assert ids == sorted(ids)
