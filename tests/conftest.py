@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
 import textwrap
 from collections.abc import Callable, Iterator
@@ -19,7 +18,7 @@ from darkroom import process_commands
 from darkroom.stack import free_port, redis_server_binary
 from shared.registry import Registry, load_registry
 from shared.settings import Settings
-from tests.support.polling import wait_until
+from tests.support.processes import start_redis_server
 
 # The end-to-end fixtures (workers, the webhook worker, the API on them) are
 # global, so tests/e2e and tests/security share one set of processes per session.
@@ -57,24 +56,12 @@ def redis_base_url() -> Iterator[str]:
     if binary is None:
         pytest.exit("no Redis on 127.0.0.1:6379 and no redis-server to start", 2)
     port = free_port()
-    proc = subprocess.Popen(
-        process_commands.redis_server(binary, port, tempfile.mkdtemp()),
-        stdout=subprocess.DEVNULL,
-    )
+    data_dir = Path(tempfile.mkdtemp())
+    argv = process_commands.redis_server(binary, port, data_dir)
     url = f"redis://127.0.0.1:{port}"
-    _wait_for_redis(url)
+    server = start_redis_server(argv, data_dir / "redis.log", redis.Redis.from_url(url))
     yield url
-    proc.terminate()
-    proc.wait()
-
-
-def _wait_for_redis(url: str, timeout_s: float = 10) -> None:
-    wait_until(
-        redis.Redis.from_url(url).ping,
-        timeout_s,
-        what=f"redis at {url} answering",
-        ignoring=(redis.ConnectionError,),
-    )
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,9 +10,10 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from darkroom.processes import Child
 from darkroom.stack import free_port, redis_server_binary
 from shared.settings import Settings
-from tests.support.polling import wait_until
+from tests.support.processes import start_redis_server
 
 BODY = {"prompt": "a lighthouse", "model": "tiny-sd"}
 
@@ -26,25 +26,21 @@ class OwnRedis:
         self.directory = directory
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.server: Child | None = None
 
     def start(self) -> None:
         command = [self.binary, "--port", str(self.port), "--save", "", "--appendonly", "no"]
-        self.process = subprocess.Popen(
-            [*command, "--dir", str(self.directory)], stdout=subprocess.DEVNULL
-        )
-        wait_until(
-            redis.Redis.from_url(self.url, socket_connect_timeout=0.5).ping,
-            10,
-            what="redis-server answering",
-            ignoring=(redis.ConnectionError,),
+        self.server = start_redis_server(
+            [*command, "--dir", str(self.directory)],
+            self.directory / "redis.log",
+            redis.Redis.from_url(self.url, socket_connect_timeout=0.5),
+            append=True,
         )
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
+        if self.server is not None:
+            self.server.stop(timeout_s=10)
+            self.server = None
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ webhook worker answering the ping.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -21,9 +20,9 @@ import pytest
 import redis
 from celery.utils.nodenames import default_nodename, host_format
 
+from darkroom.processes import Child, spawn
 from shared.workers import WorkerInfo, remove_worker, write_worker
 from tests.deploy.manifests import (
-    ROOT,
     base_manifests,
     containers,
     exec_probe_code,
@@ -32,7 +31,7 @@ from tests.deploy.manifests import (
     load_compose,
     option_value,
 )
-from tests.support.polling import wait_until
+from tests.support.processes import worker_env
 
 # Real workers and the webhook worker start for their checks.
 pytestmark = pytest.mark.slow
@@ -133,42 +132,13 @@ def _closed_port() -> int:
 # --- real processes -----------------------------------------------------------
 
 
-def start(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+def start(name: str, argv: list[str], env: dict[str, str], cwd: Path) -> Child:
     """Run a darkroom process in `cwd` (a temporary folder: no developer's .env is read)."""
-    return subprocess.Popen(
-        argv,
-        env={
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "PYTHONUNBUFFERED": "1",
-            "TORCH_THREADS": "1",
-            **env,
-        },
-        cwd=cwd,
-        stdout=(cwd / "process.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    return spawn(name, argv, worker_env(env), cwd, cwd / "process.log")
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def wait_for(
-    check: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path, timeout_s: float
-) -> None:
-    def passed() -> bool:
-        if proc.poll() is not None:
-            pytest.fail(f"process exited early:\n{log.read_text(errors='replace')[-3000:]}")
-        return check()
-
-    wait_until(passed, timeout_s, 0.5, what=lambda: log.read_text(errors="replace")[-3000:])
+def wait_for(check: Callable[[], bool], child: Child, timeout_s: float) -> None:
+    child.wait_until(check, timeout_s, 0.5, what=lambda: child.log_text()[-3000:])
 
 
 def test_real_worker_becomes_ready_for_both_checks(
@@ -192,18 +162,17 @@ def test_real_worker_becomes_ready_for_both_checks(
     }
     remove_worker(client, name)
     assert run_check(k8s_code, redis_url, tmp_path, POD_NAME=pod) == 1
-    proc = start(argv, env, tmp_path)
+    child = start("darkroom worker", argv, env, tmp_path)
     try:
         wait_for(
             lambda: run_check(k8s_code, redis_url, tmp_path, POD_NAME=pod) == 0,
-            proc,
-            tmp_path / "process.log",
+            child,
             timeout_s=180,
         )
         assert run_check(compose_code, redis_url, tmp_path) == 0
     finally:
-        stop(proc)
-    assert proc.returncode == 0
+        child.stop(timeout_s=30)
+    assert child.proc.returncode == 0
     assert run_check(k8s_code, redis_url, tmp_path, POD_NAME=pod) == 1
 
 
@@ -214,14 +183,13 @@ def test_real_webhook_worker_answers_its_check(redis_url: str, tmp_path: Path) -
     (container,) = containers(hooks)
     assert exec_probe_code(container["readinessProbe"]) == code
     argv = [sys.executable, "-m", "darkroom.cli", *container["command"][1:]]
-    proc = start(argv, {"REDIS_URL": redis_url}, tmp_path)
+    child = start("darkroom webhooks", argv, {"REDIS_URL": redis_url}, tmp_path)
     try:
         wait_for(
             lambda: run_check(code, redis_url, tmp_path) == 0,
-            proc,
-            tmp_path / "process.log",
+            child,
             timeout_s=120,
         )
     finally:
-        stop(proc)
-    assert proc.returncode == 0
+        child.stop(timeout_s=30)
+    assert child.proc.returncode == 0

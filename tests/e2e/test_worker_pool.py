@@ -19,12 +19,12 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from darkroom.processes import Child, spawn
 from darkroom.stack import free_port
 from shared.settings import Settings
 from shared.workers import live_workers
 from tests.e2e.helpers import submit, wait_for
 from tests.support.metrics import read_metrics
-from tests.support.polling import wait_until
 from tests.support.processes import REPO_ROOT
 
 POOL_DB = 9
@@ -68,45 +68,36 @@ def metrics_port() -> int:
 @pytest.fixture(scope="module")
 def pool(  # type: ignore[no-untyped-def]
     pool_env: dict[str, str], metrics_port: int, tmp_path_factory
-) -> Iterator[subprocess.Popen[bytes]]:
+) -> Iterator[Child]:
     log_path = tmp_path_factory.mktemp("pool-logs") / "pool.log"
     args = ["--workers", "2", "--name", "pooltest", "--metrics-port", str(metrics_port)]
-    proc = start_pool(pool_env, args, 2, log_path)
-    yield proc
-    if proc.poll() is None:
-        # SIGTERM, which the pool forwards to its workers: a SIGKILL would leave
-        # them running as orphans, taking later runs' jobs under the same names.
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    pool = start_pool(pool_env, args, 2, log_path)
+    yield pool
+    # SIGTERM, which the pool forwards to its workers: a SIGKILL would leave
+    # them running as orphans, taking later runs' jobs under the same names.
+    pool.stop(timeout_s=30)
 
 
-def start_pool(
-    env: dict[str, str], args: list[str], workers: int, log_path: Path
-) -> subprocess.Popen[bytes]:
+def start_pool(env: dict[str, str], args: list[str], workers: int, log_path: Path) -> Child:
     """`darkroom worker ARGS`, returned once `workers` workers are ready."""
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "darkroom.cli", "worker", *args],
-            env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **env},
-            cwd=REPO_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    pool = spawn(
+        "darkroom worker",
+        [sys.executable, "-m", "darkroom.cli", "worker", *args],
+        {**os.environ, "PYTHONPATH": str(REPO_ROOT), **env},
+        REPO_ROOT,
+        log_path,
+    )
     client = redis.Redis.from_url(env["REDIS_URL"])
 
     def started() -> bool:
-        assert proc.poll() is None, log_path.read_text()
         return len([w for w in live_workers(client) if w.state == "ready"]) >= workers
 
-    wait_until(started, 90, 0.2, what="the pool's workers ready")
-    return proc
+    pool.wait_until(started, 90, 0.2, what="the pool's workers ready")
+    return pool
 
 
 def test_two_workers_share_the_queue_and_stop_together(
-    pool: subprocess.Popen[bytes], pool_env: dict[str, str], metrics_port: int
+    pool: Child, pool_env: dict[str, str], metrics_port: int
 ) -> None:
     client_redis = redis.Redis.from_url(pool_env["REDIS_URL"])
     names = sorted(w.name for w in live_workers(client_redis))
@@ -134,6 +125,6 @@ def test_two_workers_share_the_queue_and_stop_together(
     assert len({labels["pid"] for labels in busy}) == 2
     assert metrics.value("darkroom_model_load_seconds_count", model="tiny-flaky") == 2
 
-    pool.send_signal(signal.SIGTERM)
+    pool.send(signal.SIGTERM)
     assert pool.wait(timeout=30) == 0
     assert live_workers(client_redis) == []

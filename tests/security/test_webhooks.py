@@ -14,8 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
-import subprocess
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,6 +27,7 @@ from kombu.transport.redis import Channel as KombuRedisChannel
 
 from api.main import create_app
 from darkroom import process_commands
+from darkroom.processes import Child, spawn
 from darkroom.stack import free_port, redis_server_binary
 from shared.apikeys import hash_key, owner_id
 from shared.constants import WEBHOOK_QUEUE, WEBHOOK_TASK, broker_lists
@@ -41,7 +40,7 @@ from shared.store import JobStore
 from shared.webhook_events import WebhookEmitter
 from shared.webhooks import UnsafeAddress, is_public, log_key, resolve_allowed
 from tests.support.polling import wait_until
-from tests.support.processes import REPO_ROOT
+from tests.support.processes import REPO_ROOT, start_redis_server
 from tests.support.receiver import Receiver
 from tests.support.stalling_receivers import SilentReceiver, TrickleReceiver
 
@@ -135,41 +134,16 @@ def test_malformed_webhook_urls_are_a_422(hooks_api: TestClient, url: str, probl
 # --- the webhook worker --------------------------------------------------------------
 
 
-@dataclass
-class WebhookWorker:
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def start_webhook_worker(env: dict[str, str], log_path: Path, *args: str) -> WebhookWorker:
+def start_webhook_worker(env: dict[str, str], log_path: Path, *args: str) -> Child:
     """`celery -A worker.webhook_app worker` as `darkroom webhooks` runs it, once ready."""
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [*process_commands.webhook_worker("probes@test"), *args],
-            env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **env},
-            cwd=REPO_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    worker = WebhookWorker(proc, log_path)
-    wait_until(
-        lambda: not worker.alive() or b"ready." in log_path.read_bytes(),
-        what="the webhook worker to start",
+    worker = spawn(
+        "the webhook worker",
+        [*process_commands.webhook_worker("probes@test"), *args],
+        {**os.environ, "PYTHONPATH": str(REPO_ROOT), **env},
+        REPO_ROOT,
+        log_path,
     )
-    if not worker.alive():
-        raise RuntimeError(f"webhook worker exited:\n{log_path.read_text()}")
+    worker.wait_until(lambda: "ready." in worker.log_text(), 60, what="the webhook worker to start")
     return worker
 
 
@@ -263,7 +237,7 @@ def test_one_tenants_trickling_receivers_do_not_stall_another_tenants_webhook(
             assert attempt.error == "deadline passed: no complete answer within 2 s"
         assert worker.alive()
     finally:
-        worker.stop()
+        worker.stop(timeout_s=30)
         trickle.stop()
         receiver.stop()
 
@@ -278,7 +252,7 @@ class RestartableRedis:
     binary: str
     port: int
     data_dir: str
-    proc: subprocess.Popen[bytes] | None = None
+    server: Child | None = None
 
     @property
     def url(self) -> str:
@@ -288,24 +262,21 @@ class RestartableRedis:
         argv = process_commands.redis_server(self.binary, self.port, self.data_dir)
         # Later options win: an append-only file, written through, so the queue
         # and kombu's unacknowledged messages survive the restart.
-        self.proc = subprocess.Popen([*argv, "--appendonly", "yes", "--appendfsync", "always"])
-        wait_until(self._answers, timeout_s=10, what="redis-server to answer")
+        self.server = start_redis_server(
+            [*argv, "--appendonly", "yes", "--appendfsync", "always"],
+            Path(self.data_dir) / "redis.log",
+            redis.Redis.from_url(self.url),
+            append=True,
+        )
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.proc = None
+        if self.server is not None:
+            self.server.stop(timeout_s=10)
+            self.server = None
 
     def restart(self) -> None:
         self.stop()
         self.start()
-
-    def _answers(self) -> bool:
-        try:
-            return bool(redis.Redis.from_url(self.url).ping())
-        except redis.ConnectionError:
-            return False
 
 
 @pytest.fixture
@@ -331,13 +302,6 @@ def test_the_webhook_worker_rides_out_a_redis_restart(
     client = redis.Redis.from_url(private_redis.url)
     unacked = KombuRedisChannel.unacked_key  # kombu's hash of messages taken, not yet acked
 
-    def alive_and(condition: Callable[[], object]) -> Callable[[], object]:
-        def check() -> object:
-            assert worker.alive(), f"the webhook worker exited:\n{worker.log_path.read_text()}"
-            return condition()
-
-        return check
-
     try:
         celery = make_celery(Settings(_env_file=None, redis_url=private_redis.url))  # type: ignore[call-arg]
         job_ids = [f"restart-{i}" for i in range(40)]
@@ -352,30 +316,31 @@ def test_the_webhook_worker_rides_out_a_redis_restart(
                 "attempt": 1,
             }
             celery.send_task(WEBHOOK_TASK, args=[delivery], queue=WEBHOOK_QUEUE)
-        wait_until(
-            alive_and(
-                lambda: (
-                    silent.held() == 16
-                    and client.hlen(unacked) == 40
-                    and not any(client.llen(name) for name in broker_lists(WEBHOOK_QUEUE))
-                )
+        worker.wait_until(
+            lambda: (
+                silent.held() == 16
+                and client.hlen(unacked) == 40
+                and not any(client.llen(name) for name in broker_lists(WEBHOOK_QUEUE))
             ),
+            60,
             what="all 40 deliveries held by the worker, 16 of them in flight",
         )
 
         private_redis.restart()
         silent.release()  # the held calls fail; every later one is answered
 
-        wait_until(
-            alive_and(lambda: all(attempts(client, job_id) for job_id in job_ids)),
+        worker.wait_until(
+            lambda: all(attempts(client, job_id) for job_id in job_ids),
+            60,
             what="every delivery attempted",
         )
-        wait_until(
-            alive_and(lambda: client.hlen(unacked) == 0),
+        worker.wait_until(
+            lambda: client.hlen(unacked) == 0,
+            60,
             what="no message left for the visibility timeout",
         )
         assert worker.alive()
-        assert "Unrecoverable error" not in worker.log_path.read_text()
+        assert "Unrecoverable error" not in worker.log_text()
     finally:
-        worker.stop()
+        worker.stop(timeout_s=30)
         silent.stop()

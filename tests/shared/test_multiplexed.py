@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,7 +12,7 @@ import redis
 
 from darkroom.stack import free_port, redis_server_binary
 from shared.multiplexed import LuaScript, MultiplexedRedis
-from tests.support.polling import wait_until
+from tests.support.processes import start_redis_server
 
 DB = 12  # a database of the test Redis no other test uses
 T = TypeVar("T")
@@ -168,20 +167,15 @@ def guarded_redis(tmp_path: Path) -> Iterator[int]:
         pytest.skip("no redis-server binary to start")
     port = free_port()
     command = [binary, "--port", str(port), "--save", "", "--appendonly", "no"]
-    process = subprocess.Popen(
-        [*command, "--requirepass", "secret", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL
+    server = start_redis_server(
+        [*command, "--requirepass", "secret", "--dir", str(tmp_path)],
+        tmp_path / "redis.log",
+        redis.Redis(port=port, password="secret"),
     )
     try:
-        wait_until(
-            redis.Redis(port=port, password="secret").ping,
-            10,
-            what="the password-protected redis-server answering",
-            ignoring=(redis.ConnectionError,),
-        )
         yield port
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        server.stop(timeout_s=10)
 
 
 def test_the_password_and_database_in_the_url_are_used(guarded_redis: int) -> None:

@@ -6,7 +6,6 @@ import base64
 import contextlib
 import os
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,10 +15,10 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from darkroom import process_commands
+from darkroom.processes import Child, spawn
 from darkroom.stack import free_port
 from shared.settings import Settings
 from tests.conftest import E2E_DB, S3_BUCKET
-from tests.support.polling import wait_until
 from tests.support.processes import REPO_ROOT, ApiProcess, WorkerProcess, start_api, start_worker
 from tests.support.receiver import Receiver
 
@@ -71,27 +70,24 @@ def workers(
 @pytest.fixture(scope="session")
 def webhook_worker(
     e2e_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[subprocess.Popen[bytes]]:
+) -> Iterator[Child]:
     """The light webhook worker, as `darkroom webhooks` runs it."""
     log_path = tmp_path_factory.mktemp("webhook-logs") / "webhooks.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            process_commands.webhook_worker("webhooks@test"),
-            env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **e2e_env},
-            cwd=REPO_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"webhook worker exited:\n{log_path.read_text()}")
-        return b"ready." in log_path.read_bytes()
-
-    wait_until(ready, 60, 0.1, what=lambda: f"webhook worker ready:\n{log_path.read_text()}")
-    yield proc
-    proc.terminate()
-    proc.wait(timeout=20)
+    worker = spawn(
+        "webhook worker",
+        process_commands.webhook_worker("webhooks@test"),
+        {**os.environ, "PYTHONPATH": str(REPO_ROOT), **e2e_env},
+        REPO_ROOT,
+        log_path,
+    )
+    worker.wait_until(
+        lambda: "ready." in worker.log_text(),
+        60,
+        0.1,
+        what=lambda: f"webhook worker ready:\n{worker.log_text()}",
+    )
+    yield worker
+    worker.stop()
 
 
 @pytest.fixture(scope="session")

@@ -111,6 +111,26 @@ def start_api(env: dict[str, str], log_path: Path, port: int) -> ApiProcess:
     return api
 
 
+def start_redis_server(
+    argv: list[str], log_path: Path, client: redis.Redis, append: bool = False
+) -> Child:
+    """A redis-server of a test's own (`argv`), once `client` gets an answer to PING.
+
+    `append`: one log across restarts on the same port."""
+    server = spawn("redis-server", argv, log_path=log_path, append=append)
+    try:
+        server.wait_until(
+            client.ping,
+            10,
+            what=lambda: f"redis-server answering:\n{server.log_tail()}",
+            ignoring=(redis.ConnectionError,),
+        )
+    except AssertionError:
+        server.kill()
+        raise
+    return server
+
+
 @dataclass(frozen=True)
 class ChildProcess:
     """A process this test did not start itself (a worker's engine), seen through /proc."""

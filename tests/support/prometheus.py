@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,8 +10,8 @@ from typing import Any
 import httpx
 import yaml
 
+from darkroom.processes import http_ok, spawn
 from darkroom.stack import free_port
-from tests.support.polling import wait_until
 from tests.support.system import require_program
 
 
@@ -45,24 +44,24 @@ def running_prometheus(
     config_path.write_text(yaml.safe_dump(config))
     port = free_port()
     log_path = workdir / "prometheus.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                require_program("prometheus", "prometheus"),
-                f"--config.file={config_path}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    argv = [
+        require_program("prometheus", "prometheus"),
+        f"--config.file={config_path}",
+        f"--storage.tsdb.path={workdir / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    server = spawn("prometheus", argv, log_path=log_path)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, proc, log_path)
+        server.wait_until(
+            http_ok(f"{url}/-/ready"),
+            60,
+            0.1,
+            what=lambda: f"prometheus ready:\n{server.log_text()}",
+        )
         yield url
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        server.stop(timeout_s=30)
 
 
 def query(url: str, promql: str) -> list[dict[str, Any]]:
@@ -72,18 +71,3 @@ def query(url: str, promql: str) -> list[dict[str, Any]]:
     body = response.json()
     assert body["status"] == "success", body
     return body["data"]["result"]  # type: ignore[no-any-return]
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prometheus exited:\n{log_path.read_text()}")
-        return httpx.get(f"{url}/-/ready", timeout=1).status_code == 200
-
-    wait_until(
-        ready,
-        60,
-        0.1,
-        what=lambda: f"prometheus ready:\n{log_path.read_text()}",
-        ignoring=(httpx.TransportError,),
-    )
