@@ -33,9 +33,9 @@ from shared.store import store_job_names
 REPLAY = 3
 
 # shared/lua/submit.lua, with the files that name the rest of its KEYS and ARGV.
-_SUBMIT = lua.script("submit", "sched", "store_job", "rate_limits")
+_SUBMIT = lua.script("submit")
 # shared/lua/unsubmit.lua: takes back what _SUBMIT made, given the same names.
-_UNSUBMIT = lua.script("unsubmit", "sched")
+_UNSUBMIT = lua.script("unsubmit")
 
 
 def submit_call(

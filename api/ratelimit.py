@@ -43,11 +43,11 @@ RECORD_GRACE_MS = 60_000
 
 ADMITTED, TOO_FAST, TOO_MANY_ACTIVE = 0, 1, 2
 
-# shared/lua/rate_limits.lua checks and counts both limits; the submission script
+# shared/lua/lib/rate_limits.lua checks and counts both limits; the submission script
 # (api.enqueue) runs it with storing and enqueueing the job in one atomic step,
 # admit.lua runs it alone.
-_ADMIT = lua.script("admit", "sched", "rate_limits")
-_USAGE = lua.script("usage", "sched")
+_ADMIT = lua.script("admit")
+_USAGE = lua.script("usage")
 
 
 def submits_key(owner: str) -> str:

@@ -1,20 +1,21 @@
-"""darkroom's Redis scripts, each a `.lua` file of shared/lua/ that names its KEYS
-and ARGV at the top:
+"""darkroom's Redis scripts, each a `.lua` file of shared/lua/ that names the
+libraries it uses and its KEYS and ARGV at the top:
 
+    -- uses: sched store_job
     -- KEY record: the job's hash
     -- ARG job: the job id
     -- ARG fields...: the record's field names and JSON values (the rest of ARGV)
 
 (`-- KEY name...:` likewise names the rest of KEYS, a list.)
 
-`script(name, *libraries)` puts together, in this order: the tables KEY and ARG
-(name -> value, from KEYS and ARGV), the library files and the script's body.
-Libraries are files of functions: the scheduler's (sched.lua: every script that
-moves a waiting job writes its structures through them, so they are written one
-way), and others that read KEY and ARG by the names their own headers declare
-(store_job.lua). `Script.call` lays out KEYS and ARGV from names: neither a caller nor a
-script counts positions, and a script made of several files declares each name
-once, where it is read.
+Libraries are files of functions in shared/lua/lib/: the scheduler's (sched.lua:
+every script that moves a waiting job writes its structures through them, so
+they are written one way), and others that read KEY and ARG by the names their
+own headers declare (store_job.lua). `script(name)` puts together the tables KEY
+and ARG (name -> value, from KEYS and ARGV), the libraries and the script's body,
+and refuses a script that reads a name no header declares. `Script.call` lays
+out KEYS and ARGV from names: neither a caller nor a script counts positions,
+and a script made of several files declares each name once, where it is read.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from shared.multiplexed import LuaScript
 LUA_DIR = Path(__file__).parent / "lua"
 # The scheduler's library, where the key prefix is written.
 SCHEDULER = "sched"
+# "-- uses: sched store_job": the libraries (shared/lua/lib/) a script is made with.
+_USES = re.compile(r"^-- uses:((?: [a-z_]+)+)$", re.MULTILINE)
 
 # "-- KEY name: ..." or "-- ARG name: ...", "name...:" for the rest of KEYS or ARGV.
 _DECLARATION = re.compile(r"^-- (KEY|ARG) ([a-z_][a-z0-9_]*)(\.\.\.)?:", re.MULTILINE)
@@ -99,9 +102,11 @@ class Script:
 
 
 @functools.cache
-def script(name: str, *libraries: str) -> Script:
-    """The script `name`.lua, with the files `libraries` (their names) in front."""
-    texts = [(LUA_DIR / f"{file}.lua").read_text() for file in (*libraries, name)]
+def script(name: str) -> Script:
+    """The script `name`.lua, with the libraries it uses in front."""
+    own = (LUA_DIR / f"{name}.lua").read_text()
+    libraries = [lib for found in _USES.findall(own) for lib in found.split()]
+    texts = [(LUA_DIR / "lib" / f"{lib}.lua").read_text() for lib in libraries] + [own]
     names: dict[str, dict[str, None]] = {"KEY": {}, "ARG": {}}
     rests: dict[str, str] = {}
     for text in texts:

@@ -31,7 +31,7 @@ _SHARED_FIELDS = [
 
 
 # shared/lua/position.lua: a queued job's position and ETA, as the scheduler sees them.
-POSITION_SCRIPT = lua.script("position", "sched")
+POSITION_SCRIPT = lua.script("position")
 
 
 class _Pipeline(Protocol):

@@ -45,11 +45,11 @@ ANY = "*"
 RATE_WEIGHT = 0.2
 RATE_WRITE_S = 1.0
 
-RESERVE = lua.script("reserve", "sched")
-RESERVE_JOB = lua.script("reserve_job", "sched")
-RELEASE = lua.script("release", "sched")
-BETTER = lua.script("better", "sched")
-PEEK = lua.script("peek", "sched")
+RESERVE = lua.script("reserve")
+RESERVE_JOB = lua.script("reserve_job")
+RELEASE = lua.script("release")
+BETTER = lua.script("better")
+PEEK = lua.script("peek")
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from shared import lua
 from shared.jobs import JobRecord
 
 # shared/lua/read.lua: the record, a queued job's position and ETA (the
-# scheduler's, shared/lua/sched.lua), a webhook's delivery log.
-READ_SCRIPT = lua.script("read", "sched")
+# scheduler's, shared/lua/lib/sched.lua), a webhook's delivery log.
+READ_SCRIPT = lua.script("read")
 
 
 class JobSnapshot(NamedTuple):

@@ -71,11 +71,11 @@ def _encode(fields: Mapping[str, Any]) -> dict[Any, Any]:
 
 
 # shared/lua/create.lua, store_job.lua: store a new job and queue it with the scheduler.
-_CREATE = lua.script("create", "sched", "store_job")
-_TRANSITION = lua.script("transition", "sched")
-_POSITION = lua.script("position", "sched")
+_CREATE = lua.script("create")
+_TRANSITION = lua.script("transition")
+_POSITION = lua.script("position")
 _UPDATE = lua.script("update_job")
-_LIST = lua.script("list_jobs", "sched")
+_LIST = lua.script("list_jobs")
 # The most index entries one listing looks at: a filter few jobs match answers a
 # short page and a cursor, rather than holding Redis while it reads the index.
 LIST_SCAN_MAX = 5000

@@ -1,6 +1,7 @@
 -- better: a job that should run before the one a worker reserved, if any: one of
 -- a higher band, or (needing no swap) of a key with less usage per weight than the
 -- reserved job's key had before it was given it.
+-- uses: sched
 -- ARG job: the reserved job's id
 -- ARG worker: the worker's name
 -- ARG resident: the models on its device, comma separated

@@ -1,6 +1,7 @@
 -- list_jobs: jobs newest first from an index, at most `limit`, created before a
 -- cursor, of one status and owner where asked (JobStore.list, GET /jobs). One
 -- script, so the API's async connection and the workers' sync one list alike.
+-- uses: sched
 -- KEY index: every job's index, or one key's, by creation time (ms)
 -- ARG limit: how many at most
 -- ARG before: '(' .. the cursor, or '+inf' for the newest

@@ -2,6 +2,7 @@
 -- the order it would be given them (band by band; the least-served keys first,
 -- their jobs taken in turns). Reserves nothing: dynamic batching picks
 -- companions of the same shape from it and reserves them one by one.
+-- uses: sched
 -- ARG limit: how many at most
 -- ARG queues...: the queues the worker consumes
 local limit = tonumber(ARG.limit)

@@ -1,4 +1,5 @@
 -- position: a queued job's place as the scheduler sees it, for a job already read.
+-- uses: sched
 -- ARG job: the job id
 -- ARG half_life: FAIR_SHARE_HALF_LIFE_S
 -- Returns {position or false, ETA in seconds as a string or false}.

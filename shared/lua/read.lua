@@ -1,5 +1,6 @@
 -- read: a job as it stands, with what its public view needs, in one round trip:
 -- a queued job's position and ETA (the scheduler's), a webhook's delivery log.
+-- uses: sched
 -- ARG job: the job id
 -- ARG half_life: FAIR_SHARE_HALF_LIFE_S
 -- Returns false for no record, else {record as JSON, position or false, ETA in

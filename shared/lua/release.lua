@@ -1,4 +1,5 @@
 -- release: a worker lets a job it reserved go back to its queue, where it was.
+-- uses: sched
 -- ARG job: the job id
 -- ARG worker: the worker that reserved it (another's reservation is left alone)
 -- ARG half_life: FAIR_SHARE_HALF_LIFE_S

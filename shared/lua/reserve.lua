@@ -1,4 +1,5 @@
 -- reserve: the next job for a worker, chosen and set aside for it in one step.
+-- uses: sched
 -- ARG worker: the worker's name
 -- ARG half_life: FAIR_SHARE_HALF_LIFE_S
 -- ARG hand_queue: the queue of the wake-up token the worker holds ('' for none)

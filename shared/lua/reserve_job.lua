@@ -1,5 +1,6 @@
 -- reserve_job: set aside one given queued job for a worker (a companion of a
 -- batch, chosen from peek), if it is still waiting and its key is under its cap.
+-- uses: sched
 -- ARG job: the job id
 -- ARG worker: the worker's name
 -- ARG half_life: FAIR_SHARE_HALF_LIFE_S

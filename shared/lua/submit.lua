@@ -1,6 +1,7 @@
 -- submit: a new job in one step (api/enqueue.py): its Idempotency-Key claimed, its
 -- key's rate limits checked and counted (rate_limits.lua), the job stored and queued
 -- (store_job.lua) and its wake-up token pushed onto the broker list.
+-- uses: sched store_job rate_limits
 -- KEY idempotency: the Idempotency-Key's entry ('' without one)
 -- KEY broker: the queue's broker list
 -- ARG claim: what the Idempotency-Key's entry holds ('' without one)

@@ -1,6 +1,7 @@
 -- transition: move a job to another status, if its status machine allows it, and
 -- keep every index it lives in (waiting set, the scheduler's lines, reservations,
 -- its key's busy set, the running index, wake-up tokens) in the same step.
+-- uses: sched
 -- ARG job: the job id
 -- ARG target: the new status
 -- ARG allowed: the statuses that may move to target, comma separated

@@ -1,6 +1,7 @@
 -- unsubmit: take back what submit.lua made when too few replicas confirmed it:
 -- record, images, index entries, rate-limit entries, broker message and
 -- Idempotency-Key. A worker that took the job meanwhile is asked to cancel it.
+-- uses: sched
 -- KEY record: the job's hash
 -- KEY input: its init image
 -- KEY mask: its mask

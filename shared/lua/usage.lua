@@ -1,5 +1,6 @@
 -- usage: what a key has in flight, for GET /me: jobs accepted in the last minute,
 -- and its jobs now queued and running (from the active set, read with their statuses).
+-- uses: sched
 -- KEY submits: the key's log of accepted jobs
 -- KEY active: its jobs queued or running
 -- ARG window_ms: the per-minute window

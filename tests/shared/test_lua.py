@@ -14,7 +14,8 @@ from shared import lua
 
 @pytest.fixture
 def lua_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A scripts folder of the tests' own."""
+    """A scripts folder of the tests' own, with its libraries' folder."""
+    (tmp_path / "lib").mkdir()
     monkeypatch.setattr(lua, "LUA_DIR", tmp_path)
     lua.script.cache_clear()
     yield tmp_path
@@ -55,11 +56,13 @@ def test_the_rest_of_keys_is_a_list_too(lua_dir: Path) -> None:
 
 
 def test_a_library_declares_the_names_it_reads(lua_dir: Path) -> None:
-    (lua_dir / "double.lua").write_text(
+    (lua_dir / "lib" / "double.lua").write_text(
         "-- ARG value: a number\nlocal function double() return tonumber(ARG.value) * 2 end\n"
     )
-    (lua_dir / "twice.lua").write_text("-- ARG extra: added\nreturn double() + ARG.extra\n")
-    script = lua.script("twice", "double")
+    (lua_dir / "twice.lua").write_text(
+        "-- uses: double\n-- ARG extra: added\nreturn double() + ARG.extra\n"
+    )
+    script = lua.script("twice")
     assert set(script.args) == {"value", "extra"}
     call = script.call(args={"value": 4, "extra": 1, "unused": "ignored"})
     assert call.run(fakeredis.FakeRedis()) == 9
@@ -77,29 +80,6 @@ def test_a_script_reading_an_undeclared_name_is_refused(lua_dir: Path) -> None:
         lua.script("typo")
 
 
-# Each script of shared/lua/ with the libraries darkroom builds it with.
-BUILT_WITH = {
-    "create": ("sched", "store_job"),
-    "submit": ("sched", "store_job", "rate_limits"),
-    "admit": ("sched", "rate_limits"),
-}
-LIBRARIES = {"sched", "store_job", "rate_limits"}
-# Scripts that stand alone, without the scheduler's functions.
-STANDALONE = {
-    "update_job",
-    "set_progress",
-    "store_preview",
-    "acquire_lease",
-    "comfy_save_prompt",
-    "comfy_put_upload",
-    "cluster_stats",
-    "a1111_save_options",
-}
-
-
 def test_every_darkroom_script_builds_and_declares_what_it_reads() -> None:
     for path in lua.LUA_DIR.glob("*.lua"):
-        if path.stem in LIBRARIES:
-            continue
-        default = () if path.stem in STANDALONE else ("sched",)
-        assert lua.script(path.stem, *BUILT_WITH.get(path.stem, default)).lua.sha
+        assert lua.script(path.stem).lua.sha
