@@ -31,11 +31,6 @@ ON_TINY_SD = {"override_settings": {"sd_model_checkpoint": "tiny-sd"}}
 
 
 @pytest.fixture(scope="module")
-def webui(api_server: ApiProcess) -> webuiapi.WebUIApi:
-    return webuiapi.WebUIApi(baseurl=f"{api_server.url}/sdapi/v1", sampler="Euler", steps=2)
-
-
-@pytest.fixture(scope="module")
 def keyed_api(
     e2e_env: dict[str, str], workers: object, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ApiProcess]:

@@ -21,11 +21,6 @@ KEY_B = "a1111-fidelity-key-b-0123456789"
 
 
 @pytest.fixture(scope="module")
-def webui(api_server: ApiProcess) -> webuiapi.WebUIApi:
-    return webuiapi.WebUIApi(baseurl=f"{api_server.url}/sdapi/v1", sampler="Euler", steps=2)
-
-
-@pytest.fixture(scope="module")
 def two_keys_api(
     e2e_env: dict[str, str], workers: object, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ApiProcess]:

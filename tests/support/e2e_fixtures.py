@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import webuiapi
 from fastapi.testclient import TestClient
 
 from api.main import create_app
@@ -128,6 +129,12 @@ def api_server(
     server = start_api(e2e_env, tmp_path_factory.mktemp("api-logs") / "api.log", free_port())
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def webui(api_server: ApiProcess) -> webuiapi.WebUIApi:
+    """webuiapi's client of the e2e API, with tiny defaults (its own are 512x512, 20 steps)."""
+    return webuiapi.WebUIApi(baseurl=f"{api_server.url}/sdapi/v1", sampler="Euler", steps=2)
 
 
 @contextlib.contextmanager
