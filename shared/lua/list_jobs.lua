@@ -23,9 +23,9 @@ while looked < scan_max do
     local id, score = page[i], page[i + 1]
     upper = '(' .. score
     looked = looked + 1
-    local fields = redis.call('HMGET', k_job(id), 'status', 'owner')
-    if fields[1] and (ARG.status == '' or unquote(fields[1]) == ARG.status)
-        and (ARG.owner == '' or (unquote(fields[2]) or 'anonymous') == ARG.owner) then
+    local job = job_of(id)
+    if job and (ARG.status == '' or job.status == ARG.status)
+        and (ARG.owner == '' or job.owner == ARG.owner) then
       found[#found + 1] = record_json(id)
       if #found - 1 == limit then
         found[1] = score
